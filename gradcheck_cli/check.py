@@ -1,0 +1,563 @@
+"""Step 4: compare the layer's own gradients with central finite differences.
+
+:func:`check` is the library entry point.  It never prints and never exits: it
+returns a frozen :class:`~gradcheck_cli.report.Report` or raises a
+:class:`~gradcheck_cli.errors.GradcheckError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import random
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from . import fd
+from .config import FLOAT_DTYPES, InputSpec, LayerSpec
+from .errors import LayerError, UsageError
+from .evaluate import Evaluator, Leaf, chunk_size, chunks, rounding_error
+from .inputs import build_inputs, parse_input, torch_dtype
+from .layer import Layer, flatten_outputs, make_layer, set_params
+from .load import load_target
+from .report import Report, TensorReport, count_verdicts
+from .sampling import coverage_note, select
+
+# dtype: (eps, rtol, atol).  Central differences have truncation error ~eps^2 and
+# rounding error ~u/eps, so eps is near the cube root of the unit roundoff u.
+TOLERANCES = {
+    "float64": (1e-6, 1e-5, 1e-10),
+    "float32": (1e-3, 2e-3, 1e-6),
+    "float16": (1e-2, 2e-2, 1e-3),
+    "bfloat16": (3e-2, 1e-1, 1e-2),
+}
+
+
+@dataclass(frozen=True)
+class CheckOptions:
+    """How to check.  ``None`` for eps/rtol/atol means the dtype's default."""
+
+    dtype: str = "float64"
+    reference_dtype: str | None = None
+    device: str = "cpu"
+    seed: int = 0
+    eps: float | None = None
+    rtol: float | None = None
+    atol: float | None = None
+    kinks: str = "pass"  # "pass": KINK elements are reported but do not fail; "fail": they fail
+    weighted_loss: bool = True
+    max_elements: int | None = None
+    only: tuple[str, ...] = ()
+    batch: bool = True
+
+    def validated(self) -> "CheckOptions":
+        for key in ("dtype", "reference_dtype"):
+            value = getattr(self, key)
+            if value is not None and value not in FLOAT_DTYPES:
+                torch_dtype(value)  # raises with a suggestion for typos
+                raise UsageError(f"--{key.replace('_', '-')} {value}: not a floating dtype.", f"choose one of: {', '.join(FLOAT_DTYPES)}.")
+        for key in ("eps", "rtol", "atol"):
+            value = getattr(self, key)
+            if value is None:
+                continue
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value != value or value in (float("inf"),):
+                raise UsageError(f"--{key} must be a finite number, got {value!r}.", None)
+            if (key == "eps" and value <= 0) or value < 0:
+                need = "positive" if key == "eps" else "zero or positive"
+                raise UsageError(f"--{key} must be {need}, got {value!r}.", "Example: --eps 1e-6 --rtol 1e-5 --atol 1e-10.")
+        if self.kinks not in ("pass", "fail"):
+            raise UsageError(f"--kinks must be 'pass' or 'fail', got {self.kinks!r}.", None)
+        if self.max_elements is not None and self.max_elements < 1:
+            raise UsageError(f"--max-elements must be at least 1, got {self.max_elements}.", None)
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise UsageError(f"--seed must be a non-negative integer, got {self.seed!r}.", None)
+        return self
+
+    def resolved(self) -> tuple[float, float, float]:
+        eps, rtol, atol = TOLERANCES[self.reference_dtype or self.dtype]
+        _, rtol_own, atol_own = TOLERANCES[self.dtype]
+        # The analytic side stays in the layer's dtype: its rounding sets the tolerance.
+        rtol, atol = max(rtol, rtol_own), max(atol, atol_own)
+        return (
+            self.eps if self.eps is not None else eps,
+            self.rtol if self.rtol is not None else rtol,
+            self.atol if self.atol is not None else atol,
+        )
+
+
+ProgressFn = Callable[[str, int, int], None]
+
+
+def resolve_device(text: str) -> torch.device:
+    """Parse a device string and make sure the device really exists here."""
+    try:
+        dev = torch.device(text)
+    except (RuntimeError, TypeError) as exc:
+        raise UsageError(f"Unknown device {text!r} ({exc}).", "Use cpu, cuda, cuda:N or mps.") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(
+                f"Device {text!r} was asked for, but CUDA is not available here "
+                f"(torch {torch.__version__}, {'built without CUDA' if torch.version.cuda is None else 'no GPU visible'}).",
+                "Run with --device cpu, or on a machine with an NVIDIA GPU and a CUDA build of torch.",
+            )
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise UsageError(f"Device {text!r} does not exist: this machine has {count} CUDA device(s).", f"Use cuda:0 .. cuda:{count - 1}.")
+    elif dev.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise UsageError(f"Device {text!r} (Apple MPS) is not available here.", "Run with --device cpu.")
+    elif dev.type != "cpu":
+        try:
+            torch.empty(1, device=dev)
+        except Exception as exc:
+            raise UsageError(f"Device {text!r} cannot be used here: {exc}.", "Run with --device cpu.") from None
+    return dev
+
+
+@contextlib.contextmanager
+def preserved_rng(device: torch.device):
+    """Leave the global RNG states (torch, CUDA, numpy, random) exactly as they were."""
+    py_state = random.getstate()
+    np_state = np.random.get_state()
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices, device_type=device.type if devices else "cuda"):
+        try:
+            yield
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
+
+
+def check(
+    layer: Any,
+    inputs: Sequence[torch.Tensor | InputSpec | str | float] = (),
+    *,
+    args: Sequence = (),
+    kwargs: dict | None = None,
+    params: dict | None = None,
+    name: str | None = None,
+    progress: ProgressFn | None = None,
+    **options: Any,
+) -> Report:
+    """Check a layer's hand-written backward element by element.
+
+    ``layer`` is a Module (class or instance), an autograd.Function subclass, a
+    callable of tensors, or a target string (``file.py:Name``, ``pkg.mod:Name``).
+    ``inputs`` are tensors (copied, never modified), :class:`InputSpec`s, or
+    ``--input``-style strings (``"2x64"``, ``"=4.5"``).  ``options`` are the
+    fields of :class:`CheckOptions` (dtype, device, eps, rtol, atol, seed, ...).
+    """
+    opts = CheckOptions(**options).validated()
+    target = name or (layer if isinstance(layer, str) else _name_of(layer))
+    obj = load_target(layer) if isinstance(layer, str) else layer
+    device = resolve_device(opts.device)
+    with preserved_rng(device):
+        return _Checker(obj, target, list(inputs), args, kwargs, params or {}, opts, device, progress).run()
+
+
+def check_spec(spec: LayerSpec, progress: ProgressFn | None = None, **overrides: Any) -> Report:
+    """Check what a YAML spec describes; keyword ``overrides`` win over the spec's options."""
+    options = {**spec.options, **{k: v for k, v in overrides.items() if v is not None}}
+    return check(
+        spec.layer,
+        list(spec.inputs),
+        args=tuple(spec.args),
+        kwargs=dict(spec.kwargs),
+        params=dict(spec.params),
+        name=spec.layer.rsplit("/", 1)[-1],
+        progress=progress,
+        **options,
+    )
+
+
+def _name_of(obj: Any) -> str:
+    if isinstance(obj, torch.nn.Module):
+        return type(obj).__name__
+    return getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None) or type(obj).__name__
+
+
+class _Checker:
+    def __init__(self, obj, target, inputs, args, kwargs, params, opts: CheckOptions, device, progress):
+        self.target = target
+        self.opts = opts
+        self.device = device
+        self.progress = progress
+        self.dtype = torch_dtype(opts.dtype)
+        self.ref_dtype = torch_dtype(opts.reference_dtype) if opts.reference_dtype else self.dtype
+        self.eps, self.rtol, self.atol = opts.resolved()
+        self.notes: list[str] = []
+        base = make_layer(obj, target, tuple(args), kwargs)
+        self.layer = base.cast(self.dtype, device)
+        if params:
+            set_params(self.layer, params)
+        self.inputs = self._materialise(inputs)
+        self._check_arity(base)
+
+    # -- setup ----------------------------------------------------------------
+    def _materialise(self, items: list) -> list:
+        specs = [parse_input(x) if isinstance(x, str) else InputSpec(value=x) if isinstance(x, (int, float, list)) else x for x in items]
+        built = build_inputs([s for s in specs if isinstance(s, InputSpec)], self.dtype, self.device, self.opts.seed)
+        it = iter(built)
+        out = []
+        for s in specs:
+            if isinstance(s, InputSpec):
+                out.append(next(it))
+            elif isinstance(s, torch.Tensor):
+                t = s.detach().to(self.device)
+                out.append((t.to(self.dtype) if t.is_floating_point() else t).clone())
+            else:
+                out.append(s)  # non-tensor arguments are passed through as they are
+        return out
+
+    def _check_arity(self, base: Layer) -> None:
+        fn = base.module.forward if base.module is not None else base.function_class.forward if base.function_class else base.fn
+        try:
+            sig = inspect.signature(fn)
+        except (TypeError, ValueError):
+            return
+        ps = list(sig.parameters.values())
+        if base.function_class is not None and base.function_class.setup_context is torch.autograd.function._SingleLevelFunction.setup_context:
+            ps = ps[1:]  # drop ctx
+        if any(p.kind == p.VAR_POSITIONAL for p in ps):
+            return
+        positional = [p for p in ps if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        required = [p.name for p in positional if p.default is p.empty]
+        given = len(self.inputs)
+        if given < len(required):
+            missing = ", ".join(required[given:])
+            raise UsageError(
+                f"{self.target} takes {len(required)} input(s) ({', '.join(required)}) but {given} were given; missing: {missing}.",
+                "Give one --input per positional input, in order: a shape such as --input 1x100 (standard normal) "
+                "or a literal such as --input =4.5; or write a YAML spec with 'inputs:'.",
+            )
+        if given > len(positional):
+            raise UsageError(
+                f"{self.target} takes {len(positional)} input(s) ({', '.join(p.name for p in positional) or 'none'}) but {given} were given.",
+                "Remove the extra --input options.",
+            )
+
+    def _leaves(self) -> list[tuple[str, Leaf]]:
+        leaves: list[tuple[str, Leaf]] = []
+        for i, x in enumerate(self.inputs):
+            if isinstance(x, torch.Tensor) and x.is_floating_point():
+                leaves.append((f"input{i}", ("input", i)))
+        for pname in self.layer.params:
+            leaves.append((pname, ("param", pname)))
+        if self.opts.only:
+            known = [n for n, _ in leaves]
+            unknown = [n for n in self.opts.only if n not in known]
+            if unknown:
+                raise UsageError(f"--only {', '.join(unknown)}: no such checked tensor.", f"tensors: {', '.join(known)}.")
+            leaves = [(n, leaf) for n, leaf in leaves if n in self.opts.only]
+        if not leaves:
+            raise UsageError(
+                f"{self.target} has nothing differentiable to check: no floating-point input and no floating parameter.",
+                "Give at least one floating input (e.g. --input 1x100); integer inputs are passed through unchecked.",
+            )
+        return leaves
+
+    # -- the check ------------------------------------------------------------
+    def run(self) -> Report:
+        started = time.perf_counter()
+        leaves = self._leaves()
+        evaluator = Evaluator(self.layer, self.layer.params, self.inputs, self.opts.seed, self.device)
+        y0 = self._guarded("forward", evaluator.forward)
+        self._check_finite(y0)
+        y0_again = self._guarded("forward", evaluator.forward)
+        fwd_spread = (y0.double() - y0_again.double()).abs()
+        if bool((fwd_spread > 0).any()):
+            self.notes.append(
+                f"forward is nondeterministic: two runs at the same point differ by up to {fwd_spread.max().item():.3g}; "
+                "the comparison allows for it"
+            )
+        self._check_state_unchanged(evaluator)
+
+        gen = torch.Generator(device="cpu").manual_seed(self.opts.seed + 1)
+        m = y0.numel()
+        weights = (torch.rand(m, generator=gen, dtype=torch.float64) + 0.5) * (torch.randint(0, 2, (m,), generator=gen) * 2 - 1)
+        weights = weights.to(self.device)
+
+        analytic, grad_spread = self._analytic(leaves, weights)
+
+        numeric_eval = evaluator
+        if self.ref_dtype != self.dtype:
+            ref_layer = self.layer.cast(self.ref_dtype, self.device)
+            ref_inputs = [x.to(self.ref_dtype) if isinstance(x, torch.Tensor) and x.is_floating_point() else x for x in self.inputs]
+            numeric_eval = Evaluator(ref_layer, ref_layer.params, ref_inputs, self.opts.seed, self.device)
+            y_base = self._guarded("forward", numeric_eval.forward)
+        else:
+            y_base = y0
+        out_err = self._output_error(y_base, fwd_spread)
+
+        losses = fd.LOSSES if self.opts.weighted_loss else ("l2",)
+        reports = []
+        total = sum(self.layer.params[k].numel() if kind == "param" else self.inputs[k].numel() for _, (kind, k) in leaves)
+        done = 0
+        for tname, leaf in leaves:
+            rep = self._check_tensor(tname, leaf, numeric_eval, y_base, weights, out_err, analytic[tname], grad_spread[tname], losses, done, total)
+            done += rep.n_elements
+            reports.append(rep)
+        if numeric_eval.batched is False and numeric_eval.batch_note and self.opts.batch:
+            self.notes.append(f"batched evaluation not possible ({numeric_eval.batch_note}); used one forward per perturbation")
+        kinks = sum(r.counts.get("KINK", 0) for r in reports)
+        if kinks and self.opts.kinks == "pass":
+            self.notes.append(f"{kinks} element(s) sit at a kink (non-differentiable point); reported as KINK, not failed (--kinks fail to fail them)")
+        timing = {
+            "check_s": round(time.perf_counter() - started, 4),
+            "forward_calls": evaluator.calls + (numeric_eval.calls if numeric_eval is not evaluator else 0),
+            "points_evaluated": numeric_eval.points,
+            "batched": bool(numeric_eval.batched),
+        }
+        return Report(self.target, tuple(reports), self._config(losses), timing, tuple(self.notes))
+
+    def _config(self, losses) -> dict:
+        return {
+            "dtype": self.opts.dtype,
+            "reference_dtype": self.opts.reference_dtype or self.opts.dtype,
+            "device": str(self.device),
+            "seed": self.opts.seed,
+            "eps": self.eps,
+            "rtol": self.rtol,
+            "atol": self.atol,
+            "kinks": self.opts.kinks,
+            "losses": list(losses),
+            "max_elements": self.opts.max_elements,
+            "noise_sigmas": fd.NOISE_SIGMAS,
+            "rel_floor": fd.REL_FLOOR,
+        }
+
+    def _guarded(self, stage: str, fn, *args):
+        """Run the user's code; anything it raises becomes a LayerError naming the layer."""
+        try:
+            return fn(*args)
+        except (LayerError, UsageError, KeyboardInterrupt):
+            raise
+        except torch.OutOfMemoryError as exc:
+            raise LayerError(f"Out of memory during the {stage} of {self.target}: {str(exc).splitlines()[0]}", self._sizes_hint()) from exc
+        except Exception as exc:
+            raise LayerError(
+                f"The {stage} of {self.target} raised {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''} ({_user_frame(exc)}).",
+                "Run with --debug for the full traceback.",
+            ) from exc
+
+    def _sizes_hint(self) -> str:
+        sizes = ", ".join(f"input{i} {list(x.shape)}" for i, x in enumerate(self.inputs) if isinstance(x, torch.Tensor))
+        return f"Inputs: {sizes}. Use smaller shapes, or --max-elements to sample."
+
+    def _check_finite(self, y: torch.Tensor) -> None:
+        bad = ~torch.isfinite(y)
+        if bool(bad.any()):
+            raise LayerError(
+                f"{self.target} returned {int(bad.sum())} non-finite value(s) (NaN or Inf) at the check point; "
+                "gradients cannot be compared there.",
+                "Check the layer's forward, or choose inputs in its domain (a YAML spec can set dist: uniform with low/high).",
+            )
+
+    def _check_state_unchanged(self, evaluator: Evaluator) -> None:
+        for pname, value in self.layer.params.items():
+            if not torch.equal(evaluator.params[pname], value):
+                raise LayerError(
+                    f"The forward of {self.target} changed its own parameter {pname!r} in place; "
+                    "finite differences need a forward that is a pure function of its inputs and parameters.",
+                    "Do not write into parameters inside forward (use out-of-place ops).",
+                )
+
+    def _analytic(self, leaves, weights) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
+        params = {k: v.detach().clone().requires_grad_(any(leaf == ("param", k) for _, leaf in leaves)) for k, v in self.layer.params.items()}
+        inputs = list(self.inputs)
+        tensors = []
+        for _, (kind, key) in leaves:
+            if kind == "input":
+                inputs[key] = inputs[key].detach().clone().requires_grad_(True)
+                tensors.append(inputs[key])
+            else:
+                tensors.append(params[key])
+
+        def forward():
+            torch.manual_seed(self.opts.seed)
+            with torch.enable_grad():
+                return flatten_outputs(self.layer.call(params, inputs), self.target)
+
+        ys = self._guarded("forward", forward)
+        live = [y for y in ys if y.requires_grad]
+        sizes = [y.numel() for y in ys]
+        w_parts = torch.split(weights, sizes)
+        if not live:
+            self.notes.append("the layer's output does not require grad: its backward is never called (analytic gradients are all zero)")
+
+        def backward(grad_outputs):
+            if not live:
+                return [None] * len(tensors)
+            gos = [g.reshape(y.shape).to(y.dtype) for y, g in zip(ys, grad_outputs) if y.requires_grad]
+            return torch.autograd.grad(live, tensors, gos, retain_graph=True, allow_unused=True)
+
+        l2_out = [y.detach() for y in ys]
+        g1 = self._guarded("backward", backward, l2_out)
+        g1_again = self._guarded("backward", backward, l2_out)
+        gw = self._guarded("backward", backward, list(w_parts)) if self.opts.weighted_loss else [None] * len(tensors)
+        result, spread = {}, {}
+        for (tname, _), t, a, a2, b in zip(leaves, tensors, g1, g1_again, gw):
+            zero = torch.zeros_like(t, dtype=torch.float64)
+            if a is None and live:
+                self.notes.append(f"backward returned no gradient (None) for {tname}: treated as zero")
+            a64 = zero if a is None else a.detach().double()
+            a2_64 = zero if a2 is None else a2.detach().double()
+            result[tname] = {"l2": a64, "weighted": zero if b is None else b.detach().double()}
+            spread[tname] = (a64 - a2_64).abs()
+            if bool((spread[tname] > 0).any()):
+                self.notes.append(f"backward is nondeterministic for {tname}: two runs differ by up to {spread[tname].max().item():.3g}")
+        return result, spread
+
+    def _output_error(self, y_base: torch.Tensor, fwd_spread: torch.Tensor) -> torch.Tensor:
+        """Estimated absolute rounding error of each output of the numeric forward."""
+        err = rounding_error(y_base, self.ref_dtype)
+        if self.ref_dtype != torch.float64:
+            # Measure the real rounding error against a float64 forward, when the layer allows it.
+            try:
+                hi = self.layer.cast(torch.float64, self.device)
+                hi_inputs = [x.double() if isinstance(x, torch.Tensor) and x.is_floating_point() else x for x in self.inputs]
+                ev = Evaluator(hi, hi.params, hi_inputs, self.opts.seed, self.device)
+                with torch.no_grad():
+                    y64 = ev.forward()
+                if y64.shape == y_base.shape:
+                    err = torch.maximum(err, (y_base.double() - y64).abs())
+            except Exception:
+                pass  # a float32-only layer: keep the model estimate
+        return torch.maximum(err, fwd_spread)
+
+    def _check_tensor(self, tname, leaf, ev: Evaluator, y0, weights, out_err, analytic, spread, losses, done, total) -> TensorReport:
+        base = ev.tensor(leaf)
+        shape = tuple(base.shape)
+        n = base.numel()
+        idx = select(shape, self.opts.max_elements, self.opts.seed)
+        size = chunk_size(y0.numel())
+        h = self.eps
+        per_loss = {loss: {"numeric": torch.full((n,), float("nan"), dtype=torch.float64, device=self.device),
+                           "verdict": torch.full((n,), fd.UNCHECKED, dtype=torch.long, device=self.device)} for loss in losses}
+        a_flat = {loss: analytic[loss].reshape(-1) for loss in losses}
+        s_flat = spread.reshape(-1)
+        first: dict[str, list] = {loss: [] for loss in losses}
+        diffs1: list[dict[str, fd.Differences]] = []
+        for part in chunks(idx, size):
+            yp, ym, hp, hm = self._guarded("forward", ev.perturbed, leaf, part, h)
+            diffs1.append(fd.loss_differences(yp, ym, y0, hp, hm, weights, out_err))
+            done += len(part)
+            if self.progress:
+                self.progress(tname, done, total)
+        index = torch.tensor(idx, device=self.device, dtype=torch.long)
+        for loss in losses:
+            d = _cat_differences([c[loss] for c in diffs1])
+            a = a_flat[loss][index]
+            numeric = d.central
+            scale = float(torch.maximum(a.abs().max(), numeric.abs().max()).item()) if len(idx) else 0.0
+            verdict, _ = fd.first_pass(a, d, scale, self.rtol, self.atol, s_flat[index])
+            first[loss] = [d, verdict, scale]
+        # Confirm the flagged elements with a second step size (2h).
+        flagged = torch.zeros(len(idx), dtype=torch.bool, device=self.device)
+        for loss in losses:
+            flagged |= first[loss][1] == fd.FAIL
+        flagged_pos = torch.nonzero(flagged).reshape(-1).tolist()
+        for loss in losses:
+            d, verdict, scale = first[loss]
+            per_loss[loss]["numeric"][index] = d.central
+            per_loss[loss]["verdict"][index] = verdict
+        if flagged_pos:
+            flagged_idx = [idx[p] for p in flagged_pos]
+            diffs2 = []
+            for part in chunks(flagged_idx, size):
+                yp, ym, hp, hm = self._guarded("forward", ev.perturbed, leaf, part, 2 * h)
+                diffs2.append(fd.loss_differences(yp, ym, y0, hp, hm, weights, out_err))
+            fpos = torch.tensor(flagged_pos, device=self.device, dtype=torch.long)
+            findex = index[fpos]
+            for loss in losses:
+                d, _, scale = first[loss]
+                d1 = _select(d, fpos)
+                d2 = _cat_differences([c[loss] for c in diffs2])
+                verdict, numeric, _ = fd.confirm(a_flat[loss][findex], d1, d2, scale, self.rtol, self.atol, s_flat[findex])
+                per_loss[loss]["numeric"][findex] = numeric
+                per_loss[loss]["verdict"][findex] = verdict
+        return self._tensor_report(tname, leaf, shape, idx, per_loss, analytic, losses)
+
+    def _tensor_report(self, tname, leaf, shape, idx, per_loss, analytic, losses) -> TensorReport:
+        n = len(idx)
+        index = torch.tensor(idx, device=self.device, dtype=torch.long)
+        stats = {}
+        for loss in losses:
+            a = analytic[loss].reshape(-1)[index]
+            num = per_loss[loss]["numeric"][index]
+            scale = float(torch.maximum(a.abs().max(), num.abs().max()).item()) if n else 0.0
+            v = per_loss[loss]["verdict"][index]
+            # Errors at kinks are expected; they are counted, not folded into the error statistics.
+            rel = torch.where(v == fd.KINK, 0.0, fd.relative_error(a, num, scale))
+            stats[loss] = (a, num, rel, v)
+        combined = _combine([stats[loss][3] for loss in losses])
+        failed_losses = tuple(loss for loss in losses if bool((stats[loss][3] == fd.FAIL).any()))
+        headline = max(losses, key=lambda loss: (int((stats[loss][3] == fd.FAIL).sum()), float(stats[loss][2].max()) if n else 0.0))
+        a, num, rel, v = stats[headline]
+        abs_err = (a - num).abs()
+        if n:
+            pool = torch.nonzero(v == fd.FAIL).reshape(-1)
+            if pool.numel() == 0:
+                pool = torch.arange(n, device=self.device)
+            worst_pos = int(pool[rel[pool].argmax()].item())
+            worst_index = tuple(int(i) for i in np.unravel_index(idx[worst_pos], shape)) if shape else ()
+            analytic_v, numeric_v = float(a[worst_pos].item()), float(num[worst_pos].item())
+        else:
+            worst_index, analytic_v, numeric_v = None, None, None
+        verdicts = torch.full((int(np.prod(shape)) if shape else 1,), fd.UNCHECKED, dtype=torch.long, device=self.device)
+        verdicts[index] = combined
+        verdict_np = verdicts.cpu().numpy().reshape(shape)
+        counts = count_verdicts(verdict_np)
+        n_elements = int(np.prod(shape)) if shape else 1
+        return TensorReport(
+            name=tname,
+            kind="parameter" if leaf[0] == "param" else "input",
+            shape=shape,
+            n_elements=n_elements,
+            n_checked=n,
+            counts=counts,
+            max_rel_error=float(rel.max().item()) if n else 0.0,
+            mean_rel_error=float(rel.mean().item()) if n else 0.0,
+            max_abs_error=float(abs_err.max().item()) if n else 0.0,
+            worst_index=worst_index,
+            analytic=analytic_v,
+            numeric=numeric_v,
+            loss=headline,
+            failed_losses=failed_losses,
+            coverage=coverage_note(n, n_elements, counts["FAIL"]),
+            analytic_grad=analytic[headline].cpu().numpy(),
+            numeric_grad=per_loss[headline]["numeric"].cpu().numpy().reshape(shape),
+            verdicts=verdict_np,
+            kinks_fail=self.opts.kinks == "fail",
+        )
+
+
+def _combine(verdicts: list[torch.Tensor]) -> torch.Tensor:
+    """FAIL if any loss failed, else KINK if any saw a kink, else PASS if any verified, else NOISE."""
+    stacked = torch.stack(verdicts)
+    out = torch.full_like(verdicts[0], fd.NOISE)
+    out = torch.where((stacked == fd.PASS).any(0), fd.PASS, out)
+    out = torch.where((stacked == fd.KINK).any(0), fd.KINK, out)
+    return torch.where((stacked == fd.FAIL).any(0), fd.FAIL, out)
+
+
+def _cat_differences(parts: list[fd.Differences]) -> fd.Differences:
+    return fd.Differences(*(torch.cat([getattr(p, f) for p in parts]) for f in ("central", "right", "left", "noise")))
+
+
+def _select(d: fd.Differences, pos: torch.Tensor) -> fd.Differences:
+    return fd.Differences(d.central[pos], d.right[pos], d.left[pos], d.noise[pos])
+
+
+def _user_frame(exc: BaseException) -> str:
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if "gradcheck_cli" not in f.filename and "/torch/" not in f.filename]
+    if not frames:
+        return "inside torch"
+    f = frames[-1]
+    return f"{f.filename}, line {f.lineno}"

@@ -1,0 +1,47 @@
+"""Exceptions raised by the gradcheck core.
+
+The core never prints and never exits; it raises one of these.  The CLI maps
+:class:`UsageError` to exit status 2 and :class:`LayerError` to exit status 1.
+Every error carries a one-paragraph ``message`` and an optional ``hint`` that
+tells the user what to do next.
+"""
+
+from __future__ import annotations
+
+
+class GradcheckError(Exception):
+    """Base class for every error the core raises on purpose."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        if self.hint:
+            return f"{self.message}\nHint: {self.hint}"
+        return self.message
+
+
+class UsageError(GradcheckError):
+    """Bad option, target, spec or environment: the check could not start (exit 2)."""
+
+    exit_code = 2
+
+
+class SpecError(UsageError):
+    """A YAML spec is malformed.  ``path`` is the spec file, ``key`` the key path."""
+
+    def __init__(self, path, key: str | None, message: str, hint: str | None = None) -> None:
+        where = f"{path}" + (f": {key}" if key else "")
+        super().__init__(f"{where}: {message}", hint)
+        self.path = path
+        self.key = key
+
+
+class LayerError(GradcheckError):
+    """The user's layer itself misbehaved: it raised, or returned something unusable (exit 1)."""
+
+    exit_code = 1

@@ -1,0 +1,221 @@
+"""Evaluate a layer at many perturbed points without recording autograd.
+
+Two paths give the same numbers:
+
+* **batched** -- :func:`torch.func.vmap` over the functional forward, a chunk of
+  perturbations per call.  Classic ``autograd.Function`` subclasses cannot be
+  vmapped, so while batching, their ``apply`` runs the forward body directly
+  with a stand-in ``ctx`` (no graph is needed for finite differences).  Before
+  it is trusted, the batched result is compared with the plain loop on a probe.
+* **loop** -- one perturbation per forward call on a working copy that is
+  changed in place and restored.  Steps and results stay on the device: no
+  per-element host synchronisation.
+
+Every forward runs with the global RNG re-seeded to the same value, so layers
+that draw random numbers (dropout) see the same draws at every point.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import torch
+from torch.autograd.function import Function, _SingleLevelFunction
+
+from .layer import Layer, flatten_outputs
+
+Leaf = tuple[str, object]  # ("input", position) or ("param", name)
+
+# Elements (perturbed inputs plus outputs) per vmap chunk; bounds memory.
+CHUNK_ELEMENTS = 1 << 22
+MAX_CHUNK = 1024
+
+
+class _StandInCtx:
+    """Enough of an autograd ``ctx`` for a forward body that is run without autograd."""
+
+    needs_input_grad: tuple = ()
+    materialize_grads = True
+
+    def save_for_backward(self, *tensors):
+        self.saved_tensors = tensors
+
+    def mark_dirty(self, *args):
+        pass
+
+    def mark_non_differentiable(self, *args):
+        pass
+
+    def set_materialize_grads(self, value):
+        pass
+
+
+_original_apply = Function.apply.__func__
+
+
+def _forward_only_apply(cls, *args, **kwargs):
+    if cls.__module__.startswith("torch.") or not torch._C._are_functorch_transforms_active():
+        return _original_apply(cls, *args, **kwargs)
+    if cls.setup_context is not _SingleLevelFunction.setup_context:
+        return cls.forward(*args, **kwargs)
+    ctx = _StandInCtx()
+    ctx.needs_input_grad = tuple(False for _ in args)
+    return cls.forward(ctx, *args, **kwargs)
+
+
+@contextlib.contextmanager
+def forward_only_functions():
+    """While active, custom autograd.Functions run their forward body under vmap."""
+    Function.apply = classmethod(_forward_only_apply)
+    try:
+        yield
+    finally:
+        Function.apply = classmethod(_original_apply)
+
+
+class Evaluator:
+    """Evaluates ``layer`` at its state with one leaf element moved by ±h."""
+
+    def __init__(self, layer: Layer, params: dict, inputs: list, seed: int, device: torch.device) -> None:
+        self.layer = layer
+        self.params = {k: v.detach().clone() for k, v in params.items()}
+        self.inputs = [x.detach().clone() if isinstance(x, torch.Tensor) else x for x in inputs]
+        self.seed = seed
+        self.device = device
+        self.calls = 0
+        self.points = 0
+        self.batched: bool | None = None  # None: not tried yet
+        self.batch_note: str | None = None
+        self.probe_error: torch.Tensor | None = None
+
+    # -- single evaluations -------------------------------------------------
+    def _reseed(self) -> None:
+        torch.manual_seed(self.seed)
+
+    def forward(self, params: dict | None = None, inputs: list | None = None) -> torch.Tensor:
+        """Flattened, concatenated floating outputs at the given (default: base) point."""
+        self._reseed()
+        self.calls += 1
+        out = self.layer.call(self.params if params is None else params, self.inputs if inputs is None else inputs)
+        ys = flatten_outputs(out, self.layer.name)
+        return torch.cat([y.detach().reshape(-1) for y in ys])
+
+    def tensor(self, leaf: Leaf) -> torch.Tensor:
+        kind, key = leaf
+        return self.params[key] if kind == "param" else self.inputs[key]
+
+    # -- perturbations ------------------------------------------------------
+    def steps(self, leaf: Leaf, idx: torch.Tensor, h: float):
+        """Perturbed values and the steps actually taken, (x+h)-x and x-(x-h)."""
+        flat = self.tensor(leaf).reshape(-1)
+        orig = flat[idx]
+        plus = orig + h
+        minus = orig - h
+        return orig, plus, minus, plus - orig, orig - minus
+
+    def perturbed(self, leaf: Leaf, idx: list[int], h: float):
+        """Outputs at x+h e_i and x-h e_i for each i in ``idx``: (Yp, Ym, hp, hm)."""
+        index = torch.tensor(idx, device=self.device, dtype=torch.long)
+        orig, plus, minus, hp, hm = self.steps(leaf, index, h)
+        self.points += 2 * len(idx)
+        if self.batched is not False:
+            try:
+                with torch.no_grad():
+                    yp = self._batched(leaf, index, plus)
+                    ym = self._batched(leaf, index, minus)
+                if self.batched is None:
+                    self._probe(leaf, idx, orig, plus, minus, yp, ym)
+                if self.batched:
+                    return yp, ym, hp, hm
+            except Exception as exc:  # vmap cannot run this layer: use the loop
+                self.batched = False
+                self.batch_note = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+        with torch.no_grad():
+            yp, ym = self._loop(leaf, idx, orig, plus, minus)
+        return yp, ym, hp, hm
+
+    def _loop(self, leaf, idx, orig, plus, minus):
+        flat = self.tensor(leaf).view(-1)
+        ys_plus, ys_minus = [], []
+        try:
+            for b, i in enumerate(idx):
+                flat[i] = plus[b]
+                ys_plus.append(self.forward())
+                flat[i] = minus[b]
+                ys_minus.append(self.forward())
+                flat[i] = orig[b]
+        finally:
+            flat[idx] = orig  # restore even if the layer raised
+        return torch.stack(ys_plus), torch.stack(ys_minus)
+
+    def _batched(self, leaf: Leaf, index: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        base = self.tensor(leaf)
+        n = base.numel()
+        flat = base.reshape(-1)
+        rows = torch.arange(index.numel(), device=self.device)
+
+        def one(x_flat: torch.Tensor) -> torch.Tensor:
+            x = x_flat.view(base.shape)
+            kind, key = leaf
+            if kind == "param":
+                params = {**self.params, key: x}
+                inputs = self.inputs
+            else:
+                params = self.params
+                inputs = list(self.inputs)
+                inputs[key] = x
+            out = self.layer.call(params, inputs)
+            return torch.cat([y.reshape(-1) for y in flatten_outputs(out, self.layer.name)])
+
+        out_size = self._out_size
+        chunk = max(1, min(MAX_CHUNK, CHUNK_ELEMENTS // max(1, n + out_size)))
+        results = []
+        with forward_only_functions():
+            for start in range(0, index.numel(), chunk):
+                sl = slice(start, start + chunk)
+                xs = flat.expand(rows[sl].numel(), n).clone()
+                xs[rows[sl] - start, index[sl]] = values[sl]
+                self._reseed()
+                self.calls += 1
+                results.append(torch.func.vmap(one, randomness="same")(xs))
+        return torch.cat(results)
+
+    @property
+    def _out_size(self) -> int:
+        if not hasattr(self, "_cached_out_size"):
+            with torch.no_grad():
+                self._cached_out_size = self.forward().numel()
+        return self._cached_out_size
+
+    def _probe(self, leaf, idx, orig, plus, minus, yp, ym) -> None:
+        """Trust the batched path only if it reproduces the loop on a few elements."""
+        k = min(3, len(idx))
+        with torch.no_grad():
+            lp, lm = self._loop(leaf, idx[:k], orig[:k], plus[:k], minus[:k])
+        ref = torch.cat([lp, lm]).double()
+        got = torch.cat([yp[:k], ym[:k]]).double()
+        finfo = torch.finfo(yp.dtype)
+        scale = ref.abs().amax().item() if ref.numel() else 0.0
+        if not torch.isfinite(got).all():
+            ok = False
+        else:
+            err = (got - ref).abs()
+            ok = bool((err <= 64 * finfo.eps * (ref.abs() + scale + finfo.tiny)).all())
+            self.probe_error = err.amax(0)
+        self.batched = ok
+        if not ok:
+            self.batch_note = "batched results differed from one-at-a-time results"
+
+
+def rounding_error(y: torch.Tensor, dtype: torch.dtype, factor: float = 8.0) -> torch.Tensor:
+    """A per-output estimate of forward rounding error: a few ulps of |y|."""
+    return factor * torch.finfo(dtype).eps * y.double().abs()
+
+
+def chunks(items: list[int], size: int) -> list[list[int]]:
+    return [items[i : i + size] for i in range(0, len(items), size)] if items else []
+
+
+def chunk_size(n_outputs: int) -> int:
+    return max(1, min(512, int(math.ceil(CHUNK_ELEMENTS / max(1, n_outputs)))))
+

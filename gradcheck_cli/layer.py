@@ -1,0 +1,168 @@
+"""Step 2: turn a loaded object into a pure function of (parameters, inputs).
+
+The user's module is never changed: parameters and buffers are copied (cast to
+the check's dtype and device) and passed in with
+:func:`torch.func.functional_call`, which swaps them in only for the duration
+of one call.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch.func import functional_call
+
+from .errors import LayerError, UsageError
+
+
+@dataclass
+class Layer:
+    """A layer ready to be called functionally.
+
+    ``params`` are the floating parameters (checked), ``buffers`` the rest of
+    the module state (passed through).  ``call(params, inputs)`` evaluates it.
+    """
+
+    name: str
+    module: torch.nn.Module | None
+    fn: Callable[..., Any]
+    params: dict[str, torch.Tensor]
+    buffers: dict[str, torch.Tensor]
+    function_class: type | None = None
+
+    def call(self, params: dict[str, torch.Tensor], inputs: list, buffers: dict | None = None) -> Any:
+        if self.module is None:
+            return self.fn(*inputs)
+        state = {**(self.buffers if buffers is None else buffers), **params}
+        return functional_call(self.module, state, tuple(inputs), strict=False)
+
+    def cast(self, dtype: torch.dtype, device: torch.device) -> "Layer":
+        """A copy of the state in ``dtype`` on ``device`` (floating tensors only change dtype)."""
+        return Layer(
+            self.name,
+            self.module,
+            self.fn,
+            {k: _cast(v, dtype, device) for k, v in self.params.items()},
+            {k: _cast(v, dtype, device) for k, v in self.buffers.items()},
+            self.function_class,
+        )
+
+
+def _cast(t: torch.Tensor, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    t = t.detach()
+    if t.is_floating_point():
+        return t.to(device=device, dtype=dtype).clone()
+    return t.to(device=device).clone()
+
+
+def make_layer(obj: object, name: str, args: tuple = (), kwargs: dict | None = None) -> Layer:
+    """Wrap a Module class or instance, an autograd.Function subclass or a callable."""
+    kwargs = dict(kwargs or {})
+    if isinstance(obj, type) and issubclass(obj, torch.nn.Module):
+        obj = instantiate(obj, name, args, kwargs)
+    elif args or kwargs:
+        raise UsageError(
+            f"{name} is not an nn.Module class, so constructor args/kwargs cannot be applied to it.",
+            "Remove 'args'/'kwargs' from the spec, or point 'layer' at the Module class.",
+        )
+    if isinstance(obj, torch.nn.Module):
+        params = {k: v for k, v in obj.named_parameters(remove_duplicate=True) if v.is_floating_point()}
+        frozen = {k: v for k, v in obj.named_parameters(remove_duplicate=True) if not v.is_floating_point()}
+        buffers = dict(obj.named_buffers(remove_duplicate=True))
+        return Layer(name, obj, obj, params, {**buffers, **frozen})
+    if isinstance(obj, type) and issubclass(obj, torch.autograd.Function):
+        cls = obj
+        # Look ``apply`` up at call time, so batched evaluation can swap it (evaluate.py).
+        return Layer(name, None, lambda *xs: cls.apply(*xs), {}, {}, function_class=cls)
+    if isinstance(obj, type):
+        raise UsageError(
+            f"{name} is a class but neither an nn.Module nor a torch.autograd.Function.",
+            "Point the target at an nn.Module, an autograd.Function subclass or a function of tensors.",
+        )
+    if not callable(obj):
+        raise UsageError(
+            f"{name} is a {type(obj).__name__}, not something that can be called.",
+            "Point the target at an nn.Module, an autograd.Function subclass or a function of tensors.",
+        )
+    return Layer(name, None, obj, {}, {})
+
+
+def instantiate(cls: type, name: str, args: tuple, kwargs: dict) -> torch.nn.Module:
+    """Build a Module; a constructor that needs arguments gets a clear message."""
+    try:
+        signature = inspect.signature(cls)
+    except (TypeError, ValueError):
+        signature = None
+    if signature is not None:
+        try:
+            signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            missing = [
+                p.name
+                for p in signature.parameters.values()
+                if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+            ]
+            needs = f" (it needs: {', '.join(missing)})" if missing else ""
+            raise UsageError(
+                f"Cannot construct {name}: {exc}{needs}.",
+                "Give constructor arguments in a YAML spec with 'args:' / 'kwargs:' (see README, 'Spec format').",
+            ) from None
+    try:
+        return cls(*args, **kwargs)
+    except Exception as exc:  # the user's constructor raised
+        raise LayerError(f"Constructing {name} raised {type(exc).__name__}: {exc}") from exc
+
+
+def set_params(layer: Layer, values: dict[str, Any], where: str = "params") -> None:
+    """Overwrite (copies of) named parameters with given values, shape-checked."""
+    for pname, value in values.items():
+        if pname not in layer.params:
+            import difflib
+
+            close = difflib.get_close_matches(pname, list(layer.params), n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"parameters: {', '.join(layer.params) or 'none'}."
+            raise UsageError(f"{where}.{pname}: {layer.name} has no floating parameter {pname!r}.", hint)
+        old = layer.params[pname]
+        new = torch.as_tensor(value, dtype=old.dtype, device=old.device)
+        if new.shape != old.shape:
+            if new.numel() == 1:
+                new = new.reshape(()).expand(old.shape)
+            else:
+                raise UsageError(
+                    f"{where}.{pname}: value has shape {list(new.shape)}, parameter has shape {list(old.shape)}.",
+                    "Give a value of the parameter's shape (or a single number).",
+                )
+        layer.params[pname] = new.clone()
+
+
+def flatten_outputs(out: Any, name: str) -> list[torch.Tensor]:
+    """The floating tensors of a layer's output (tensor, tuple/list/dict of them)."""
+    found: list[torch.Tensor] = []
+    others: list[str] = []
+
+    def walk(o: Any) -> None:
+        if isinstance(o, torch.Tensor):
+            if o.is_floating_point() or o.is_complex():
+                found.append(o)
+            else:
+                others.append(f"a {str(o.dtype).replace('torch.', '')} tensor")
+        elif isinstance(o, (tuple, list)):
+            for item in o:
+                walk(item)
+        elif isinstance(o, dict):
+            for item in o.values():
+                walk(item)
+        elif o is not None:
+            others.append(f"a {type(o).__name__}")
+
+    walk(out)
+    if not found:
+        what = ", ".join(others) if others else "nothing"
+        raise LayerError(
+            f"{name} returned {what}; there is no floating-point tensor output to differentiate.",
+            "A layer must return a floating tensor (or a tuple/list of tensors).",
+        )
+    return found

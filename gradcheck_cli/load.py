@@ -1,0 +1,189 @@
+"""Step 1: turn a target string into a Python object.
+
+Three forms are accepted:
+
+* ``path/to/file.py:Name`` -- the file is imported under a unique module name
+  and its folder is put on ``sys.path`` so that sibling imports work;
+* ``pkg.mod:Name`` -- an importable module, then an attribute (``Outer.Inner``
+  works too);
+* ``pkg.mod.Name`` -- the longest importable module prefix, then attributes.
+
+Importing a layer file runs it, exactly as pytest runs test files.  Anything the
+file prints while it is imported goes to stderr, so it cannot corrupt a report
+written to stdout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib
+import importlib.util
+import sys
+import traceback
+from pathlib import Path
+from types import ModuleType
+
+from .errors import UsageError
+
+FORMS = "'path/to/file.py:Name', 'package.module:Name' or 'package.module.Name'"
+
+
+def split_target(text: str) -> tuple[str, str | None]:
+    """Split ``text`` into (module part, attribute part or None)."""
+    text = text.strip()
+    if not text:
+        raise UsageError("The target is empty.", f"Name a layer as {FORMS}.")
+    head, sep, tail = text.rpartition(":")
+    # A lone drive letter ("C:") is part of a Windows path, not a separator.
+    if sep and tail and not (len(head) == 1 and tail.startswith(("\\", "/"))):
+        return head, tail
+    if text.endswith(":"):
+        raise UsageError(f"The target {text!r} names no attribute after ':'.", f"Write it as {FORMS}.")
+    return text, None
+
+
+def is_file_target(module_part: str) -> bool:
+    return module_part.endswith(".py") or "/" in module_part or "\\" in module_part
+
+
+def load_target(text: str) -> object:
+    """Return the object a target string names.  Raises :class:`UsageError`."""
+    module_part, attr = split_target(text)
+    if is_file_target(module_part):
+        module = import_file(Path(module_part))
+        if attr is None:
+            raise UsageError(
+                f"The target {text!r} names a file but no layer in it.",
+                f"Add ':Name' after the file name; {_candidates_hint(module)}",
+            )
+        return _get_attr(module, attr, text)
+    if attr is not None:
+        return _get_attr(_import_module(module_part, text), attr, text)
+    return _load_dotted(module_part)
+
+
+def import_file(path: Path) -> ModuleType:
+    """Import a Python file under a unique module name; its folder becomes importable."""
+    path = path.expanduser()
+    if not path.exists():
+        raise UsageError(f"Layer file {str(path)!r} does not exist.", f"Check the path; targets look like {FORMS}.")
+    if not path.is_file():
+        raise UsageError(f"Layer file {str(path)!r} is not a file.", f"Targets look like {FORMS}.")
+    path = path.resolve()
+    digest = hashlib.sha1(str(path).encode()).hexdigest()[:10]
+    name = f"gradcheck_target_{digest}_{path.stem}".replace("-", "_").replace(".", "_")
+    if name in sys.modules:
+        return sys.modules[name]
+    folder = str(path.parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise UsageError(f"Cannot import {str(path)!r} as Python code.", "Layer files must end in '.py'.")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        _run_import(lambda: spec.loader.exec_module(module), str(path))
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
+    return module
+
+
+def _import_module(name: str, text: str) -> ModuleType:
+    try:
+        return _run_import(lambda: importlib.import_module(name), name)
+    except UsageError as exc:
+        if isinstance(exc.__cause__, ModuleNotFoundError) and exc.__cause__.name in _prefixes(name):
+            raise UsageError(
+                f"Cannot import module {name!r} for target {text!r}: no such module.",
+                f"Is the package installed, or did you mean a file? Targets look like {FORMS}.",
+            ) from None
+        raise
+
+
+def _prefixes(dotted: str) -> set[str]:
+    parts = dotted.split(".")
+    return {".".join(parts[: i + 1]) for i in range(len(parts))}
+
+
+def _run_import(do_import, where: str):
+    """Run an import; turn whatever the imported code does wrong into UsageError."""
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            return do_import()
+    except SyntaxError as exc:
+        raise UsageError(
+            f"Syntax error in {exc.filename or where}, line {exc.lineno}: {exc.msg}.",
+            "Fix the layer file and run again.",
+        ) from exc
+    except ModuleNotFoundError as exc:
+        raise UsageError(
+            f"Importing {where} failed: no module named {exc.name!r}.",
+            f"Install {exc.name!r} or fix the import in the layer file.",
+        ) from exc
+    except SystemExit as exc:
+        raise UsageError(
+            f"Importing {where} called sys.exit({exc.code!r}); no check was run.",
+            "Move script code under `if __name__ == \"__main__\":`.",
+        ) from exc
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:
+        raise UsageError(
+            f"Importing {where} raised {type(exc).__name__}: {exc} ({_user_frame(exc)}).",
+            "Fix the layer file; run with --debug for the full traceback.",
+        ) from exc
+
+
+def _user_frame(exc: BaseException) -> str:
+    frames = traceback.extract_tb(exc.__traceback__)
+    user = [f for f in frames if "importlib" not in f.filename and "gradcheck_cli" not in f.filename]
+    frame = (user or frames)[-1] if frames else None
+    return f"{frame.filename}, line {frame.lineno}" if frame else "location unknown"
+
+
+def _get_attr(module: ModuleType, attr: str, text: str) -> object:
+    obj: object = module
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise UsageError(
+                f"{getattr(module, '__file__', None) or module.__name__} has no attribute {attr!r}.",
+                _candidates_hint(module),
+            ) from None
+    return obj
+
+
+def _load_dotted(text: str) -> object:
+    parts = text.split(".")
+    if len(parts) < 2:
+        raise UsageError(f"Cannot tell which module {text!r} is in.", f"Write the target as {FORMS}.")
+    for cut in range(len(parts) - 1, 0, -1):
+        module_name = ".".join(parts[:cut])
+        try:
+            module = _import_module(module_name, text)
+        except UsageError as exc:
+            if isinstance(exc.__cause__, ModuleNotFoundError) or "no such module" in exc.message:
+                continue
+            raise
+        return _get_attr(module, ".".join(parts[cut:]), text)
+    raise UsageError(f"Cannot import any module of {text!r}.", f"Is the package installed? Targets look like {FORMS}.")
+
+
+def _candidates_hint(module: ModuleType) -> str:
+    import torch
+
+    names = []
+    for name, value in vars(module).items():
+        if name.startswith("_") or getattr(value, "__module__", None) != module.__name__:
+            continue
+        if isinstance(value, type) and issubclass(value, (torch.nn.Module, torch.autograd.Function)):
+            names.append(name)
+        elif isinstance(value, torch.nn.Module):
+            names.append(name)
+    if names:
+        return "layers defined there: " + ", ".join(sorted(names)) + "."
+    return "no nn.Module or autograd.Function is defined there."
