@@ -54,6 +54,8 @@ class CheckOptions:
     max_elements: int | None = None
     only: tuple[str, ...] = ()
     batch: bool = True
+    budget: float | None = None  # seconds: sample elements so the check fits
+    timeout: float | None = None  # seconds: stop a check that hangs
 
     def validated(self) -> "CheckOptions":
         for key in ("dtype", "reference_dtype"):
@@ -74,6 +76,10 @@ class CheckOptions:
             raise UsageError(f"--kinks must be 'pass' or 'fail', got {self.kinks!r}.", None)
         if self.max_elements is not None and self.max_elements < 1:
             raise UsageError(f"--max-elements must be at least 1, got {self.max_elements}.", None)
+        for key in ("budget", "timeout"):
+            value = getattr(self, key)
+            if value is not None and not (isinstance(value, (int, float)) and value > 0):
+                raise UsageError(f"--{key} must be a positive number of seconds, got {value!r}.", None)
         if not isinstance(self.seed, int) or self.seed < 0:
             raise UsageError(f"--seed must be a non-negative integer, got {self.seed!r}.", None)
         return self
@@ -90,7 +96,16 @@ class CheckOptions:
         )
 
 
-ProgressFn = Callable[[str, int, int], None]
+# progress(tensor_name, elements_done, elements_total, estimated_seconds_total)
+ProgressFn = Callable[[str, int, int, float], None]
+
+
+class Interrupted(Exception):
+    """Ctrl-C during a check; ``report`` holds the tensors checked so far."""
+
+    def __init__(self, report: "Report") -> None:
+        super().__init__("interrupted")
+        self.report = report
 
 
 def resolve_device(text: str) -> torch.device:
@@ -134,6 +149,39 @@ def preserved_rng(device: torch.device):
             np.random.set_state(np_state)
 
 
+class _Timeout(BaseException):
+    """Raised by the alarm inside the user's code; BaseException so `except Exception` there cannot swallow it."""
+
+
+@contextlib.contextmanager
+def deadline(seconds: float | None, target: str):
+    """Stop the check after ``seconds`` (SIGALRM; main thread of a Unix process only)."""
+    import signal
+    import threading
+
+    if seconds is None:
+        yield
+        return
+    if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
+        raise UsageError("--timeout needs the main thread of a Unix process.", "Run without --timeout here.")
+
+    def on_alarm(signum, frame):
+        raise _Timeout()
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    except _Timeout:
+        raise LayerError(
+            f"The check of {target} did not finish within --timeout {seconds:g}s (the layer hangs or is too slow).",
+            "Look for an endless loop or a blocking call in the layer; or raise --timeout, or use --max-elements/--budget.",
+        ) from None
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def check(
     layer: Any,
     inputs: Sequence[torch.Tensor | InputSpec | str | float] = (),
@@ -157,7 +205,7 @@ def check(
     target = name or (layer if isinstance(layer, str) else _name_of(layer))
     obj = load_target(layer) if isinstance(layer, str) else layer
     device = resolve_device(opts.device)
-    with preserved_rng(device):
+    with preserved_rng(device), deadline(opts.timeout, target):
         return _Checker(obj, target, list(inputs), args, kwargs, params or {}, opts, device, progress).run()
 
 
@@ -266,7 +314,7 @@ class _Checker:
     def run(self) -> Report:
         started = time.perf_counter()
         leaves = self._leaves()
-        evaluator = Evaluator(self.layer, self.layer.params, self.inputs, self.opts.seed, self.device)
+        evaluator = Evaluator(self.layer, self.layer.params, self.inputs, self.opts.seed, self.device, self.opts.batch)
         y0 = self._guarded("forward", evaluator.forward)
         self._check_finite(y0)
         y0_again = self._guarded("forward", evaluator.forward)
@@ -289,20 +337,59 @@ class _Checker:
         if self.ref_dtype != self.dtype:
             ref_layer = self.layer.cast(self.ref_dtype, self.device)
             ref_inputs = [x.to(self.ref_dtype) if isinstance(x, torch.Tensor) and x.is_floating_point() else x for x in self.inputs]
-            numeric_eval = Evaluator(ref_layer, ref_layer.params, ref_inputs, self.opts.seed, self.device)
+            numeric_eval = Evaluator(ref_layer, ref_layer.params, ref_inputs, self.opts.seed, self.device, self.opts.batch)
             y_base = self._guarded("forward", numeric_eval.forward)
         else:
             y_base = y0
         out_err = self._output_error(y_base, fwd_spread)
 
         losses = fd.LOSSES if self.opts.weighted_loss else ("l2",)
-        reports = []
-        total = sum(self.layer.params[k].numel() if kind == "param" else self.inputs[k].numel() for _, (kind, k) in leaves)
+        reports: list[TensorReport] = []
+        plan = self._plan(leaves, numeric_eval)
+        total = sum(len(idx) for idx in plan.values())
         done = 0
-        for tname, leaf in leaves:
-            rep = self._check_tensor(tname, leaf, numeric_eval, y_base, weights, out_err, analytic[tname], grad_spread[tname], losses, done, total)
-            done += rep.n_elements
-            reports.append(rep)
+        try:
+            for tname, leaf in leaves:
+                rep = self._check_tensor(tname, leaf, plan[tname], numeric_eval, y_base, weights, out_err, analytic[tname], grad_spread[tname], losses, done, total)
+                done += rep.n_checked
+                reports.append(rep)
+        except KeyboardInterrupt:
+            self.notes.append(f"interrupted: {len(reports)} of {len(leaves)} tensor(s) checked")
+            raise Interrupted(self._report(reports, losses, started, evaluator, numeric_eval)) from None
+        return self._report(reports, losses, started, evaluator, numeric_eval)
+
+    def _plan(self, leaves, ev: Evaluator) -> dict[str, list[int]]:
+        """Which elements of each tensor to check, within --max-elements and --budget."""
+        shapes = {tname: tuple(ev.tensor(leaf).shape) for tname, leaf in leaves}
+        limit = self.opts.max_elements
+        plan = {tname: select(shape, limit, self.opts.seed) for tname, shape in shapes.items()}
+        per_element = 2 * self._forward_seconds(ev)
+        self.estimate_s = per_element * sum(len(i) for i in plan.values())
+        if self.opts.budget is not None and self.estimate_s > self.opts.budget:
+            # Shrink the per-tensor limit until the estimate fits (small tensors stay whole).
+            affordable = max(1, int(self.opts.budget / max(per_element, 1e-9)))
+            per_tensor = max(1, affordable // max(1, len(leaves)))
+            limit = per_tensor if limit is None else min(limit, per_tensor)
+            plan = {tname: select(shape, limit, self.opts.seed) for tname, shape in shapes.items()}
+            self.estimate_s = per_element * sum(len(i) for i in plan.values())
+            self.notes.append(f"--budget {self.opts.budget:g}s: sampled at most {limit} elements per tensor")
+        if self.progress:
+            self.progress("", 0, sum(len(i) for i in plan.values()), self.estimate_s)
+        return plan
+
+    def _forward_seconds(self, ev: Evaluator) -> float:
+        """Median time of a few plain forward calls (the loop path's unit of cost)."""
+        times = []
+        with torch.no_grad():
+            for _ in range(3):
+                t0 = time.perf_counter()
+                self._guarded("forward", ev.forward)
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize(self.device)
+                times.append(time.perf_counter() - t0)
+        return sorted(times)[1]
+
+    def _report(self, reports, losses, started, evaluator, numeric_eval) -> Report:
         if numeric_eval.batched is False and numeric_eval.batch_note and self.opts.batch:
             self.notes.append(f"batched evaluation not possible ({numeric_eval.batch_note}); used one forward per perturbation")
         kinks = sum(r.counts.get("KINK", 0) for r in reports)
@@ -310,6 +397,7 @@ class _Checker:
             self.notes.append(f"{kinks} element(s) sit at a kink (non-differentiable point); reported as KINK, not failed (--kinks fail to fail them)")
         timing = {
             "check_s": round(time.perf_counter() - started, 4),
+            "estimate_s": round(getattr(self, "estimate_s", 0.0), 4),
             "forward_calls": evaluator.calls + (numeric_eval.calls if numeric_eval is not evaluator else 0),
             "points_evaluated": numeric_eval.points,
             "batched": bool(numeric_eval.batched),
@@ -360,6 +448,13 @@ class _Checker:
             )
 
     def _check_state_unchanged(self, evaluator: Evaluator) -> None:
+        for i, (before, after) in enumerate(zip(self.inputs, evaluator.inputs)):
+            if isinstance(before, torch.Tensor) and not torch.equal(before, after):
+                raise LayerError(
+                    f"The forward of {self.target} changed its input {i} in place; "
+                    "finite differences need a forward that does not write into its inputs.",
+                    "Use out-of-place ops on inputs (x = x * 2, not x.mul_(2)).",
+                )
         for pname, value in self.layer.params.items():
             if not torch.equal(evaluator.params[pname], value):
                 raise LayerError(
@@ -431,11 +526,10 @@ class _Checker:
                 pass  # a float32-only layer: keep the model estimate
         return torch.maximum(err, fwd_spread)
 
-    def _check_tensor(self, tname, leaf, ev: Evaluator, y0, weights, out_err, analytic, spread, losses, done, total) -> TensorReport:
+    def _check_tensor(self, tname, leaf, idx, ev: Evaluator, y0, weights, out_err, analytic, spread, losses, done, total) -> TensorReport:
         base = ev.tensor(leaf)
         shape = tuple(base.shape)
         n = base.numel()
-        idx = select(shape, self.opts.max_elements, self.opts.seed)
         size = chunk_size(y0.numel())
         h = self.eps
         per_loss = {loss: {"numeric": torch.full((n,), float("nan"), dtype=torch.float64, device=self.device),
@@ -449,7 +543,7 @@ class _Checker:
             diffs1.append(fd.loss_differences(yp, ym, y0, hp, hm, weights, out_err))
             done += len(part)
             if self.progress:
-                self.progress(tname, done, total)
+                self.progress(tname, done, total, self.estimate_s)
         index = torch.tensor(idx, device=self.device, dtype=torch.long)
         for loss in losses:
             d = _cat_differences([c[loss] for c in diffs1])

@@ -20,9 +20,10 @@ from rich.console import Console
 
 from . import __version__
 from .config import FLOAT_DTYPES
+from .check import Interrupted
 from .errors import GradcheckError, UsageError
 
-EXIT_PASS, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 RUN_EPILOG = """\b
 Examples:
@@ -121,6 +122,8 @@ def common_check_options(fn: Callable) -> Callable:
         ),
         click.option("--max-elements", type=click.IntRange(min=1), help="Check at most this many elements per tensor (sampled with coverage)."),
         click.option("--only", multiple=True, metavar="NAME", help="Check only this tensor (input0, input1, or a parameter name); repeatable."),
+        click.option("--budget", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS", help="Sample elements so the check takes about this long."),
+        click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS", help="Stop a check that runs longer (exit 1)."),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -155,6 +158,13 @@ def run_command(target: str, inputs: tuple, json_path: str | None, quiet: bool, 
         if debug:
             traceback.print_exception(exc.__cause__ or exc, file=sys.stderr)
         raise CliError(exc) from None
+    except Interrupted as exc:
+        _render(out, exc.report, quiet)
+        err.print("[bold yellow]Interrupted[/]: the report above covers only what was checked before Ctrl-C.")
+        sys.exit(EXIT_INTERRUPTED)
+    except KeyboardInterrupt:
+        err.print("[bold yellow]Interrupted[/] before any tensor was checked.")
+        sys.exit(EXIT_INTERRUPTED)
     sys.exit(code)
 
 
@@ -182,16 +192,20 @@ def _check(target: str, inputs: tuple, options: dict, progress) -> Any:
 
 
 def _run_one(target, inputs, options, out: Console, err: Console, json_path, quiet) -> int:
-    from .render import render_report, to_json, verdict_line
-
     with _progress(err, enabled=not quiet) as progress:
         report = _check(target, inputs, options, progress)
+    _render(out, report, quiet)
+    _write_json(json_path, report.to_dict(), out)
+    return EXIT_PASS if report.passed else EXIT_FAIL
+
+
+def _render(out: Console, report, quiet: bool) -> None:
+    from .render import render_report, verdict_line
+
     if quiet:
         out.print(verdict_line(report))
     else:
         render_report(out, report)
-    _write_json(json_path, report.to_dict(), out)
-    return EXIT_PASS if report.passed else EXIT_FAIL
 
 
 def _run_folder(folder: Path, inputs, options, out: Console, err: Console, json_path, quiet, debug) -> int:
@@ -259,23 +273,27 @@ def _write_json(path: str | None, data: dict, out: Console) -> None:
 
 @contextlib.contextmanager
 def _progress(console: Console, enabled: bool):
-    """A progress bar on stderr for runs longer than about two seconds, on a terminal only."""
-    if not enabled or not console.is_terminal:
+    """The cost estimate and a progress bar on stderr, for checks estimated above ~2 s on a terminal."""
+    if not enabled:
         yield None
         return
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    started = time.perf_counter()
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeRemainingColumn(), console=console, transient=True)
+    bar = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console, transient=True
+    )
     state: dict[str, Any] = {}
 
-    def update(name: str, done: int, total: int) -> None:
-        if "task" not in state:
-            if time.perf_counter() - started < 2.0 and done < total:
-                return
-            bar.start()
-            state["task"] = bar.add_task("checking", total=total)
-        bar.update(state["task"], completed=done, description=f"checking {name}")
+    def update(name: str, done: int, total: int, estimate_s: float) -> None:
+        if not name:  # the plan: announce the estimate once
+            if estimate_s > 2.0:
+                console.print(f"[dim]checking {total} elements, estimated {estimate_s:.0f}s (about 2 forward calls each)[/]")
+                if console.is_terminal:
+                    bar.start()
+                    state["task"] = bar.add_task("checking", total=total)
+            return
+        if "task" in state:
+            bar.update(state["task"], completed=done, description=f"checking {name}")
 
     try:
         yield update

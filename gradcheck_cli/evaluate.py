@@ -76,7 +76,7 @@ def forward_only_functions():
 class Evaluator:
     """Evaluates ``layer`` at its state with one leaf element moved by ±h."""
 
-    def __init__(self, layer: Layer, params: dict, inputs: list, seed: int, device: torch.device) -> None:
+    def __init__(self, layer: Layer, params: dict, inputs: list, seed: int, device: torch.device, batch: bool = True) -> None:
         self.layer = layer
         self.params = {k: v.detach().clone() for k, v in params.items()}
         self.inputs = [x.detach().clone() if isinstance(x, torch.Tensor) else x for x in inputs]
@@ -84,7 +84,7 @@ class Evaluator:
         self.device = device
         self.calls = 0
         self.points = 0
-        self.batched: bool | None = None  # None: not tried yet
+        self.batched: bool | None = None if batch else False  # None: not tried yet
         self.batch_note: str | None = None
         self.probe_error: torch.Tensor | None = None
 

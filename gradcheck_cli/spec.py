@@ -1,0 +1,404 @@
+"""Read YAML spec files: one file pins down one check (layer, inputs, options).
+
+A spec is parsed with :func:`yaml.safe_load_all` only, so it can never run
+code, and validated strictly: every problem is a :class:`SpecError` whose
+message names the file and the key path (``inputs[1].shape``), usually with a
+hint.  The result is a frozen :class:`LayerSpec`.  Nothing here imports torch.
+
+Validators below raise :class:`_Invalid` (key path, message, hint) without
+knowing the file; :func:`load_spec` adds the file name.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from .config import DISTS, DTYPES, FLOAT_DTYPES, INT_DTYPES, InputSpec, LayerSpec
+from .errors import SpecError, UsageError
+from .load import is_file_target, split_target
+
+SUFFIXES = (".yaml", ".yml")
+
+MINIMAL_SPEC = "A minimal spec: 'layer: layers/my_layer.py:MyLayer' and, below it, 'inputs: [{shape: [4, 3]}]'."
+
+# Integer range of each non-float dtype (bool literals are 0/1, true/false).
+INT_RANGES = {
+    "int64": (-(2**63), 2**63 - 1),
+    "int32": (-(2**31), 2**31 - 1),
+    "int16": (-(2**15), 2**15 - 1),
+    "int8": (-128, 127),
+    "uint8": (0, 255),
+    "bool": (0, 1),
+}
+assert set(INT_RANGES) == set(INT_DTYPES)
+
+# Which extra keys each distribution takes.
+DIST_KEYS = {"normal": ("mean", "std"), "uniform": ("low", "high")}
+assert set(DIST_KEYS) == set(DISTS)
+
+
+class _Invalid(Exception):
+    """A validation failure before the spec file's name is attached."""
+
+    def __init__(self, key: str | None, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.key, self.message, self.hint = key, message, hint
+
+
+# --------------------------------------------------------------------------- small validators
+
+
+def _found(value: Any) -> str:
+    """Describe a YAML value for an error message: type name and (short) value."""
+    if value is None:
+        return "null (nothing)"
+    text = repr(value)
+    if len(text) > 40:
+        text = text[:37] + "..."
+    return f"{type(value).__name__} {text}"
+
+
+def _number_hint(value: Any) -> str | None:
+    """YAML 1.1 reads ``1e-6`` (no dot) as text; say so when a string looks numeric."""
+    if isinstance(value, str):
+        try:
+            if not math.isfinite(float(value)):
+                return None
+        except ValueError:
+            return None
+        return f"YAML reads {value!r} as text; write it with a dot and no quotes, e.g. 1.0e-6 instead of 1e-6."
+    return None
+
+
+def _suggest(word: str, choices: tuple[str, ...]) -> str:
+    """'did you mean ...?' for a near miss, else the list of allowed words."""
+    close = difflib.get_close_matches(word, choices, n=1)
+    if close:
+        return f"did you mean {close[0]!r}?"
+    return "allowed: " + ", ".join(choices) + "."
+
+
+def _check_keys(mapping: dict, allowed: tuple[str, ...], where: str) -> None:
+    """Reject keys outside ``allowed``, suggesting the closest allowed one."""
+    for key in mapping:
+        if key not in allowed:
+            path = f"{where}.{key}" if where else str(key)
+            raise _Invalid(path, f"unknown key {str(key)!r}.", _suggest(str(key), allowed))
+
+
+def _mapping(value: Any, key: str) -> dict:
+    """A mapping whose keys are all strings."""
+    if not isinstance(value, dict):
+        raise _Invalid(key, f"expected a mapping (name: value), found {_found(value)}.")
+    for name in value:
+        if not isinstance(name, str):
+            raise _Invalid(key, f"keys must be names (text), found {_found(name)}.")
+    return value
+
+
+def _list(value: Any, key: str) -> list:
+    """A YAML list."""
+    if not isinstance(value, list):
+        raise _Invalid(key, f"expected a list, found {_found(value)}.", "Write a YAML list: [a, b], or one '- a' per line.")
+    return value
+
+
+def _string(value: Any, key: str) -> str:
+    """Non-blank text."""
+    if not isinstance(value, str) or not value.strip():
+        raise _Invalid(key, f"expected non-empty text, found {_found(value)}.")
+    return value
+
+
+def _int(value: Any, key: str, minimum: int) -> int:
+    """An int (bools are not ints) that is at least ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _Invalid(key, f"expected a whole number, found {_found(value)}.", _number_hint(value))
+    if value < minimum:
+        raise _Invalid(key, f"must be at least {minimum}, found {value}.")
+    return value
+
+
+def _number(value: Any, key: str, *, positive: bool = False, non_negative: bool = False) -> float:
+    """A finite int or float (not a bool), returned as float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _Invalid(key, f"expected a number, found {_found(value)}.", _number_hint(value))
+    if not math.isfinite(value):
+        raise _Invalid(key, f"must be a finite number, found {value}.")
+    if positive and value <= 0:
+        raise _Invalid(key, f"must be greater than 0, found {value}.")
+    if non_negative and value < 0:
+        raise _Invalid(key, f"must be 0 or more, found {value}.")
+    return float(value)
+
+
+def _dtype(value: Any, key: str, choices: tuple[str, ...]) -> str:
+    """A dtype name from ``choices``; a near miss gets a suggestion."""
+    listing = "Choose one of: " + ", ".join(choices) + "."
+    if not isinstance(value, str):
+        raise _Invalid(key, f"expected a dtype name, found {_found(value)}.", listing)
+    if value in DTYPES and value not in choices:
+        raise _Invalid(key, f"{value!r} is not a floating dtype.", listing)
+    if value not in choices:
+        raise _Invalid(key, f"unknown dtype {value!r}.", _suggest(value, choices))
+    return value
+
+
+def _shape(value: Any, key: str) -> tuple[int, ...]:
+    """A list of positive ints; ``[]`` is a 0-d (scalar) tensor."""
+    hint = "Write a shape as a list of sizes, e.g. [4, 3]; [] is a scalar."
+    if not isinstance(value, list):
+        raise _Invalid(key, f"expected a list of sizes, found {_found(value)}.", hint)
+    for i, dim in enumerate(value):
+        if isinstance(dim, bool) or not isinstance(dim, int):
+            raise _Invalid(f"{key}[{i}]", f"expected a whole number, found {_found(dim)}.", hint)
+        if dim <= 0:
+            raise _Invalid(f"{key}[{i}]", f"every size must be at least 1, found {dim}.", hint)
+    return tuple(value)
+
+
+def _literal(value: Any, key: str, dtype: str | None = None) -> Any:
+    """A number or rectangular nested list of numbers that fits ``dtype``.
+
+    Bools are accepted only for ``dtype: bool`` or when every element is a bool
+    and no dtype is given (a bool tensor); integer dtypes need whole numbers in
+    range.  Returns ``value`` unchanged.
+    """
+    hint = "Examples: 4.5, [4.5], [[1, 2], [3, 4]]."
+    leaves: list[tuple[str, Any]] = []
+
+    def shape_of(item: Any, where: str) -> tuple[int, ...]:
+        if isinstance(item, list):
+            if not item:
+                raise _Invalid(where, "an empty list holds no numbers.", hint)
+            shapes = [shape_of(sub, f"{where}[{i}]") for i, sub in enumerate(item)]
+            for i, sub in enumerate(shapes):
+                if sub != shapes[0]:
+                    raise _Invalid(
+                        f"{where}[{i}]",
+                        f"ragged list: this element has shape {list(sub)} but element 0 has {list(shapes[0])}.",
+                        "Every row must have the same length (the value must be rectangular).",
+                    )
+            return (len(item),) + shapes[0]
+        if not isinstance(item, (int, float)):
+            raise _Invalid(where, f"expected a number, found {_found(item)}.", _number_hint(item) or hint)
+        leaves.append((where, item))
+        return ()
+
+    shape_of(value, key)
+    all_bools = all(isinstance(leaf, bool) for _, leaf in leaves)
+    for where, leaf in leaves:
+        if isinstance(leaf, bool) and (dtype not in ("bool", None) or (dtype is None and not all_bools)):
+            raise _Invalid(where, f"expected a number, found {_found(leaf)}.", "true/false only fit bool values.")
+        if dtype in INT_RANGES:
+            low, high = INT_RANGES[dtype]
+            if isinstance(leaf, float) and not leaf.is_integer():
+                raise _Invalid(where, f"dtype {dtype} needs whole numbers, found {leaf}.")
+            if not low <= leaf <= high:
+                raise _Invalid(where, f"{leaf} is out of range for dtype {dtype} ({low}..{high}).")
+    return value
+
+
+# --------------------------------------------------------------------------- the spec's parts
+
+OPTIONS: dict[str, Callable[[Any, str], Any]] = {
+    "dtype": lambda v, k: _dtype(v, k, FLOAT_DTYPES),
+    "reference_dtype": lambda v, k: _dtype(v, k, FLOAT_DTYPES),
+    "device": _string,
+    "seed": lambda v, k: _int(v, k, 0),
+    "eps": lambda v, k: _number(v, k, positive=True),
+    "rtol": lambda v, k: _number(v, k, non_negative=True),
+    "atol": lambda v, k: _number(v, k, non_negative=True),
+    "max_elements": lambda v, k: _int(v, k, 1),
+}
+TOP_KEYS = ("description", "layer", "args", "kwargs", "inputs", "params") + tuple(OPTIONS)
+INPUT_KEYS = ("shape", "value", "dist", "low", "high", "mean", "std", "dtype")
+
+
+def _layer(value: Any, spec_path: Path) -> str:
+    """Resolve a file target against the spec's folder; keep a dotted target as is."""
+    forms = "'path/to/file.py:ClassName' (relative to the spec's folder) or 'package.module:ClassName'"
+    if value is None:
+        raise _Invalid("layer", "is missing: the spec must name the layer to check.", f"Add 'layer:' with {forms}.")
+    text = _string(value, "layer").strip()
+    try:
+        module_part, attr = split_target(text)
+    except UsageError as exc:
+        raise _Invalid("layer", exc.message, exc.hint) from None
+    if not is_file_target(module_part):
+        if attr is None and "." not in module_part:
+            raise _Invalid("layer", f"{text!r} does not say which module the layer is in.", f"Write {forms}.")
+        return text
+    if attr is None:
+        raise _Invalid(
+            "layer", f"{text!r} names a file but no layer in it.", f"Write 'file.py:ClassName', e.g. '{text}:MyLayer'."
+        )
+    file = (spec_path.parent / Path(module_part).expanduser()).resolve()
+    if not file.is_file():
+        raise _Invalid(
+            "layer",
+            f"layer file {str(file)!r} {'is not a file' if file.exists() else 'does not exist'}.",
+            f"A file path in 'layer' is relative to the spec's folder ({spec_path.parent.resolve()}).",
+        )
+    return f"{file}:{attr}"
+
+
+def _input(item: Any, key: str) -> InputSpec:
+    """One entry of ``inputs``: a random tensor (``shape``) or a literal (``value``)."""
+    example = "Write each input as '- shape: [4, 3]' (random data) or '- value: [4.5]' (a literal)."
+    if not isinstance(item, dict):
+        raise _Invalid(key, f"expected a mapping with 'shape' or 'value', found {_found(item)}.", example)
+    _check_keys(item, INPUT_KEYS, key)
+    if ("shape" in item) == ("value" in item):
+        which = "both 'shape' and 'value'" if "shape" in item else "neither 'shape' nor 'value'"
+        raise _Invalid(key, f"has {which}; an input needs exactly one of them.", example)
+    dtype = None if item.get("dtype") is None else _dtype(item["dtype"], f"{key}.dtype", DTYPES)
+    if "value" in item:
+        for name in ("dist",) + DIST_KEYS["normal"] + DIST_KEYS["uniform"]:
+            if name in item:
+                raise _Invalid(f"{key}.{name}", "only applies to random ('shape') inputs.", f"Remove {name!r}.")
+        return InputSpec(value=_literal(item["value"], f"{key}.value", dtype), dtype=dtype)
+
+    dist = item.get("dist", "normal")
+    if dist not in DISTS:
+        raise _Invalid(f"{key}.dist", f"unknown distribution {_found(dist)}.", _suggest(str(dist), DISTS))
+    for other in DISTS:
+        for name in DIST_KEYS[other]:
+            if other != dist and name in item:
+                raise _Invalid(
+                    f"{key}.{name}",
+                    f"does not apply to dist {dist}; {name!r} belongs to dist {other}.",
+                    f"dist {dist} takes {' and '.join(DIST_KEYS[dist])}.",
+                )
+    numbers = {name: _number(item[name], f"{key}.{name}") for name in DIST_KEYS[dist] if name in item}
+    if numbers.get("std", 1.0) <= 0:
+        raise _Invalid(f"{key}.std", f"must be greater than 0, found {item['std']}.")
+    low, high = numbers.get("low", 0.0), numbers.get("high", 1.0)
+    if dist == "uniform" and low >= high:
+        raise _Invalid(
+            f"{key}.low", f"low ({low:g}) must be less than high ({high:g}).", "The defaults are low: 0 and high: 1."
+        )
+    return InputSpec(shape=_shape(item["shape"], f"{key}.shape"), dist=dist, dtype=dtype, **numbers)
+
+
+def _build(doc: dict, spec_path: Path) -> LayerSpec:
+    """Validate the top-level mapping and convert it; raises :class:`_Invalid`."""
+    _check_keys(doc, TOP_KEYS, "")
+
+    def get(key: str, default: Any) -> Any:  # an absent or null key takes the default
+        return default if doc.get(key) is None else doc[key]
+
+    layer = _layer(doc.get("layer"), spec_path)
+    description = doc.get("description")
+    if description is not None and not isinstance(description, str):
+        raise _Invalid("description", f"expected text, found {_found(description)}.")
+    args = _list(get("args", []), "args")
+    kwargs = _mapping(get("kwargs", {}), "kwargs")
+    inputs = [_input(item, f"inputs[{i}]") for i, item in enumerate(_list(get("inputs", []), "inputs"))]
+    params = _mapping(get("params", {}), "params")
+    for name, value in params.items():
+        _literal(value, f"params.{name}", "float64")
+    options = {name: check(doc[name], name) for name, check in OPTIONS.items() if name in doc}
+    return LayerSpec(
+        path=str(spec_path),
+        layer=layer,
+        args=tuple(args),
+        kwargs=dict(kwargs),
+        inputs=tuple(inputs),
+        params=dict(params),
+        options=options,
+        description=description,
+    )
+
+
+# --------------------------------------------------------------------------- reading files
+
+
+def _read_text(path: Path) -> str:
+    """The file's text as UTF-8; unreadable files and non-UTF-8 bytes are errors."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise _Invalid(None, "spec file does not exist.", "Check the path.") from None
+    except IsADirectoryError:
+        raise _Invalid(None, "is a folder, not a spec file.", "Give a .yaml file, or a folder of them.") from None
+    except OSError as exc:
+        raise _Invalid(None, f"cannot be read ({exc.strerror or exc}).", "Check the file's permissions.") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise _Invalid(
+            None, f"is not UTF-8 text (undecodable byte on line {line}).", "Save the spec as UTF-8 YAML text."
+        ) from None
+
+
+def _parse(text: str) -> dict:
+    """The single YAML document in ``text``, which must be a mapping."""
+    try:
+        docs = list(yaml.safe_load_all(text))
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = exc.problem or exc.context or "invalid YAML"
+        if exc.problem and exc.context and exc.context_mark and exc.context_mark is not mark:
+            problem += f" ({exc.context} on line {exc.context_mark.line + 1})"
+        raise _Invalid(None, f"YAML syntax error{where}: {problem}.", "Check indentation and quoting there.") from None
+    except yaml.YAMLError as exc:
+        raise _Invalid(None, f"is not valid YAML ({exc}).") from None
+    if len(docs) > 1:
+        raise _Invalid(
+            None,
+            f"holds {len(docs)} YAML documents (separated by '---'); a spec file holds exactly one.",
+            "Split it into one file per spec.",
+        )
+    doc = docs[0] if docs else None
+    if doc is None:
+        raise _Invalid(None, "is empty.", MINIMAL_SPEC)
+    if not isinstance(doc, dict):
+        raise _Invalid(None, f"must be a mapping (layer: ..., inputs: ...), but it is a {_found(doc)}.", MINIMAL_SPEC)
+    return doc
+
+
+def load_spec(path: str | os.PathLike) -> LayerSpec:
+    """Read, parse and validate one YAML spec file.  Raises :class:`SpecError`."""
+    path = Path(path)
+    try:
+        return _build(_parse(_read_text(path)), path)
+    except _Invalid as exc:
+        raise SpecError(str(path), exc.key, exc.message, exc.hint) from None
+    except RecursionError:
+        raise SpecError(str(path), None, "is nested too deeply (or an alias refers to itself).") from None
+
+
+def find_specs(folder: str | os.PathLike) -> list[Path]:
+    """Every ``*.yaml`` / ``*.yml`` file directly in ``folder`` (hidden ones skipped), sorted by name."""
+    folder = Path(folder)
+    if not folder.exists():
+        raise UsageError(f"Spec folder {str(folder)!r} does not exist.", "Check the path.")
+    if not folder.is_dir():
+        raise UsageError(f"{str(folder)!r} is not a folder.", "Give a folder of .yaml specs, or one .yaml spec file.")
+    try:
+        entries = list(folder.iterdir())
+    except OSError as exc:
+        raise UsageError(f"Cannot list {str(folder)!r} ({exc.strerror or exc}).", "Check its permissions.") from None
+    specs = [p for p in entries if p.suffix.lower() in SUFFIXES and not p.name.startswith(".") and p.is_file()]
+    return sorted(specs, key=lambda p: p.name)
+
+
+def is_spec_path(text: str) -> bool:
+    """True when ``text`` ends in .yaml/.yml (any case) or names an existing folder."""
+    if not text:
+        return False
+    if text.lower().endswith(SUFFIXES):
+        return True
+    try:
+        return Path(text).is_dir()
+    except (OSError, ValueError):
+        return False
