@@ -140,7 +140,7 @@ def preserved_rng(device: torch.device):
     """Leave the global RNG states (torch, CUDA, numpy, random) exactly as they were."""
     py_state = random.getstate()
     np_state = np.random.get_state()
-    devices = [device] if device.type == "cuda" else []
+    devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices, device_type=device.type if devices else "cuda"):
         try:
             yield
@@ -235,10 +235,14 @@ class _Checker:
         self.target = target
         self.opts = opts
         self.device = device
+        # Differences are accumulated in float64 on the device, except where the device has no float64 (MPS).
+        self.acc = torch.device("cpu") if device.type == "mps" else device
         self.progress = progress
         self.dtype = torch_dtype(opts.dtype)
         self.ref_dtype = torch_dtype(opts.reference_dtype) if opts.reference_dtype else self.dtype
         self.eps, self.rtol, self.atol = opts.resolved()
+        if device.type == "mps" and torch.float64 in (self.dtype, self.ref_dtype):
+            raise UsageError("Apple MPS has no float64.", "Use --dtype float32 (and no --reference-dtype float64) with --device mps.")
         self.notes: list[str] = []
         base = make_layer(obj, target, tuple(args), kwargs)
         self.layer = base.cast(self.dtype, device)
@@ -318,7 +322,8 @@ class _Checker:
         y0 = self._guarded("forward", evaluator.forward)
         self._check_finite(y0)
         y0_again = self._guarded("forward", evaluator.forward)
-        fwd_spread = (y0.double() - y0_again.double()).abs()
+        y0, y0_again = self._f64(y0), self._f64(y0_again)
+        fwd_spread = (y0 - y0_again).abs()
         if bool((fwd_spread > 0).any()):
             self.notes.append(
                 f"forward is nondeterministic: two runs at the same point differ by up to {fwd_spread.max().item():.3g}; "
@@ -329,7 +334,7 @@ class _Checker:
         gen = torch.Generator(device="cpu").manual_seed(self.opts.seed + 1)
         m = y0.numel()
         weights = (torch.rand(m, generator=gen, dtype=torch.float64) + 0.5) * (torch.randint(0, 2, (m,), generator=gen) * 2 - 1)
-        weights = weights.to(self.device)
+        weights = weights.to(self.acc)
 
         analytic, grad_spread = self._analytic(leaves, weights)
 
@@ -338,7 +343,7 @@ class _Checker:
             ref_layer = self.layer.cast(self.ref_dtype, self.device)
             ref_inputs = [x.to(self.ref_dtype) if isinstance(x, torch.Tensor) and x.is_floating_point() else x for x in self.inputs]
             numeric_eval = Evaluator(ref_layer, ref_layer.params, ref_inputs, self.opts.seed, self.device, self.opts.batch)
-            y_base = self._guarded("forward", numeric_eval.forward)
+            y_base = self._f64(self._guarded("forward", numeric_eval.forward))
         else:
             y_base = y0
         out_err = self._output_error(y_base, fwd_spread)
@@ -434,6 +439,10 @@ class _Checker:
                 "Run with --debug for the full traceback.",
             ) from exc
 
+    def _f64(self, t: torch.Tensor) -> torch.Tensor:
+        """A float64 copy on the accumulation device."""
+        return t.detach().to(device=self.acc, dtype=torch.float64)
+
     def _sizes_hint(self) -> str:
         sizes = ", ".join(f"input{i} {list(x.shape)}" for i, x in enumerate(self.inputs) if isinstance(x, torch.Tensor))
         return f"Inputs: {sizes}. Use smaller shapes, or --max-elements to sample."
@@ -498,12 +507,12 @@ class _Checker:
         gw = self._guarded("backward", backward, list(w_parts)) if self.opts.weighted_loss else [None] * len(tensors)
         result, spread = {}, {}
         for (tname, _), t, a, a2, b in zip(leaves, tensors, g1, g1_again, gw):
-            zero = torch.zeros_like(t, dtype=torch.float64)
+            zero = torch.zeros(t.shape, dtype=torch.float64, device=self.acc)
             if a is None and live:
                 self.notes.append(f"backward returned no gradient (None) for {tname}: treated as zero")
-            a64 = zero if a is None else a.detach().double()
-            a2_64 = zero if a2 is None else a2.detach().double()
-            result[tname] = {"l2": a64, "weighted": zero if b is None else b.detach().double()}
+            a64 = zero if a is None else self._f64(a)
+            a2_64 = zero if a2 is None else self._f64(a2)
+            result[tname] = {"l2": a64, "weighted": zero if b is None else self._f64(b)}
             spread[tname] = (a64 - a2_64).abs()
             if bool((spread[tname] > 0).any()):
                 self.notes.append(f"backward is nondeterministic for {tname}: two runs differ by up to {spread[tname].max().item():.3g}")
@@ -521,7 +530,7 @@ class _Checker:
                 with torch.no_grad():
                     y64 = ev.forward()
                 if y64.shape == y_base.shape:
-                    err = torch.maximum(err, (y_base.double() - y64).abs())
+                    err = torch.maximum(err, (y_base - self._f64(y64)).abs())
             except Exception:
                 pass  # a float32-only layer: keep the model estimate
         return torch.maximum(err, fwd_spread)
@@ -532,19 +541,21 @@ class _Checker:
         n = base.numel()
         size = chunk_size(y0.numel())
         h = self.eps
-        per_loss = {loss: {"numeric": torch.full((n,), float("nan"), dtype=torch.float64, device=self.device),
-                           "verdict": torch.full((n,), fd.UNCHECKED, dtype=torch.long, device=self.device)} for loss in losses}
+        per_loss = {loss: {"numeric": torch.full((n,), float("nan"), dtype=torch.float64, device=self.acc),
+                           "verdict": torch.full((n,), fd.UNCHECKED, dtype=torch.long, device=self.acc)} for loss in losses}
         a_flat = {loss: analytic[loss].reshape(-1) for loss in losses}
         s_flat = spread.reshape(-1)
         first: dict[str, list] = {loss: [] for loss in losses}
         diffs1: list[dict[str, fd.Differences]] = []
         for part in chunks(idx, size):
-            yp, ym, hp, hm = self._guarded("forward", ev.perturbed, leaf, part, h)
+            yp, ym, hp, hm = map(self._f64, self._guarded("forward", ev.perturbed, leaf, part, h))
+            if ev.probe_error is not None:  # batched and one-at-a-time results differ by rounding: count it as noise
+                out_err = torch.maximum(out_err, self._f64(ev.probe_error))
             diffs1.append(fd.loss_differences(yp, ym, y0, hp, hm, weights, out_err))
             done += len(part)
             if self.progress:
                 self.progress(tname, done, total, self.estimate_s)
-        index = torch.tensor(idx, device=self.device, dtype=torch.long)
+        index = torch.tensor(idx, device=self.acc, dtype=torch.long)
         for loss in losses:
             d = _cat_differences([c[loss] for c in diffs1])
             a = a_flat[loss][index]
@@ -553,7 +564,7 @@ class _Checker:
             verdict, _ = fd.first_pass(a, d, scale, self.rtol, self.atol, s_flat[index])
             first[loss] = [d, verdict, scale]
         # Confirm the flagged elements with a second step size (2h).
-        flagged = torch.zeros(len(idx), dtype=torch.bool, device=self.device)
+        flagged = torch.zeros(len(idx), dtype=torch.bool, device=self.acc)
         for loss in losses:
             flagged |= first[loss][1] == fd.FAIL
         flagged_pos = torch.nonzero(flagged).reshape(-1).tolist()
@@ -565,9 +576,9 @@ class _Checker:
             flagged_idx = [idx[p] for p in flagged_pos]
             diffs2 = []
             for part in chunks(flagged_idx, size):
-                yp, ym, hp, hm = self._guarded("forward", ev.perturbed, leaf, part, 2 * h)
+                yp, ym, hp, hm = map(self._f64, self._guarded("forward", ev.perturbed, leaf, part, 2 * h))
                 diffs2.append(fd.loss_differences(yp, ym, y0, hp, hm, weights, out_err))
-            fpos = torch.tensor(flagged_pos, device=self.device, dtype=torch.long)
+            fpos = torch.tensor(flagged_pos, device=self.acc, dtype=torch.long)
             findex = index[fpos]
             for loss in losses:
                 d, _, scale = first[loss]
@@ -580,7 +591,7 @@ class _Checker:
 
     def _tensor_report(self, tname, leaf, shape, idx, per_loss, analytic, losses) -> TensorReport:
         n = len(idx)
-        index = torch.tensor(idx, device=self.device, dtype=torch.long)
+        index = torch.tensor(idx, device=self.acc, dtype=torch.long)
         stats = {}
         for loss in losses:
             a = analytic[loss].reshape(-1)[index]
@@ -598,13 +609,13 @@ class _Checker:
         if n:
             pool = torch.nonzero(v == fd.FAIL).reshape(-1)
             if pool.numel() == 0:
-                pool = torch.arange(n, device=self.device)
+                pool = torch.arange(n, device=self.acc)
             worst_pos = int(pool[rel[pool].argmax()].item())
             worst_index = tuple(int(i) for i in np.unravel_index(idx[worst_pos], shape)) if shape else ()
             analytic_v, numeric_v = float(a[worst_pos].item()), float(num[worst_pos].item())
         else:
             worst_index, analytic_v, numeric_v = None, None, None
-        verdicts = torch.full((int(np.prod(shape)) if shape else 1,), fd.UNCHECKED, dtype=torch.long, device=self.device)
+        verdicts = torch.full((int(np.prod(shape)) if shape else 1,), fd.UNCHECKED, dtype=torch.long, device=self.acc)
         verdicts[index] = combined
         verdict_np = verdicts.cpu().numpy().reshape(shape)
         counts = count_verdicts(verdict_np)

@@ -192,8 +192,8 @@ class Evaluator:
         k = min(3, len(idx))
         with torch.no_grad():
             lp, lm = self._loop(leaf, idx[:k], orig[:k], plus[:k], minus[:k])
-        ref = torch.cat([lp, lm]).double()
-        got = torch.cat([yp[:k], ym[:k]]).double()
+        ref = torch.cat([lp, lm]).cpu().double()
+        got = torch.cat([yp[:k], ym[:k]]).cpu().double()
         finfo = torch.finfo(yp.dtype)
         scale = ref.abs().amax().item() if ref.numel() else 0.0
         if not torch.isfinite(got).all():
@@ -201,7 +201,7 @@ class Evaluator:
         else:
             err = (got - ref).abs()
             ok = bool((err <= 64 * finfo.eps * (ref.abs() + scale + finfo.tiny)).all())
-            self.probe_error = err.amax(0)
+            self.probe_error = err.amax(0).to(yp.device)
         self.batched = ok
         if not ok:
             self.batch_note = "batched results differed from one-at-a-time results"

@@ -92,16 +92,27 @@ def verdict_line(report: Report) -> Text:
     checked = sum(t.n_checked for t in report.tensors)
     if report.passed:
         return Text.assemble(("PASS", STYLE["PASS"]), f": all {n} tensor(s) match ({checked} elements checked).")
-    bad = [t for t in report.tensors if not t.passed]
-    worst = report.worst
-    detail = ""
-    if worst is not None and worst.worst_index is not None and worst.analytic is not None:
-        detail = (
-            f" Worst: {worst.name}{list(worst.worst_index)} analytic {worst.analytic:.6g} vs numeric "
-            f"{worst.numeric:.6g} ({worst.loss} loss)."
+    failed = [t.name for t in report.tensors if t.status == "FAIL"]
+    noisy = [t.name for t in report.tensors if t.status == "NOISE"]
+    text = Text()
+    if failed:
+        text.append("FAIL", STYLE["FAIL"])
+        text.append(f": {len(failed)} of {n} tensor(s) do not match: {', '.join(failed)}.")
+        worst = report.worst
+        if worst is not None and worst.worst_index is not None and worst.analytic is not None:
+            text.append(
+                f" Worst: {worst.name}{list(worst.worst_index)} analytic {worst.analytic:.6g} vs numeric "
+                f"{worst.numeric:.6g} ({worst.loss} loss)."
+            )
+    if noisy:
+        if failed:
+            text.append(" ")
+        text.append("INCONCLUSIVE", STYLE["NOISE"])
+        text.append(
+            f": {', '.join(noisy)} could not be verified: finite-difference noise is as large as the gradient "
+            "(try --reference-dtype float64 or a larger --eps)."
         )
-    names = ", ".join(t.name for t in bad)
-    return Text.assemble(("FAIL", STYLE["FAIL"]), f": {len(bad)} of {n} tensor(s) do not match: {names}.{detail}")
+    return text
 
 
 def detail_lines(report: Report) -> list[Text]:
