@@ -12,13 +12,14 @@ import inspect
 import random
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
 from . import fd
+from .diagnose import diagnose
 from .config import FLOAT_DTYPES, InputSpec, LayerSpec
 from .errors import LayerError, UsageError
 from .evaluate import Evaluator, Leaf, chunk_size, chunks, rounding_error
@@ -395,6 +396,7 @@ class _Checker:
         return sorted(times)[1]
 
     def _report(self, reports, losses, started, evaluator, numeric_eval) -> Report:
+        reports = _with_diagnoses(reports)
         if numeric_eval.batched is False and numeric_eval.batch_note and self.opts.batch:
             self.notes.append(f"batched evaluation not possible ({numeric_eval.batch_note}); used one forward per perturbation")
         kinks = sum(r.counts.get("KINK", 0) for r in reports)
@@ -641,6 +643,17 @@ class _Checker:
             verdicts=verdict_np,
             kinks_fail=self.opts.kinks == "fail",
         )
+
+
+def _with_diagnoses(reports: list[TensorReport]) -> list[TensorReport]:
+    """Name the pattern of each failing tensor's errors (scaled, transposed, swapped, borders, ...)."""
+    out = []
+    for rep in reports:
+        if rep.n_failed and rep.analytic_grad is not None:
+            others = {r.name: r.numeric_grad for r in reports if r is not rep and r.loss == rep.loss}
+            rep = replace(rep, diagnosis=diagnose(rep.analytic_grad, rep.numeric_grad, rep.verdicts == fd.FAIL, others))
+        out.append(rep)
+    return out
 
 
 def _combine(verdicts: list[torch.Tensor]) -> torch.Tensor:
