@@ -204,9 +204,10 @@ def check(
     """
     opts = CheckOptions(**options).validated()
     target = name or (layer if isinstance(layer, str) else _name_of(layer))
-    obj = load_target(layer) if isinstance(layer, str) else layer
     device = resolve_device(opts.device)
     with preserved_rng(device), deadline(opts.timeout, target):
+        # Importing the layer file runs it: keep its RNG use away from the caller's state too.
+        obj = load_target(layer) if isinstance(layer, str) else layer
         return _Checker(obj, target, list(inputs), args, kwargs, params or {}, opts, device, progress).run()
 
 
@@ -302,6 +303,9 @@ class _Checker:
                 leaves.append((f"input{i}", ("input", i)))
         for pname in self.layer.params:
             leaves.append((pname, ("param", pname)))
+        empty = [n for n, (kind, key) in leaves if (self.inputs[key] if kind == "input" else self.layer.params[key]).numel() == 0]
+        if empty:
+            raise UsageError(f"{', '.join(empty)} of {self.target} has no elements; there is nothing to check in it.", "Give inputs with at least one element.")
         if self.opts.only:
             known = [n for n, _ in leaves]
             unknown = [n for n in self.opts.only if n not in known]

@@ -61,6 +61,8 @@ def check_literal(value: Any, where: str) -> None:
         ) from None
     if t.is_complex():
         raise UsageError(f"{where}: complex literals are not supported.", "Give real numbers.")
+    if t.numel() == 0:
+        raise UsageError(f"{where}: the literal {json.dumps(value)} has no elements.", "Give at least one number, e.g. =[4.5].")
 
 
 def torch_dtype(name: str) -> torch.dtype:
@@ -111,6 +113,8 @@ def _build_one(spec: InputSpec, dtype: torch.dtype, device: torch.device, gen: t
             t = t.round()
         return t.to(device=device, dtype=target)
     t = torch.tensor(spec.value)
+    if t.is_floating_point():
+        t = torch.tensor(spec.value, dtype=torch.float64)  # not float32 first: =0.1 must stay 0.1 in float64
     if want is not None:
         target = want
     elif t.is_floating_point():

@@ -166,7 +166,9 @@ def _load_dotted(text: str) -> object:
         try:
             module = _import_module(module_name, text)
         except UsageError as exc:
-            if isinstance(exc.__cause__, ModuleNotFoundError) or "no such module" in exc.message:
+            # Only a prefix that is not a module at all means "try a shorter one"; a module
+            # that exists but fails to import (a missing dependency) is the user's error.
+            if "no such module" in exc.message:
                 continue
             raise
         return _get_attr(module, ".".join(parts[cut:]), text)
