@@ -85,8 +85,9 @@ class CheckOptions:
             raise UsageError(f"--seed must be a non-negative integer, got {self.seed!r}.", None)
         return self
 
-    def resolved(self) -> tuple[float, float, float]:
-        eps, rtol, atol = TOLERANCES[self.reference_dtype or self.dtype]
+    def resolved(self, numeric_dtype: str | None = None) -> tuple[float, float, float]:
+        """(eps, rtol, atol): given values, else the table's for the dtype of each side."""
+        eps, rtol, atol = TOLERANCES[numeric_dtype or self.reference_dtype or self.dtype]
         _, rtol_own, atol_own = TOLERANCES[self.dtype]
         # The analytic side stays in the layer's dtype: its rounding sets the tolerance.
         rtol, atol = max(rtol, rtol_own), max(atol, atol_own)
@@ -342,16 +343,12 @@ class _Checker:
         weights = weights.to(self.acc)
 
         analytic, grad_spread = self._analytic(leaves, weights)
+        self.layer_scale = {
+            loss: max(float(g[loss].abs().max()) if g[loss].numel() else 0.0 for g in analytic.values()) for loss in fd.LOSSES
+        }
 
-        numeric_eval = evaluator
-        if self.ref_dtype != self.dtype:
-            ref_layer = self.layer.cast(self.ref_dtype, self.device)
-            ref_inputs = [x.to(self.ref_dtype) if isinstance(x, torch.Tensor) and x.is_floating_point() else x for x in self.inputs]
-            numeric_eval = Evaluator(ref_layer, ref_layer.params, ref_inputs, self.opts.seed, self.device, self.opts.batch)
-            y_base = self._f64(self._guarded("forward", numeric_eval.forward))
-        else:
-            y_base = y0
-        out_err = self._output_error(y_base, fwd_spread)
+        numeric_eval, y_base, y64 = self._numeric_evaluator(evaluator, y0)
+        out_err = self._output_error(y_base, y64, fwd_spread)
 
         losses = fd.LOSSES if self.opts.weighted_loss else ("l2",)
         reports: list[TensorReport] = []
@@ -373,7 +370,7 @@ class _Checker:
         shapes = {tname: tuple(ev.tensor(leaf).shape) for tname, leaf in leaves}
         limit = self.opts.max_elements
         plan = {tname: select(shape, limit, self.opts.seed) for tname, shape in shapes.items()}
-        per_element = 2 * self._forward_seconds(ev)
+        per_element = self._seconds_per_element(ev, leaves, plan)
         self.estimate_s = per_element * sum(len(i) for i in plan.values())
         if self.opts.budget is not None and self.estimate_s > self.opts.budget:
             # Shrink the per-tensor limit until the estimate fits (small tensors stay whole).
@@ -386,6 +383,22 @@ class _Checker:
         if self.progress:
             self.progress("", 0, sum(len(i) for i in plan.values()), self.estimate_s)
         return plan
+
+    def _seconds_per_element(self, ev: Evaluator, leaves, plan) -> float:
+        """Cost of checking one element: two forwards, or a timed batched chunk when vmap works."""
+        loop = 2 * self._forward_seconds(ev)
+        if ev.batched is False:
+            return loop
+        tname, leaf = leaves[0]
+        idx = plan[tname][:64]
+        self._guarded("forward", ev.perturbed, leaf, idx, self.eps)  # first call probes vmap against the loop
+        if not ev.batched:
+            return loop
+        t0 = time.perf_counter()
+        self._guarded("forward", ev.perturbed, leaf, idx, self.eps)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return min(loop, (time.perf_counter() - t0) / len(idx))
 
     def _forward_seconds(self, ev: Evaluator) -> float:
         """Median time of a few plain forward calls (the loop path's unit of cost)."""
@@ -418,7 +431,7 @@ class _Checker:
     def _config(self, losses) -> dict:
         return {
             "dtype": self.opts.dtype,
-            "reference_dtype": self.opts.reference_dtype or self.opts.dtype,
+            "reference_dtype": str(getattr(self, "num_dtype", self.ref_dtype)).replace("torch.", ""),
             "device": str(self.device),
             "seed": self.opts.seed,
             "eps": self.eps,
@@ -524,21 +537,63 @@ class _Checker:
                 self.notes.append(f"backward is nondeterministic for {tname}: two runs differ by up to {spread[tname].max().item():.3g}")
         return result, spread
 
-    def _output_error(self, y_base: torch.Tensor, fwd_spread: torch.Tensor) -> torch.Tensor:
+    def _float64_forward(self) -> tuple[Evaluator, torch.Tensor] | None:
+        """The layer run in float64 at the same point, or None where it cannot run so."""
+        if self.acc.type != self.device.type:  # no float64 on this device (MPS)
+            return None
+        try:
+            hi = self.layer.cast(torch.float64, self.device)
+            hi_inputs = [x.double() if isinstance(x, torch.Tensor) and x.is_floating_point() else x for x in self.inputs]
+            ev = Evaluator(hi, hi.params, hi_inputs, self.opts.seed, self.device, self.opts.batch)
+            with torch.no_grad():
+                return ev, ev.forward()
+        except Exception:
+            return None  # a float32-only layer
+
+    def _numeric_evaluator(self, evaluator: Evaluator, y0: torch.Tensor):
+        """Pick the dtype of the numeric side: returns (evaluator, its base outputs, float64 outputs or None).
+
+        Unless --reference-dtype says otherwise, a layer checked below float64 has
+        its numeric side computed in float64 when it runs there faithfully: the
+        analytic side (what is being checked) stays in the layer's dtype, and the
+        finite differences lose no digits to float32 rounding.
+        """
+        self.num_dtype = self.ref_dtype
+        hi = None if self.dtype == torch.float64 else self._float64_forward()
+        if self.opts.reference_dtype is None and hi is not None:
+            ev64, y64 = hi
+            if self._faithful_in_float64(y0, y64):
+                self.num_dtype = torch.float64
+                self.eps, self.rtol, self.atol = self.opts.resolved("float64")
+                self.notes.append(
+                    f"numeric side computed in float64 (the layer runs in float64 too); the analytic side stays "
+                    f"{self.opts.dtype}. Use --reference-dtype {self.opts.dtype} to difference in {self.opts.dtype}"
+                )
+                return ev64, self._f64(y64), None
+        if self.num_dtype == self.dtype:
+            return evaluator, y0, None if hi is None else self._f64(hi[1])
+        ref_layer = self.layer.cast(self.num_dtype, self.device)
+        ref_inputs = [x.to(self.num_dtype) if isinstance(x, torch.Tensor) and x.is_floating_point() else x for x in self.inputs]
+        ev = Evaluator(ref_layer, ref_layer.params, ref_inputs, self.opts.seed, self.device, self.opts.batch)
+        return ev, self._f64(self._guarded("forward", ev.forward)), None if hi is None else self._f64(hi[1])
+
+    def _faithful_in_float64(self, y_low: torch.Tensor, y64: torch.Tensor) -> bool:
+        """float64 outputs that are really float64 (not float32 inside) and agree with the layer's own."""
+        if y64.dtype != torch.float64 or y64.shape != y_low.shape or not bool(torch.isfinite(y64).all()):
+            return False
+        y64 = self._f64(y64)
+        if y64.numel() >= 8 and bool((y64 == y64.float().double()).all()):
+            return False  # computed in float32 (or lower) internally
+        u = torch.finfo(self.dtype).eps
+        scale = float(y64.abs().max())
+        return bool(((y64 - y_low).abs() <= 256 * u * (y64.abs() + scale)).all())
+
+    def _output_error(self, y_base: torch.Tensor, y64: torch.Tensor | None, fwd_spread: torch.Tensor) -> torch.Tensor:
         """Estimated absolute rounding error of each output of the numeric forward."""
-        err = rounding_error(y_base, self.ref_dtype)
-        if self.ref_dtype != torch.float64:
-            # Measure the real rounding error against a float64 forward, when the layer allows it.
-            try:
-                hi = self.layer.cast(torch.float64, self.device)
-                hi_inputs = [x.double() if isinstance(x, torch.Tensor) and x.is_floating_point() else x for x in self.inputs]
-                ev = Evaluator(hi, hi.params, hi_inputs, self.opts.seed, self.device)
-                with torch.no_grad():
-                    y64 = ev.forward()
-                if y64.shape == y_base.shape:
-                    err = torch.maximum(err, (y_base - self._f64(y64)).abs())
-            except Exception:
-                pass  # a float32-only layer: keep the model estimate
+        err = rounding_error(y_base, self.num_dtype)
+        if self.num_dtype != torch.float64 and y64 is not None and y64.shape == y_base.shape:
+            # The real rounding error, measured against the float64 forward.
+            err = torch.maximum(err, (y_base - y64).abs())
         return torch.maximum(err, fwd_spread)
 
     def _check_tensor(self, tname, leaf, idx, ev: Evaluator, y0, weights, out_err, analytic, spread, losses, done, total) -> TensorReport:
@@ -553,11 +608,12 @@ class _Checker:
         s_flat = spread.reshape(-1)
         first: dict[str, list] = {loss: [] for loss in losses}
         diffs1: list[dict[str, fd.Differences]] = []
+        ulp = fd.ulp_of(y0, self.num_dtype)
         for part in chunks(idx, size):
             yp, ym, hp, hm = map(self._f64, self._guarded("forward", ev.perturbed, leaf, part, h))
             if ev.probe_error is not None:  # batched and one-at-a-time results differ by rounding: count it as noise
                 out_err = torch.maximum(out_err, self._f64(ev.probe_error))
-            diffs1.append(fd.loss_differences(yp, ym, y0, hp, hm, weights, out_err))
+            diffs1.append(fd.loss_differences(yp, ym, y0, hp, hm, weights, out_err, ulp))
             done += len(part)
             if self.progress:
                 self.progress(tname, done, total, self.estimate_s)
@@ -567,7 +623,7 @@ class _Checker:
             a = a_flat[loss][index]
             numeric = d.central
             scale = float(torch.maximum(a.abs().max(), numeric.abs().max()).item()) if len(idx) else 0.0
-            verdict, _ = fd.first_pass(a, d, scale, self.rtol, self.atol, s_flat[index])
+            verdict, _ = fd.first_pass(a, d, scale, self.rtol, self.atol, s_flat[index], self.layer_scale[loss])
             first[loss] = [d, verdict, scale]
         # Confirm the flagged elements with a second step size (2h).
         flagged = torch.zeros(len(idx), dtype=torch.bool, device=self.acc)
@@ -580,17 +636,21 @@ class _Checker:
             per_loss[loss]["verdict"][index] = verdict
         if flagged_pos:
             flagged_idx = [idx[p] for p in flagged_pos]
-            diffs2 = []
+            diffs2, diffs_half = [], []
             for part in chunks(flagged_idx, size):
-                yp, ym, hp, hm = map(self._f64, self._guarded("forward", ev.perturbed, leaf, part, 2 * h))
-                diffs2.append(fd.loss_differences(yp, ym, y0, hp, hm, weights, out_err))
+                for step, into in ((2 * h, diffs2), (h / 2, diffs_half)):
+                    yp, ym, hp, hm = map(self._f64, self._guarded("forward", ev.perturbed, leaf, part, step))
+                    into.append(fd.loss_differences(yp, ym, y0, hp, hm, weights, out_err, ulp))
             fpos = torch.tensor(flagged_pos, device=self.acc, dtype=torch.long)
             findex = index[fpos]
             for loss in losses:
                 d, _, scale = first[loss]
                 d1 = _select(d, fpos)
                 d2 = _cat_differences([c[loss] for c in diffs2])
-                verdict, numeric, _ = fd.confirm(a_flat[loss][findex], d1, d2, scale, self.rtol, self.atol, s_flat[findex])
+                dh = _cat_differences([c[loss] for c in diffs_half])
+                verdict, numeric, _ = fd.confirm(
+                    a_flat[loss][findex], d1, d2, dh, scale, self.rtol, self.atol, s_flat[findex], self.layer_scale[loss]
+                )
                 per_loss[loss]["numeric"][findex] = numeric
                 per_loss[loss]["verdict"][findex] = verdict
         return self._tensor_report(tname, leaf, shape, idx, per_loss, analytic, losses)

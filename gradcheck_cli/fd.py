@@ -53,13 +53,15 @@ def loss_differences(
     hm: torch.Tensor,
     weights: torch.Tensor,
     out_err: torch.Tensor,
+    ulp: torch.Tensor,
 ) -> dict[str, Differences]:
     """Central and one-sided slopes of both losses, with a rounding-noise estimate.
 
     ``hp``/``hm`` are the steps actually taken (x+h)-x and x-(x-h), which differ
     from h in low precision.  ``out_err`` is the estimated absolute rounding
-    error of each output (M,); outputs that did not change at all between the
-    two evaluations contribute no noise (they were computed identically).
+    error of each output (M,) and ``ulp`` its unit in the last place in the
+    dtype it was computed in.  Outputs that did not change between the two
+    evaluations contribute only the sub-ulp change they may have hidden.
     """
     yp = yp.double()
     ym = ym.double()
@@ -71,6 +73,9 @@ def loss_differences(
     span = hp + hm
     changed = (yp != ym).double()
     err2 = changed * out_err.double().square()
+    # An output that did not move may still depend on x_i by less than half an ulp:
+    # count that hidden change as noise too (uniform in +-ulp/2, variance ulp^2/12).
+    hidden2 = (1.0 - changed) * ulp.double().square() / 12.0
 
     l2_plus = (dp * (yp + y0) * 0.5).sum(-1)
     l2_minus = (dm * (y0 + ym) * 0.5).sum(-1)
@@ -79,12 +84,19 @@ def loss_differences(
     w_minus = (dm * w).sum(-1)
 
     # Rounding errors of y+ and y- are independent: add variances.
-    l2_noise = ((yp.square() + ym.square()) * err2).sum(-1).sqrt() / span
-    w_noise = (2.0 * w.square() * err2).sum(-1).sqrt() / span
+    l2_noise = ((yp.square() + ym.square()) * err2 + 2.0 * y0.square() * hidden2).sum(-1).sqrt() / span
+    w_noise = (2.0 * w.square() * (err2 + hidden2)).sum(-1).sqrt() / span
     return {
         "l2": Differences((l2_plus + l2_minus) / span, l2_plus / hp, l2_minus / hm, l2_noise),
         "weighted": Differences((w_plus + w_minus) / span, w_plus / hp, w_minus / hm, w_noise),
     }
+
+
+def ulp_of(y: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Unit in the last place of each value of ``y`` as a ``dtype`` number (float64 result)."""
+    finfo = torch.finfo(dtype)
+    mag = y.double().abs().clamp(min=finfo.tiny)
+    return torch.exp2(torch.floor(torch.log2(mag))) * finfo.eps
 
 
 def tolerance(
@@ -108,13 +120,24 @@ def relative_error(analytic: torch.Tensor, numeric: torch.Tensor, scale: float) 
 
 
 def first_pass(
-    analytic: torch.Tensor, d: Differences, scale: float, rtol: float, atol: float, spread: torch.Tensor | float
+    analytic: torch.Tensor,
+    d: Differences,
+    scale: float,
+    rtol: float,
+    atol: float,
+    spread: torch.Tensor | float,
+    layer_scale: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cheap verdict from one step: (verdict codes, allowed error).  FAIL here means 'confirm'."""
+    """Cheap verdict from one step: (verdict codes, allowed error).  FAIL here means 'confirm'.
+
+    ``scale`` is the largest gradient of this tensor, ``layer_scale`` the largest
+    of any checked tensor: noise far below the layer's gradients is no reason to
+    call an element inconclusive (an unused input has gradient 0 and noise 1e-10).
+    """
     allowed = tolerance(analytic, d.central, scale, rtol, atol) + NOISE_SIGMAS * (d.noise + spread)
     diff = (analytic - d.central).abs()
     verdict = torch.where(diff <= allowed, PASS, FAIL)
-    return _noise_or_pass(verdict, analytic, d.central, d.noise + spread, scale, atol), allowed
+    return _noise_or_pass(verdict, analytic, d.central, d.noise + spread, max(scale, layer_scale), atol), allowed
 
 
 def _noise_or_pass(verdict, analytic, numeric, noise, scale, atol):
@@ -128,15 +151,20 @@ def confirm(
     analytic: torch.Tensor,
     d1: Differences,
     d2: Differences,
+    dh: Differences,
     scale: float,
     rtol: float,
     atol: float,
     spread: torch.Tensor | float,
+    layer_scale: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Second look at elements the first pass flagged, using step 2h as well as h.
+    """Second look at elements the first pass flagged, with steps 2h (``d2``) and h/2 (``dh``).
 
-    * Richardson extrapolation n + (n - n2)/3 removes the h^2 truncation error;
-      |n - n2| is also an empirical measure of the noise at this point.
+    * Richardson extrapolation removes the h^2 truncation error twice, from
+      (h, h/2) and from (2h, h); the better one is the numeric value and the
+      gap between the two is its error estimate.  A truncation-dominated point
+      (strong curvature within the step) then no longer hides a real bug,
+      while a rounding-dominated one shows its noise in the gap.
     * A kink (non-differentiable point inside the step) shows as one-sided slopes
       that disagree by an amount that does NOT shrink with the step: for a smooth
       function right - left ~ h*f'' doubles from h to 2h, across a kink it stays.
@@ -145,12 +173,15 @@ def confirm(
 
     Returns (verdict codes, best numeric estimate, noise estimate).
     """
-    richardson = d1.central + (d1.central - d2.central) / 3.0
-    empirical = (d1.central - d2.central).abs()
-    noise = d1.noise + spread + empirical / NOISE_SIGMAS
-    # Where the two steps disagree wildly (a kink inside the wider step), the
-    # extrapolation is meaningless: keep the plain central difference.
-    numeric = torch.where(empirical <= 0.5 * d1.central.abs() + d1.noise * NOISE_SIGMAS, richardson, d1.central)
+    fine = dh.central + (dh.central - d1.central) / 3.0
+    coarse = d1.central + (d1.central - d2.central) / 3.0
+    gap = (fine - coarse).abs()
+    rounding = dh.noise + spread  # the h/2 difference has the largest rounding noise of the three
+    # Where the steps disagree wildly (a kink inside the wider step), extrapolation is
+    # meaningless: fall back to the plain central difference at h.
+    wild = gap > 0.5 * d1.central.abs() + NOISE_SIGMAS * rounding
+    numeric = torch.where(wild, d1.central, fine)
+    noise = rounding + torch.where(wild, (d1.central - d2.central).abs(), gap) / NOISE_SIGMAS
     allowed = tolerance(analytic, numeric, scale, rtol, atol) + NOISE_SIGMAS * noise
     diff = (analytic - numeric).abs()
     verdict = torch.where(diff <= allowed, PASS, FAIL)
@@ -168,5 +199,5 @@ def confirm(
         & (analytic <= hi + slope_allowed)
     )
     verdict = torch.where(is_kink, torch.full_like(verdict, KINK), verdict)
-    verdict = _noise_or_pass(verdict, analytic, numeric, noise, scale, atol)
+    verdict = _noise_or_pass(verdict, analytic, numeric, noise, max(scale, layer_scale), atol)
     return verdict, numeric, noise

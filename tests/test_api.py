@@ -155,14 +155,20 @@ def test_only_int_inputs_is_a_usage_error(simple):
 # --------------------------------------------------------------------------- dtypes and options
 
 
-def test_float32_correct_layers_pass_at_float32_defaults(simple):
+@pytest.mark.parametrize("reference", [None, "float32"])
+def test_float32_correct_layers_pass_at_float32_defaults(simple, reference):
+    # reference None: the numeric side is computed in float64 (the layers run there too);
+    # "float32": finite differences in float32 itself, with float32's eps.
+    expected_ref = reference or "float64"
     for layer, inputs in [(simple.Tanh, ["3x4"]), (simple.Square, ["3x4"]), (simple.Scale, ["3x4"]), (simple.poly, ["3x4", "3x4"])]:
-        report = check(layer, inputs, dtype="float32")
+        report = check(layer, inputs, dtype="float32", reference_dtype=reference)
         assert report.passed, report
         assert report.config["dtype"] == "float32"
-        assert report.config["eps"] == gradcheck_cli.TOLERANCES["float32"][0]
+        assert report.config["reference_dtype"] == expected_ref
+        assert report.config["eps"] == gradcheck_cli.TOLERANCES[expected_ref][0]
+        assert report.config["rtol"] == gradcheck_cli.TOLERANCES["float32"][1]
     # ... and float32 tolerances still catch a real bug
-    report = check(simple.ScaleWeightBug, ["3x4"], dtype="float32")
+    report = check(simple.ScaleWeightBug, ["3x4"], dtype="float32", reference_dtype=reference)
     assert [(t.name, t.passed) for t in report.tensors] == [("input0", True), ("weight", False)]
 
 
