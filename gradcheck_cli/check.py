@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import math
 import random
 import time
 import traceback
@@ -68,21 +69,23 @@ class CheckOptions:
             value = getattr(self, key)
             if value is None:
                 continue
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value != value or value in (float("inf"),):
-                raise UsageError(f"--{key} must be a finite number, got {value!r}.", None)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+                raise UsageError(f"--{key} must be a finite number, got {value!r}.", "Example: --eps 1e-6 --rtol 1e-5 --atol 1e-10.")
             if (key == "eps" and value <= 0) or value < 0:
                 need = "positive" if key == "eps" else "zero or positive"
                 raise UsageError(f"--{key} must be {need}, got {value!r}.", "Example: --eps 1e-6 --rtol 1e-5 --atol 1e-10.")
         if self.kinks not in ("pass", "fail"):
-            raise UsageError(f"--kinks must be 'pass' or 'fail', got {self.kinks!r}.", None)
+            raise UsageError(f"--kinks must be 'pass' or 'fail', got {self.kinks!r}.", "Use --kinks pass (report them) or --kinks fail.")
         if self.max_elements is not None and self.max_elements < 1:
-            raise UsageError(f"--max-elements must be at least 1, got {self.max_elements}.", None)
+            raise UsageError(f"--max-elements must be at least 1, got {self.max_elements}.", "Example: --max-elements 1000.")
         for key in ("budget", "timeout"):
             value = getattr(self, key)
-            if value is not None and not (isinstance(value, (int, float)) and value > 0):
-                raise UsageError(f"--{key} must be a positive number of seconds, got {value!r}.", None)
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise UsageError(f"--seed must be a non-negative integer, got {self.seed!r}.", None)
+            if value is not None and not (isinstance(value, (int, float)) and 0 < value <= 1e7):
+                raise UsageError(
+                    f"--{key} must be a positive, finite number of seconds, got {value!r}.", f"Example: --{key} 60."
+                )
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed < 2**63 - 1:
+            raise UsageError(f"--seed must be an integer from 0 to 2**63-2, got {self.seed!r}.", "Example: --seed 0.")
         return self
 
     def resolved(self, numeric_dtype: str | None = None) -> tuple[float, float, float]:
@@ -129,11 +132,14 @@ def resolve_device(text: str) -> torch.device:
     elif dev.type == "mps":
         if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
             raise UsageError(f"Device {text!r} (Apple MPS) is not available here.", "Run with --device cpu.")
+    elif dev.type == "meta":
+        raise UsageError("Device 'meta' holds no data, so gradients cannot be compared on it.", "Use cpu, cuda or mps.")
     elif dev.type != "cpu":
         try:
             torch.empty(1, device=dev)
         except Exception as exc:
-            raise UsageError(f"Device {text!r} cannot be used here: {exc}.", "Run with --device cpu.") from None
+            reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise UsageError(f"Device {text!r} cannot be used here: {reason}.", "Run with --device cpu, cuda or mps.") from None
     return dev
 
 
@@ -362,7 +368,8 @@ class _Checker:
                 reports.append(rep)
         except KeyboardInterrupt:
             self.notes.append(f"interrupted: {len(reports)} of {len(leaves)} tensor(s) checked")
-            raise Interrupted(self._report(reports, losses, started, evaluator, numeric_eval)) from None
+            partial = replace(self._report(reports, losses, started, evaluator, numeric_eval), interrupted=True)
+            raise Interrupted(partial) from None
         return self._report(reports, losses, started, evaluator, numeric_eval)
 
     def _plan(self, leaves, ev: Evaluator) -> dict[str, list[int]]:
@@ -450,13 +457,27 @@ class _Checker:
             return fn(*args)
         except (LayerError, UsageError, KeyboardInterrupt):
             raise
+        except SystemExit as exc:  # never let the layer end the run as if it had passed
+            raise LayerError(
+                f"The {stage} of {self.target} called sys.exit({exc.code!r}); no verdict could be reached.",
+                "Remove sys.exit from the layer's code.",
+            ) from exc
         except torch.OutOfMemoryError as exc:
             raise LayerError(f"Out of memory during the {stage} of {self.target}: {str(exc).splitlines()[0]}", self._sizes_hint()) from exc
+        except RuntimeError as exc:
+            if "DefaultCPUAllocator" not in str(exc) and "out of memory" not in str(exc).lower():
+                raise self._layer_error(stage, exc) from exc
+            raise LayerError(f"Out of memory during the {stage} of {self.target}: {str(exc).splitlines()[0]}", self._sizes_hint()) from exc
         except Exception as exc:
-            raise LayerError(
-                f"The {stage} of {self.target} raised {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''} ({_user_frame(exc)}).",
-                "Run with --debug for the full traceback.",
-            ) from exc
+            raise self._layer_error(stage, exc) from exc
+
+    def _layer_error(self, stage: str, exc: Exception) -> LayerError:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return LayerError(
+            f"The {stage} of {self.target} raised {type(exc).__name__}: {text} ({_user_frame(exc)}).",
+            "Run with --debug for the full traceback.",
+        )
+
 
     def _f64(self, t: torch.Tensor) -> torch.Tensor:
         """A float64 copy on the accumulation device."""
@@ -467,6 +488,11 @@ class _Checker:
         return f"Inputs: {sizes}. Use smaller shapes, or --max-elements to sample."
 
     def _check_finite(self, y: torch.Tensor) -> None:
+        if y.numel() == 0:
+            raise LayerError(
+                f"{self.target} returned an empty tensor (no elements); there is nothing to compare gradients on.",
+                "Check the layer's output shape for these inputs.",
+            )
         bad = ~torch.isfinite(y)
         if bool(bad.any()):
             raise LayerError(

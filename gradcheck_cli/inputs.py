@@ -61,6 +61,8 @@ def check_literal(value: Any, where: str) -> None:
         ) from None
     if t.is_complex():
         raise UsageError(f"{where}: complex literals are not supported.", "Give real numbers.")
+    if t.is_floating_point() and not bool(torch.isfinite(torch.tensor(value, dtype=torch.float64)).all()):
+        raise UsageError(f"{where}: the literal holds NaN or infinity; inputs must be finite numbers.", "Give finite numbers, e.g. =4.5.")
     if t.numel() == 0:
         raise UsageError(f"{where}: the literal {json.dumps(value)} has no elements.", "Give at least one number, e.g. =[4.5].")
 

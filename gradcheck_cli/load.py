@@ -110,10 +110,14 @@ def _prefixes(dotted: str) -> set[str]:
 
 def _run_import(do_import, where: str):
     """Run an import; turn whatever the imported code does wrong into UsageError."""
+    dont_write = sys.dont_write_bytecode
+    sys.dont_write_bytecode = True  # no __pycache__ left in the user's folders
     try:
         with contextlib.redirect_stdout(sys.stderr):
             return do_import()
     except SyntaxError as exc:
+        if exc.lineno is None:  # e.g. NUL bytes: not Python source at all
+            raise UsageError(f"{exc.filename or where} is not Python source: {exc.msg}.", "Point the target at a .py text file.") from exc
         raise UsageError(
             f"Syntax error in {exc.filename or where}, line {exc.lineno}: {exc.msg}.",
             "Fix the layer file and run again.",
@@ -135,6 +139,8 @@ def _run_import(do_import, where: str):
             f"Importing {where} raised {type(exc).__name__}: {exc} ({_user_frame(exc)}).",
             "Fix the layer file; run with --debug for the full traceback.",
         ) from exc
+    finally:
+        sys.dont_write_bytecode = dont_write
 
 
 def _user_frame(exc: BaseException) -> str:

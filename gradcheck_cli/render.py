@@ -90,6 +90,10 @@ def caption(report: Report) -> str:
 def verdict_line(report: Report) -> Text:
     n = len(report.tensors)
     checked = sum(t.n_checked for t in report.tensors)
+    if report.interrupted:
+        bad = [t.name for t in report.tensors if not t.passed]
+        detail = f"; failing so far: {', '.join(bad)}" if bad else ""
+        return Text.assemble(("INTERRUPTED", STYLE["NOISE"]), f": only {n} tensor(s) were checked before Ctrl-C{detail}.")
     if report.passed:
         return Text.assemble(("PASS", STYLE["PASS"]), f": all {n} tensor(s) match ({checked} elements checked).")
     failed = [t.name for t in report.tensors if t.status == "FAIL"]

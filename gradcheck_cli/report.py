@@ -93,10 +93,11 @@ class Report:
     config: dict[str, Any]
     timing: dict[str, Any] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    interrupted: bool = False  # stopped by Ctrl-C: covers only the tensors listed
 
     @property
     def passed(self) -> bool:
-        return all(t.passed for t in self.tensors)
+        return not self.interrupted and all(t.passed for t in self.tensors)
 
     @property
     def worst(self) -> TensorReport | None:
@@ -109,6 +110,7 @@ class Report:
         return {
             "target": self.target,
             "passed": self.passed,
+            "interrupted": self.interrupted,
             "tensors": [t.to_dict() for t in self.tensors],
             "config": dict(self.config),
             "timing": dict(self.timing),

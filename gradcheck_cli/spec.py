@@ -188,6 +188,8 @@ def _literal(value: Any, key: str, dtype: str | None = None) -> Any:
             return (len(item),) + shapes[0]
         if not isinstance(item, (int, float)):
             raise _Invalid(where, f"expected a number, found {_found(item)}.", _number_hint(item) or hint)
+        if isinstance(item, float) and not math.isfinite(item):
+            raise _Invalid(where, f"{item} is not a finite number; inputs and parameters must be finite.", hint)
         leaves.append((where, item))
         return ()
 
@@ -343,6 +345,15 @@ def _parse(text: str) -> dict:
     """The single YAML document in ``text``, which must be a mapping."""
     try:
         docs = list(yaml.safe_load_all(text))
+    except yaml.constructor.ConstructorError as exc:
+        mark = exc.problem_mark
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise _Invalid(
+            None,
+            f"uses a YAML tag that is refused{where} ({exc.problem}): specs are read with yaml.safe_load, "
+            "so they can hold only plain data, never Python objects.",
+            "Write plain values (numbers, strings, lists, mappings).",
+        ) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
