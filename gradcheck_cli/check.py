@@ -394,8 +394,9 @@ class _Checker:
     def _seconds_per_element(self, ev: Evaluator, leaves, plan) -> float:
         """Cost of checking one element: two forwards, or a timed batched chunk when vmap works."""
         loop = 2 * self._forward_seconds(ev)
-        if ev.batched is False:
-            return loop
+        n = sum(len(i) for i in plan.values())
+        if ev.batched is False or (loop * n < 2.0 and self.opts.budget is None):
+            return loop  # cheap anyway: an upper bound will do, no need to time a batch
         tname, leaf = leaves[0]
         idx = plan[tname][:64]
         self._guarded("forward", ev.perturbed, leaf, idx, self.eps)  # first call probes vmap against the loop

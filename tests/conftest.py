@@ -19,6 +19,10 @@ from click.testing import CliRunner
 
 SIMPLE = Path(__file__).resolve().parent / "layers" / "simple.py"
 
+# The test layers are tiny: one intra-op thread is much faster than several that
+# spin against each other on a small, busy CI machine (30 ms vs 60 us a forward).
+torch.set_num_threads(1)
+
 
 @pytest.fixture(autouse=True)
 def _restore_sys_path():
