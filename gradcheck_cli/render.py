@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Sequence
+import shlex
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
+from .config import InputSpec
 from .report import Report, TensorReport
 
+if TYPE_CHECKING:
+    from .sweep import SweepResult
+
 STYLE = {"PASS": "bold green", "FAIL": "bold red", "NOISE": "bold yellow", "KINK": "yellow", "ERROR": "bold magenta"}
+# Error-map cell characters (see errormap.py) and their colours.
+CELL_STYLE = {".": "green", "X": "bold red", "k": "yellow", "?": "yellow"}
 
 
 def _num(x: float | None) -> str:
@@ -103,11 +110,8 @@ def verdict_line(report: Report) -> Text:
         text.append("FAIL", STYLE["FAIL"])
         text.append(f": {len(failed)} of {n} tensor(s) do not match: {', '.join(failed)}.")
         worst = report.worst
-        if worst is not None and worst.worst_index is not None and worst.analytic is not None:
-            text.append(
-                f" Worst: {worst.name}{list(worst.worst_index)} analytic {worst.analytic:.6g} vs numeric "
-                f"{worst.numeric:.6g} ({worst.loss} loss)."
-            )
+        if worst is not None and worst_element(worst):
+            text.append(f" Worst: {worst_element(worst)}.")
     if noisy:
         if failed:
             text.append(" ")
@@ -139,8 +143,100 @@ def detail_lines(report: Report) -> list[Text]:
     return lines
 
 
-def render_report(console: Console, report: Report) -> None:
-    console.print(Group(report_table(report), *detail_lines(report), verdict_line(report)))
+def worst_element(t: TensorReport) -> str:
+    """'input0[1, 32] analytic -0.546 vs numeric 0.567 (l2 loss)', or '' when nothing was checked."""
+    if t.worst_index is None or t.analytic is None:
+        return ""
+    return f"{t.name}{list(t.worst_index)} analytic {t.analytic:.6g} vs numeric {t.numeric:.6g} ({t.loss} loss)"
+
+
+def verdict_counts(t: TensorReport) -> str:
+    """'120 pass, 8 fail, 0 kink, 0 noise'."""
+    return ", ".join(f"{t.counts.get(k, 0)} {k.lower()}" for k in ("PASS", "FAIL", "KINK", "NOISE"))
+
+
+def verbose_lines(report: Report) -> list[Text]:
+    """--verbose: verdict counts, losses and sampling of every tensor, and where the time went."""
+    lines = []
+    for t in report.tensors:
+        failed = f", failed under {'+'.join(t.failed_losses)}" if t.failed_losses else ""
+        text = f"  {t.name}: {t.n_checked} of {t.n_elements} elements checked: {verdict_counts(t)}; headline loss {t.loss}{failed}"
+        lines.append(Text(text, style="dim"))
+    tm = report.timing
+    lines.append(
+        Text(
+            f"  timing: {tm.get('check_s', 0):.2f}s (estimated {tm.get('estimate_s', 0):.2f}s), {tm.get('forward_calls', 0)} forward calls, "
+            f"{tm.get('points_evaluated', 0)} perturbed points ({'batched' if tm.get('batched') else 'one forward each'})",
+            style="dim",
+        )
+    )
+    return lines
+
+
+def error_map_lines(report: Report) -> list[Text]:
+    """--show-errors: for each failing tensor, its map of per-element verdicts (errormap.py), coloured."""
+    from .errormap import FRAME, error_map
+
+    lines = []
+    for t in report.tensors:
+        if t.passed or t.verdicts is None:
+            continue
+        lines.append(Text(f"  {t.name} {list(t.shape)}: where the checked elements fail", style="bold"))
+        for raw in error_map(t.verdicts):
+            text = Text("    " + raw, style="" if raw.endswith(FRAME) else "dim")
+            if raw.endswith(FRAME):  # a grid row: colour the cells between the frame
+                first = text.plain.index(FRAME) + 1
+                for i, ch in enumerate(text.plain[first:-1], first):
+                    if ch in CELL_STYLE:
+                        text.stylize(CELL_STYLE[ch], i, i + 1)
+            lines.append(text)
+    return lines
+
+
+def input_arg(spec: InputSpec) -> str:
+    """The --input value that gives this input: '4x3', 'scalar' or '=JSON'."""
+    if spec.shape is not None:
+        return "x".join(map(str, spec.shape)) or "scalar"
+    return "=" + json.dumps(spec.value, separators=(",", ":"))
+
+
+def repro_commands(report: Report, target: str, inputs: Iterable[InputSpec] = ()) -> dict[str, str]:
+    """For each failing tensor, a ``gradcheck run`` command that rechecks just it with the same settings."""
+    c = report.config
+    common = [arg for i in inputs for arg in ("--input", input_arg(i))]
+    for key in ("seed", "dtype"):
+        common += [f"--{key}", str(c[key])]
+    common += [arg for key in ("eps", "rtol", "atol") for arg in (f"--{key}", repr(float(c[key])))]
+    if c.get("reference_dtype") not in (None, c["dtype"]):
+        common += ["--reference-dtype", c["reference_dtype"]]
+    if c.get("device", "cpu") != "cpu":
+        common += ["--device", c["device"]]
+    if c.get("kinks", "pass") != "pass":
+        common += ["--kinks", c["kinks"]]
+    if list(c.get("losses", ["l2", "weighted"])) == ["l2"]:
+        common.append("--no-weighted-loss")
+    if c.get("max_elements") is not None:
+        common += ["--max-elements", str(c["max_elements"])]
+    return {t.name: shlex.join(["gradcheck", "run", target, "--only", t.name, *common]) for t in report.tensors if not t.passed}
+
+
+def render_report(
+    console: Console,
+    report: Report,
+    *,
+    verbose: bool = False,
+    show_errors: bool = False,
+    repro: Mapping[str, str] | None = None,
+) -> None:
+    """The table, detail lines, optional error maps and repro commands, then the verdict line."""
+    console.print(Group(report_table(report), *detail_lines(report), *(verbose_lines(report) if verbose else ())))
+    extra = error_map_lines(report) if show_errors else []
+    if repro:
+        extra.append(Text("  rerun only a failing tensor:", style="dim"))
+        extra += [Text(f"    {command}") for command in repro.values()]
+    for line in extra:  # one print each, never wrapped, so commands and maps stay intact
+        console.print(line, soft_wrap=True)
+    console.print(verdict_line(report))
 
 
 def summary_table(rows: Sequence[dict[str, Any]]) -> Table:
@@ -158,6 +254,51 @@ def summary_table(rows: Sequence[dict[str, Any]]) -> Table:
             f"{row.get('time', 0.0):.2f}s",
         )
     return table
+
+
+def eps_text(eps: float) -> str:
+    """1e-06 -> '1e-6', 4.64e-05 -> '4.64e-5'."""
+    mantissa, exponent = f"{eps:.2e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+
+def sweep_table(result: SweepResult) -> Table:
+    """One row per step size: the worst relative error overall and per tensor; the best row marked."""
+    best = result.best
+    table = Table(title=f"gradcheck sweep {result.target}", title_justify="left", caption=sweep_caption(result), caption_justify="left")
+    table.add_column("eps", justify="right")
+    table.add_column("worst rel err", justify="right")
+    for name in result.tensors:
+        table.add_column(name, justify="right")
+    table.add_column("verdicts")
+    table.add_column("")
+    for p in result.points:
+        verdicts = [f"{p.n_failed} fail"] * bool(p.n_failed) + [f"{p.n_noise} noise"] * bool(p.n_noise)
+        marks = ["◀ best"] * (p is best) + [result.default_source] * (p.eps == result.default_eps)
+        table.add_row(
+            eps_text(p.eps),
+            Text(_num(p.worst), style="bold green" if p is best else ""),
+            *(_num(e) for e in p.errors),
+            Text(", ".join(verdicts) or "all pass", style=STYLE["FAIL"] if p.n_failed else STYLE["NOISE"] if p.n_noise else "green"),
+            Text(" ".join(marks), style="bold"),
+        )
+    return table
+
+
+def sweep_caption(result: SweepResult) -> str:
+    c = result.config
+    ref = f" (numeric in {c['reference_dtype']})" if c.get("reference_dtype") not in (None, c.get("dtype")) else ""
+    return f"dtype {c.get('dtype')}{ref} · device {c.get('device')} · seed {c.get('seed')} · at most {c.get('max_elements') or 'all'} elements per tensor"
+
+
+def sweep_suggestion(result: SweepResult) -> Text:
+    """'best eps ≈ 1e-6 (default 1e-6)'."""
+    best = result.best
+    return Text.assemble(
+        ("best eps ≈ ", "bold"),
+        (eps_text(best.eps), "bold green"),
+        f" ({result.default_source} {eps_text(result.default_eps)}); worst relative error there {_num(best.worst)}",
+    )
 
 
 def to_json(data: dict[str, Any]) -> str:

@@ -117,8 +117,20 @@ class Report:
             "notes": list(self.notes),
         }
 
+    def __repr__(self) -> str:
+        """One short line (pytest shows the repr of an assert message object, cut to 240 characters)."""
+        if self.passed:
+            return f"<gradcheck {self.target}: PASS, {len(self.tensors)} tensor(s)>"
+        bad = [t for t in self.tensors if not t.passed]
+        worst = self.worst
+        where = ""
+        if worst is not None and worst.worst_index is not None and worst.analytic is not None:
+            where = f"; worst {worst.name}{list(worst.worst_index)} analytic {worst.analytic:.4g} vs numeric {worst.numeric:.4g}"
+        state = "INTERRUPTED" if self.interrupted else "FAIL"
+        return f"<gradcheck {self.target}: {state} {', '.join(t.name for t in bad)}{where}>"
+
     def __str__(self) -> str:
-        """Plain-text summary, so that ``assert report.passed, report`` explains itself."""
+        """Plain-text summary, so that ``assert report.passed, str(report)`` explains itself."""
         c = self.config
         lines = [
             f"gradcheck {self.target}: {'PASS' if self.passed else 'FAIL'} "

@@ -148,13 +148,6 @@ def test_json_into_missing_folder_is_a_usage_error(run_cli, tmp_path):
     assert not path.parent.exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: '--json -' (documented as 'JSON to stdout') prints the rich table (or, with --quiet, the verdict line) "
-        "on stdout before the JSON, so 'gradcheck run ... --json - | jq' cannot parse it."
-    ),
-)
 @pytest.mark.parametrize("quiet", [False, True])
 def test_json_to_stdout_is_parseable(run_cli, quiet):
     code, out, _ = run_cli("run", t("Square"), "--input", "3", "--json", "-", *(["--quiet"] if quiet else []))
@@ -307,13 +300,6 @@ def test_quiet_prints_only_the_verdict(run_cli):
     assert len(lines) == 1 and lines[0].startswith("FAIL") and "input1" in lines[0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: off a terminal the console is 160 columns wide and wraps, so with many failing tensors the --quiet "
-        "verdict becomes two lines (breaks 'one line per run' in CI logs and grep); print it with soft_wrap=True."
-    ),
-)
 def test_quiet_verdict_is_one_line_even_when_long(run_cli):
     code, out, _ = run_cli("run", t("ManyScalesWeightBug"), "--input", "2x3", "--quiet")
     assert code == 1
@@ -392,13 +378,6 @@ def test_no_color_on_a_terminal_has_no_colour(terminal_runs):
     assert not _colour_codes(output), output[:500]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG (per the brief: NO_COLOR=1 gives no ANSI escapes): with NO_COLOR set on a terminal, rich's no_color "
-        "drops colours but still emits bold/italic/dim escapes (ESC[1m, ESC[3m, ESC[2;3m)."
-    ),
-)
 def test_no_color_on_a_terminal_has_no_escapes_at_all(terminal_runs):
     _, output = terminal_runs["no_color"]
     assert b"\x1b[" not in output

@@ -173,7 +173,6 @@ def test_layer_printing_at_import_still_works_and_keeps_json_file_valid(run_cli,
     assert "hello from forward" in err and "hello from forward" not in out
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: --json - writes the rendered table (and -q's verdict line) to stdout before the JSON, so stdout is not JSON")
 def test_json_to_stdout_is_pure_json(run_cli, printing_layer):
     code, out, err = run_cli("run", f"{printing_layer}:Square", "--input", "3", "--json", "-")
     no_traceback(out, err)
@@ -309,7 +308,6 @@ def test_seed_too_large_is_exit_2(run_cli):
     expect(run_cli("run", s("Scale"), "--input", "2x4", "--seed", str(10**30)), 2, "--seed")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: --input =NaN / =Infinity / =1e999 are accepted (Python's json allows them); the layer is then blamed (exit 1)")
 @pytest.mark.parametrize("literal", ["=NaN", "=Infinity", "=[1.0, 2.0, 3.0, -Infinity]", "=1e999"])
 def test_non_finite_literal_input_is_exit_2(run_cli, literal):
     expect(run_cli("run", s("Scale"), "--input", literal), 2, "--input", "finite")
@@ -438,7 +436,6 @@ def test_interrupted_run_is_never_reported_as_a_pass(run_cli):
     assert "interrupt" in out.strip().splitlines()[-1].lower()
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: on Ctrl-C the --json report that was asked for is not written at all")
 def test_interrupted_run_writes_the_json_report_it_was_asked_for(run_cli, tmp_path):
     report = tmp_path / "r.json"
     code, out, err = run_cli("run", f("InterruptWhileCheckingB"), "--json", report)

@@ -1,0 +1,106 @@
+"""JUnit XML for CI: one <testsuite> per spec or target, one <testcase> per checked tensor.
+
+Failing tensors carry a <failure> whose message names the worst element, its
+analytic and numeric values and the verdict counts; a spec or target that
+could not be checked at all (usage/config error, or the layer raised) is one
+<testcase> with an <error>.  Pure: builds text, never prints or writes.
+"""
+
+from __future__ import annotations
+
+import socket
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Mapping, Sequence
+
+from .errors import GradcheckError, LayerError
+from .render import verdict_counts, worst_element
+from .report import Report, TensorReport
+
+
+@dataclass(frozen=True)
+class SuiteResult:
+    """What happened to one spec or target: a report, or the error that stopped it."""
+
+    name: str  # the spec path or target as given; the testcases' classname
+    report: Report | None = None
+    error: GradcheckError | None = None
+    time: float = 0.0  # seconds
+    repro: Mapping[str, str] = field(default_factory=dict)  # tensor name -> command that reruns it
+
+
+def failure_message(t: TensorReport) -> str:
+    """One line: how many elements failed, the worst one with both values, the verdict counts."""
+    if t.status == "NOISE":
+        head = f"{t.name}: inconclusive, {t.counts.get('NOISE', 0)} of {t.n_checked} checked elements lost in finite-difference noise"
+    else:
+        head = f"{t.name}: {t.n_failed} of {t.n_checked} checked elements do not match"
+    worst = f"; worst {worst_element(t)}, rel error {t.max_rel_error:.3g}" if worst_element(t) else ""
+    return f"{head}{worst}; verdicts: {verdict_counts(t)}"
+
+
+def _failure_text(t: TensorReport, repro: str | None) -> str:
+    lines = [failure_message(t)]
+    if t.diagnosis:
+        lines.append(f"diagnosis: {t.diagnosis}")
+    if t.coverage:
+        lines.append(t.coverage)
+    if repro:
+        lines.append(f"rerun: {repro}")
+    return "\n".join(lines)
+
+
+def _suite(result: SuiteResult, timestamp: str, hostname: str) -> ET.Element:
+    suite = ET.Element("testsuite", name=result.name, timestamp=timestamp, hostname=hostname)
+    report = result.report
+    if report is not None:
+        props = ET.SubElement(suite, "properties")
+        for key in ("dtype", "reference_dtype", "device", "seed", "eps", "rtol", "atol", "kinks"):
+            if report.config.get(key) is not None:
+                ET.SubElement(props, "property", name=key, value=str(report.config[key]))
+    tests = failures = errors = 0
+    if report is None:
+        error = result.error
+        kind = "layer error" if isinstance(error, LayerError) else "spec error"
+        case = ET.SubElement(suite, "testcase", classname=result.name, name=f"({kind})", time=f"{result.time:.3f}")
+        text = str(error) if error is not None else "not checked"
+        node = ET.SubElement(case, "error", message=text.splitlines()[0], type=type(error).__name__ if error else "Error")
+        node.text = text
+        tests, errors = 1, 1
+    else:
+        checked = sum(t.n_checked for t in report.tensors) or 1
+        for t in report.tensors:
+            share = result.time * t.n_checked / checked  # the suite's time, split by elements checked
+            case = ET.SubElement(suite, "testcase", classname=result.name, name=t.name, time=f"{share:.3f}")
+            tests += 1
+            if not t.passed:
+                failures += 1
+                node = ET.SubElement(case, "failure", message=failure_message(t), type=t.status)
+                node.text = _failure_text(t, result.repro.get(t.name))
+        if report.notes:
+            ET.SubElement(suite, "system-out").text = "\n".join(f"note: {n}" for n in report.notes)
+    suite.set("tests", str(tests))
+    suite.set("failures", str(failures))
+    suite.set("errors", str(errors))
+    suite.set("skipped", "0")
+    suite.set("time", f"{result.time:.3f}")
+    return suite
+
+
+def junit_xml(results: Sequence[SuiteResult]) -> str:
+    """The JUnit XML document (UTF-8 text, with declaration) for these results."""
+    timestamp = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+    hostname = socket.gethostname()
+    root = ET.Element("testsuites", name="gradcheck")
+    totals = {"tests": 0, "failures": 0, "errors": 0}
+    for result in results:
+        suite = _suite(result, timestamp, hostname)
+        root.append(suite)
+        for key in totals:
+            totals[key] += int(suite.get(key, "0"))
+    for key, value in totals.items():
+        root.set(key, str(value))
+    root.set("time", f"{sum(r.time for r in results):.3f}")
+    ET.indent(root)
+    return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"

@@ -1,0 +1,178 @@
+"""Choosing eps: the worst relative error of a check over a range of step sizes.
+
+Central differences trade truncation error (~eps^2, large steps) against
+rounding error (~u/eps, small steps), so the error against eps is U-shaped.
+:func:`sweep` runs the core :func:`~gradcheck_cli.check.check` once per step
+size (sampling at most ``max_elements`` per tensor to stay fast) and returns a
+frozen :class:`SweepResult`; :func:`plot_sweep` draws it.  Nothing here prints.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from .check import CheckOptions, check
+from .config import LayerSpec
+from .errors import UsageError
+from .load import load_target
+
+# Step sizes swept by default, per dtype of the numeric side: (low, high).
+EPS_RANGES = {"float64": (1e-10, 1e-1), "float32": (1e-6, 1.0), "float16": (1e-4, 1.0), "bfloat16": (1e-3, 1.0)}
+POINTS = 10
+MAX_ELEMENTS = 256
+
+# progress(point_index, n_points, eps), called before each check
+SweepProgress = Callable[[int, int, float], None]
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """The check at one step size."""
+
+    eps: float
+    worst: float  # largest relative error over all tensors
+    errors: tuple[float, ...]  # largest relative error per tensor, in SweepResult.tensors order
+    n_failed: int  # failing elements, all tensors
+    n_noise: int  # elements lost in finite-difference noise
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """Worst relative errors of one layer's check at each step size; ``best`` is the one to use."""
+
+    target: str
+    tensors: tuple[str, ...]
+    points: tuple[SweepPoint, ...]
+    default_eps: float  # what `gradcheck run` uses here (the spec's eps, else the dtype's default)
+    default_source: str  # "default" or "spec"
+    config: dict[str, Any]  # the config of the check at the best eps, less eps
+
+    @property
+    def best(self) -> SweepPoint:
+        return best_point(self.points, self.default_eps)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "tensors": list(self.tensors),
+            "points": [{"eps": p.eps, "worst": p.worst, "errors": dict(zip(self.tensors, p.errors)), "n_failed": p.n_failed, "n_noise": p.n_noise} for p in self.points],
+            "best_eps": self.best.eps,
+            "default_eps": self.default_eps,
+            "config": dict(self.config),
+        }
+
+
+def best_point(points: Sequence[SweepPoint], default_eps: float) -> SweepPoint:
+    """The step size with the smallest worst error (ties: the one closest to the default)."""
+    low = min(p.worst for p in points)
+    ties = [p for p in points if p.worst <= low * (1 + 1e-9)]
+    return min(ties, key=lambda p: abs(math.log(p.eps / default_eps)))
+
+
+def eps_grid(low: float, high: float, points: int) -> tuple[float, ...]:
+    """``points`` step sizes evenly spaced in log from ``low`` to ``high`` (both included)."""
+    if not (0 < low < high) or points < 2:
+        raise UsageError(f"--eps-range {low:g} {high:g} --points {points}: need 0 < LOW < HIGH and at least 2 points.", "Example: --eps-range 1e-10 1e-1 --points 10.")
+    step = (math.log10(high) - math.log10(low)) / (points - 1)
+    return tuple(float(f"{10 ** (math.log10(low) + i * step):.3g}") for i in range(points))
+
+
+def sweep(
+    layer: Any,
+    inputs: Sequence = (),
+    *,
+    eps_range: tuple[float, float] | None = None,
+    points: int = POINTS,
+    max_elements: int | None = MAX_ELEMENTS,
+    args: Sequence = (),
+    kwargs: dict | None = None,
+    params: dict | None = None,
+    name: str | None = None,
+    progress: SweepProgress | None = None,
+    spec_eps: float | None = None,
+    **options: Any,
+) -> SweepResult:
+    """Check ``layer`` (as :func:`check` takes it) at each step size in ``eps_range`` (default: per dtype).
+
+    ``options`` are those of :func:`check`, less ``eps``; at most ``max_elements``
+    elements per tensor are checked.  ``spec_eps`` is the eps a spec sets, shown
+    as the reference point instead of the dtype's default.
+    """
+    if "eps" in options:
+        raise UsageError("sweep chooses eps itself; give --eps-range LOW HIGH instead of --eps.", None)
+    opts = CheckOptions(**options).validated()
+    numeric_dtype = opts.reference_dtype or opts.dtype
+    grid = eps_grid(*(eps_range or EPS_RANGES[numeric_dtype]), points)
+    source = "default" if spec_eps is None else "spec"
+    default_eps = opts.resolved()[0] if spec_eps is None else spec_eps
+    obj = load_target(layer) if isinstance(layer, str) else layer
+    name = name or (layer if isinstance(layer, str) else None)
+
+    result_points, reports = [], []
+    for i, eps in enumerate(grid):
+        if progress:
+            progress(i, len(grid), eps)
+        report = check(obj, list(inputs), args=args, kwargs=kwargs, params=params, name=name, eps=eps, max_elements=max_elements, **options)
+        reports.append(report)
+        errors = tuple(t.max_rel_error for t in report.tensors)
+        result_points.append(
+            SweepPoint(
+                eps=eps,
+                worst=max(errors, default=0.0),
+                errors=errors,
+                n_failed=sum(t.n_failed for t in report.tensors),
+                n_noise=sum(t.counts.get("NOISE", 0) for t in report.tensors),
+            )
+        )
+    best = reports[result_points.index(best_point(result_points, default_eps))]
+    return SweepResult(
+        target=best.target,
+        tensors=tuple(t.name for t in best.tensors),
+        points=tuple(result_points),
+        default_eps=default_eps,
+        default_source=source,
+        config={k: v for k, v in best.config.items() if k != "eps"},
+    )
+
+
+def sweep_spec(spec: LayerSpec, progress: SweepProgress | None = None, **overrides: Any) -> SweepResult:
+    """Sweep what a YAML spec describes; keyword ``overrides`` win over the spec's options."""
+    options = {"max_elements": MAX_ELEMENTS, **spec.options, **{k: v for k, v in overrides.items() if v is not None}}
+    spec_eps = options.pop("eps", None)
+    return sweep(
+        spec.layer,
+        list(spec.inputs),
+        args=tuple(spec.args),
+        kwargs=dict(spec.kwargs),
+        params=dict(spec.params),
+        name=spec.layer.rsplit("/", 1)[-1],
+        progress=progress,
+        spec_eps=spec_eps,
+        **options,
+    )
+
+
+def plot_sweep(result: SweepResult, path: str | Path) -> None:
+    """Write a PNG of worst relative error against eps (log-log), per tensor and overall."""
+    from .errormap import require_matplotlib, save_png
+
+    require_matplotlib()
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    eps = [p.eps for p in result.points]
+    floor = 1e-17  # an exact zero error cannot go on a log axis
+    for k, tname in enumerate(result.tensors):
+        ax.loglog(eps, [max(p.errors[k], floor) for p in result.points], marker=".", linewidth=1, label=tname)
+    ax.loglog(eps, [max(p.worst, floor) for p in result.points], color="black", linewidth=2, label="worst")
+    ax.axvline(result.default_eps, color="gray", linestyle="--", label=f"{result.default_source} eps {result.default_eps:g}")
+    ax.axvline(result.best.eps, color="red", linestyle=":", label=f"best eps {result.best.eps:g}")
+    ax.set_xlabel("eps (finite-difference step)")
+    ax.set_ylabel("max relative error")
+    ax.set_title(f"gradcheck sweep {result.target}", fontsize=10, loc="left")
+    ax.legend(fontsize=8)
+    save_png(fig, path)
