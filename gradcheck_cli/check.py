@@ -649,7 +649,7 @@ class _Checker:
             d = _cat_differences([c[loss] for c in diffs1])
             a = a_flat[loss][index]
             numeric = d.central
-            scale = float(torch.maximum(a.abs().max(), numeric.abs().max()).item()) if len(idx) else 0.0
+            scale = _largest(a, numeric)
             verdict, _ = fd.first_pass(a, d, scale, self.rtol, self.atol, s_flat[index], self.layer_scale[loss])
             first[loss] = [d, verdict, scale]
         # Confirm the flagged elements with a second step size (2h).
@@ -680,6 +680,12 @@ class _Checker:
                 )
                 per_loss[loss]["numeric"][findex] = numeric
                 per_loss[loss]["verdict"][findex] = verdict
+        outside = int((~torch.isfinite(per_loss[losses[0]]["numeric"][index])).sum())
+        if outside:
+            self.notes.append(
+                f"{outside} element(s) of {tname}: the layer returned NaN/Inf at x±h (the step leaves its domain?); "
+                "reported NOISE. A smaller --eps may reach them"
+            )
         return self._tensor_report(tname, leaf, shape, idx, per_loss, analytic, losses)
 
     def _tensor_report(self, tname, leaf, shape, idx, per_loss, analytic, losses) -> TensorReport:
@@ -689,16 +695,18 @@ class _Checker:
         for loss in losses:
             a = analytic[loss].reshape(-1)[index]
             num = per_loss[loss]["numeric"][index]
-            scale = float(torch.maximum(a.abs().max(), num.abs().max()).item()) if n else 0.0
+            scale = _largest(a, num)
             v = per_loss[loss]["verdict"][index]
-            # Errors at kinks are expected; they are counted, not folded into the error statistics.
-            rel = torch.where(v == fd.KINK, 0.0, fd.relative_error(a, num, scale))
+            # Errors at kinks are expected, and an element with no finite estimate has none:
+            # they are counted, not folded into the error statistics.
+            rel = fd.relative_error(a, num, scale)
+            rel = torch.where((v == fd.KINK) | ~torch.isfinite(rel), 0.0, rel)
             stats[loss] = (a, num, rel, v)
         combined = _combine([stats[loss][3] for loss in losses])
         failed_losses = tuple(loss for loss in losses if bool((stats[loss][3] == fd.FAIL).any()))
         headline = max(losses, key=lambda loss: (int((stats[loss][3] == fd.FAIL).sum()), float(stats[loss][2].max()) if n else 0.0))
         a, num, rel, v = stats[headline]
-        abs_err = (a - num).abs()
+        abs_err = (a - num).abs().nan_to_num(nan=0.0)
         if n:
             pool = torch.nonzero(v == fd.FAIL).reshape(-1)
             if pool.numel() == 0:
@@ -734,6 +742,11 @@ class _Checker:
             verdicts=verdict_np,
             kinks_fail=self.opts.kinks == "fail",
         )
+
+
+def _largest(*tensors: torch.Tensor) -> float:
+    """The largest finite magnitude among the tensors (0 for none)."""
+    return max((float(t.nan_to_num(nan=0.0, posinf=0.0, neginf=0.0).abs().max()) for t in tensors if t.numel()), default=0.0)
 
 
 def _with_diagnoses(reports: list[TensorReport]) -> list[TensorReport]:

@@ -142,6 +142,7 @@ def first_pass(
 
 def _noise_or_pass(verdict, analytic, numeric, noise, scale, atol):
     """A passing element whose noise is as large as the gradient itself is NOISE, not PASS."""
+    numeric = torch.nan_to_num(numeric)
     mag = torch.maximum(torch.maximum(analytic.abs(), numeric.abs()), torch.full_like(numeric, REL_FLOOR * scale))
     inconclusive = (NOISE_SIGMAS * noise >= mag) & (NOISE_SIGMAS * noise > atol)
     return torch.where((verdict == PASS) & inconclusive, torch.full_like(verdict, NOISE), verdict)
@@ -175,13 +176,19 @@ def confirm(
     """
     fine = dh.central + (dh.central - d1.central) / 3.0
     coarse = d1.central + (d1.central - d2.central) / 3.0
-    gap = (fine - coarse).abs()
+    inf = torch.full_like(fine, float("inf"))
+    # A step that leaves the layer's domain gives NaN/Inf: use the steps that stayed finite.
+    fine_ok = torch.isfinite(fine)
+    both_ok = fine_ok & torch.isfinite(coarse)
+    gap = torch.where(both_ok, (fine - coarse).abs(), torch.where(fine_ok, (dh.central - d1.central).abs(), inf))
     rounding = dh.noise + spread  # the h/2 difference has the largest rounding noise of the three
     # Where the steps disagree wildly (a kink inside the wider step), extrapolation is
     # meaningless: fall back to the plain central difference at h.
-    wild = gap > 0.5 * d1.central.abs() + NOISE_SIGMAS * rounding
-    numeric = torch.where(wild, d1.central, fine)
+    wild = both_ok & (gap > 0.5 * d1.central.abs() + NOISE_SIGMAS * rounding)
+    numeric = torch.where(wild | ~fine_ok, d1.central, fine)
+    numeric = torch.where(torch.isfinite(numeric), numeric, dh.central)
     noise = rounding + torch.where(wild, (d1.central - d2.central).abs(), gap) / NOISE_SIGMAS
+    noise = torch.where(torch.isfinite(numeric), noise, inf)
     allowed = tolerance(analytic, numeric, scale, rtol, atol) + NOISE_SIGMAS * noise
     diff = (analytic - numeric).abs()
     verdict = torch.where(diff <= allowed, PASS, FAIL)
@@ -200,4 +207,6 @@ def confirm(
     )
     verdict = torch.where(is_kink, torch.full_like(verdict, KINK), verdict)
     verdict = _noise_or_pass(verdict, analytic, numeric, noise, max(scale, layer_scale), atol)
+    # No finite estimate at all (every step left the domain): inconclusive, never FAIL.
+    verdict = torch.where(torch.isfinite(noise), verdict, torch.full_like(verdict, NOISE))
     return verdict, numeric, noise

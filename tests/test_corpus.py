@@ -100,3 +100,25 @@ def test_near_zero_bug_hides_from_the_l2_loss_alone():
     """The dead-zone bug is exactly the blind spot of 1/2 sum y^2: without the weighted loss it passes."""
     case = next(c for c in REGISTRY if c.name == "tanh_dead_zone_near_zero")
     assert run_case(case, weighted_loss=False).passed
+
+
+def test_step_outside_the_domain_is_noise_not_fail():
+    """sqrt at v < eps: x - h leaves the domain (NaN), so no estimate exists: NOISE, never FAIL."""
+    from gradcheck_cli import check
+
+    class Sqrt(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, v):
+            y = v.sqrt()
+            ctx.save_for_backward(y)
+            return y
+
+        @staticmethod
+        def backward(ctx, g):
+            (y,) = ctx.saved_tensors
+            return g / (2 * y)
+
+    v = torch.tensor([4e-7, 1.0, 2.0], dtype=torch.float64)
+    report = check(Sqrt, [v])
+    counts = report.tensors[0].counts
+    assert counts["FAIL"] == 0 and counts["NOISE"] == 1 and counts["PASS"] == 2, counts

@@ -283,11 +283,8 @@ CASES = [
         lambda: SqrtFn,
         [uniform(2, 6, seed=213, low=1.2e-6, high=1.9e-6)],
         True,
-        notes="v within 2 eps of 0: v - h is in the domain, v - 2h is not (sqrt of a negative: NaN)",
-        xfail=(
-            "false alarm: confirm() evaluates at 2h, which leaves the domain (NaN); the NaN gap makes the allowed "
-            "error NaN and every such element FAILs, though Richardson from (h, h/2) is finite and right"
-        ),
+        notes="v within 2 eps of 0: v - h is in the domain, v - 2h is not (sqrt of a negative: NaN); "
+        "regression guard: the NaN step used to make every such element FAIL",
     ),
     Case(
         "sqrt_near_domain_edge_diff32_ok",
@@ -297,6 +294,5 @@ CASES = [
         dtype="float32",
         reference_dtype="float32",
         notes="the float32 twin: variances ~1.5e-3 with the float32 step 1e-3",
-        xfail="false alarm: same as sqrt_near_domain_edge_ok (the 2h step of confirm() gives NaN)",
     ),
 ]
