@@ -398,7 +398,7 @@ class _Checker:
         if ev.batched is False or (loop * n < 2.0 and self.opts.budget is None):
             return loop  # cheap anyway: an upper bound will do, no need to time a batch
         tname, leaf = leaves[0]
-        idx = plan[tname][:64]
+        idx = plan[tname][:16]
         self._guarded("forward", ev.perturbed, leaf, idx, self.eps)  # first call probes vmap against the loop
         if not ev.batched:
             return loop

@@ -34,7 +34,7 @@ Examples:
   gradcheck run layer_specs/ --json report.json --junit-xml reports/gradcheck.xml
   gradcheck run layer_specs/broken/gauss_filter_conv_bug.yaml --show-errors
   gradcheck run layer_specs/broken/gauss_filter_conv_bug.yaml --only input0 --plot errors.png
-  gradcheck run mypkg.layers:MyLayer --input 4x3 --dtype float32 --reference-dtype float64
+  gradcheck run mypkg.layers:MyLayer --input 4x3 --dtype float32 --reference-dtype float32
 
 \b
 Exit status: 0 all gradients match; 1 a mismatch, or the layer's own code
@@ -138,7 +138,7 @@ CHECK_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("--dtype",), dict(type=click.Choice(FLOAT_DTYPES), help="dtype the layer runs in [default: float64].")),
     (
         ("--reference-dtype",),
-        dict(type=click.Choice(FLOAT_DTYPES), help="Compute the numeric side in this dtype (e.g. float64 for a float32 layer)."),
+        dict(type=click.Choice(FLOAT_DTYPES), help="dtype of the numeric (finite-difference) side [default: float64 when the layer runs faithfully there, else --dtype]. The analytic side always stays in --dtype."),
     ),
     (("--device",), dict(type=DeviceParam(), help="cpu, cuda, cuda:N, mps, ... [default: cpu].")),
     (("--seed",), dict(type=click.IntRange(min=0), help="Seed of the random inputs [default: 0].")),
