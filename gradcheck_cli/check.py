@@ -22,7 +22,7 @@ import torch
 from . import fd
 from .diagnose import diagnose
 from .config import FLOAT_DTYPES, InputSpec, LayerSpec
-from .errors import LayerError, UsageError
+from .errors import LayerError, SpecError, UsageError
 from .evaluate import Evaluator, Leaf, chunk_size, chunks, rounding_error
 from .inputs import build_inputs, parse_input, torch_dtype
 from .layer import Layer, flatten_outputs, make_layer, set_params
@@ -221,16 +221,26 @@ def check(
 def check_spec(spec: LayerSpec, progress: ProgressFn | None = None, **overrides: Any) -> Report:
     """Check what a YAML spec describes; keyword ``overrides`` win over the spec's options."""
     options = {**spec.options, **{k: v for k, v in overrides.items() if v is not None}}
-    return check(
-        spec.layer,
-        list(spec.inputs),
-        args=tuple(spec.args),
-        kwargs=dict(spec.kwargs),
-        params=dict(spec.params),
-        name=spec.layer.rsplit("/", 1)[-1],
-        progress=progress,
-        **options,
-    )
+    try:
+        return check(
+            spec.layer,
+            list(spec.inputs),
+            args=tuple(spec.args),
+            kwargs=dict(spec.kwargs),
+            params=dict(spec.params),
+            name=spec.layer.rsplit("/", 1)[-1],
+            progress=progress,
+            **options,
+        )
+    except SpecError:
+        raise
+    except UsageError as exc:
+        # Problems with what the spec asked for (params, constructor args) name the spec file.
+        if exc.message.startswith("params."):
+            raise SpecError(spec.path, None, exc.message, exc.hint) from exc
+        if exc.message.startswith("Cannot construct") or "args/kwargs" in exc.message:
+            raise SpecError(spec.path, "args/kwargs", exc.message, exc.hint) from exc
+        raise
 
 
 def _name_of(obj: Any) -> str:
