@@ -222,16 +222,7 @@ def check_spec(spec: LayerSpec, progress: ProgressFn | None = None, **overrides:
     """Check what a YAML spec describes; keyword ``overrides`` win over the spec's options."""
     options = {**spec.options, **{k: v for k, v in overrides.items() if v is not None}}
     try:
-        return check(
-            spec.layer,
-            list(spec.inputs),
-            args=tuple(spec.args),
-            kwargs=dict(spec.kwargs),
-            params=dict(spec.params),
-            name=spec.layer.rsplit("/", 1)[-1],
-            progress=progress,
-            **options,
-        )
+        return check(spec.layer, list(spec.inputs), progress=progress, **spec_arguments(spec), **options)
     except SpecError:
         raise
     except UsageError as exc:
@@ -241,6 +232,16 @@ def check_spec(spec: LayerSpec, progress: ProgressFn | None = None, **overrides:
         if exc.message.startswith("Cannot construct") or "args/kwargs" in exc.message:
             raise SpecError(spec.path, "args/kwargs", exc.message, exc.hint) from exc
         raise
+
+
+def spec_arguments(spec: LayerSpec) -> dict[str, Any]:
+    """How a spec builds its layer: constructor args/kwargs, parameter values and a display name."""
+    return {
+        "args": tuple(spec.args),
+        "kwargs": dict(spec.kwargs),
+        "params": dict(spec.params),
+        "name": spec.layer.rsplit("/", 1)[-1],
+    }
 
 
 def _name_of(obj: Any) -> str:

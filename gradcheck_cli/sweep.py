@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .check import CheckOptions, check
+from .check import CheckOptions, check, spec_arguments
 from .config import LayerSpec
 from .errors import UsageError
 from .load import load_target
@@ -142,17 +142,7 @@ def sweep_spec(spec: LayerSpec, progress: SweepProgress | None = None, **overrid
     """Sweep what a YAML spec describes; keyword ``overrides`` win over the spec's options."""
     options = {"max_elements": MAX_ELEMENTS, **spec.options, **{k: v for k, v in overrides.items() if v is not None}}
     spec_eps = options.pop("eps", None)
-    return sweep(
-        spec.layer,
-        list(spec.inputs),
-        args=tuple(spec.args),
-        kwargs=dict(spec.kwargs),
-        params=dict(spec.params),
-        name=spec.layer.rsplit("/", 1)[-1],
-        progress=progress,
-        spec_eps=spec_eps,
-        **options,
-    )
+    return sweep(spec.layer, list(spec.inputs), progress=progress, spec_eps=spec_eps, **spec_arguments(spec), **options)
 
 
 def plot_sweep(result: SweepResult, path: str | Path) -> None:
