@@ -377,14 +377,23 @@ def _run_folder(folder: Path, inputs, options, view: View) -> int:
     specs = find_specs(folder)
     if not specs:
         raise UsageError(f"Folder {str(folder)!r} holds no *.yaml or *.yml spec.", "Run 'gradcheck list' to see specs, or give a layer target.")
+    from .check import Interrupted
+
     rows, entries, suites, worst = [], [], [], EXIT_PASS
+    interrupted = False
     for path in specs:
         started = time.perf_counter()
         entry: dict[str, Any] = {"spec": str(path)}
         row: dict[str, Any] = {"spec": path.name}
+        report = None
         try:
             with _progress(err, enabled=not view.quiet) as progress:
                 report = _check(str(path), inputs, options, progress)
+        except Interrupted as exc:  # Ctrl-C inside a spec: keep its partial report, stop the folder
+            report, interrupted = exc.report, True
+        except KeyboardInterrupt:  # Ctrl-C before the spec's check began
+            interrupted = True
+            break
         except GradcheckError as exc:
             code = exc.exit_code
             _trace(exc, view.debug)
@@ -392,18 +401,19 @@ def _run_folder(folder: Path, inputs, options, view: View) -> int:
             entry.update(passed=False, status="ERROR", error=str(exc), exit_code=code, tensors=[])
             row.update(status="ERROR")
             suites.append(_suite(str(path), error=exc, started=started))
-        else:
-            code = EXIT_PASS if report.passed else EXIT_FAIL
+        if report is not None:
+            code = EXIT_INTERRUPTED if report.interrupted else EXIT_PASS if report.passed else EXIT_FAIL
+            status = "INTERRUPTED" if report.interrupted else "PASS" if report.passed else "FAIL"
             repro = _repro(report, str(path), inputs)
             if view.quiet:
                 out.print(Text(f"{path.name}: ").append_text(verdict_line(report)))
             else:
                 _render(view, report, repro)
                 out.print()
-            entry.update(report.to_dict(), status="PASS" if report.passed else "FAIL", exit_code=code)
+            entry.update(report.to_dict(), status=status, exit_code=code)
             worst_t = report.worst
             row.update(
-                status="PASS" if report.passed else "FAIL",
+                status=status,
                 worst_tensor=worst_t.name if worst_t else None,
                 worst_rel_error=worst_t.max_rel_error if worst_t else None,
             )
@@ -412,13 +422,18 @@ def _run_folder(folder: Path, inputs, options, view: View) -> int:
         worst = max(worst, code)
         rows.append(row)
         entries.append(entry)
+        if interrupted:
+            break
     out.print(summary_table(rows))
-    passed = worst == EXIT_PASS
+    passed = worst == EXIT_PASS and not interrupted
     n_bad = sum(1 for r in rows if r["status"] != "PASS")
-    out.print(f"[bold green]PASS[/]: all {len(rows)} specs match." if passed else f"[bold red]FAIL[/]: {n_bad} of {len(rows)} specs did not pass.")
-    _write_json(view.json_path, {"passed": passed, "specs": entries}, out)
+    if interrupted:
+        out.print(f"[bold yellow]INTERRUPTED[/]: Ctrl-C after {len(rows)} of {len(specs)} specs; {n_bad} of them did not pass.")
+    else:
+        out.print(f"[bold green]PASS[/]: all {len(rows)} specs match." if passed else f"[bold red]FAIL[/]: {n_bad} of {len(rows)} specs did not pass.")
+    _write_json(view.json_path, {"passed": passed, "interrupted": interrupted, "specs": entries}, out)
     _write_junit(view.junit_path, suites)
-    return worst
+    return EXIT_INTERRUPTED if interrupted else worst
 
 
 def _write_json(path: str | None, data: dict, out: Console) -> None:

@@ -475,3 +475,18 @@ def test_list_empty_folder_is_exit_2(run_cli, tmp_path):
     code, out, err = run_cli("list", tmp_path)
     assert code == 2
     assert "holds no" in err
+
+
+def test_ctrl_c_in_a_folder_run_reports_the_finished_specs_and_exits_130(run_cli, tmp_path):
+    write(tmp_path / "layers.py", "import torch\n\ndef interrupt(x):\n    raise KeyboardInterrupt\n")
+    good(tmp_path, "a_good.yaml")
+    write(tmp_path / "b_interrupt.yaml", "layer: layers.py:interrupt\ninputs: [{shape: [2, 3]}]\n")
+    good(tmp_path, "c_never_run.yaml")
+    report = tmp_path / "r.json"
+    code, out, err = run_cli("run", str(tmp_path), "--json", str(report))
+    assert code == 130, (out, err)
+    assert "a_good.yaml" in out and "c_never_run.yaml" not in out
+    assert "INTERRUPTED" in out.strip().splitlines()[-1]
+    data = json.loads(report.read_text())
+    assert data["passed"] is False and data["interrupted"] is True
+    assert [e["spec"].rsplit("/", 1)[-1] for e in data["specs"]] == ["a_good.yaml"]

@@ -1,0 +1,42 @@
+"""The check on a CUDA device: same verdicts as on the CPU, user state untouched.
+
+Skipped cleanly where torch has no CUDA device.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import gradcheck_cli
+from gradcheck_cli.spec import find_specs, load_spec
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+SPECS = sorted(find_specs("layer_specs")) + sorted(find_specs("layer_specs/broken"))
+
+
+@pytest.mark.parametrize("path", SPECS, ids=lambda p: p.stem)
+def test_bundled_specs_give_the_same_verdicts_on_cuda_as_on_cpu(path):
+    spec = load_spec(path)
+    cpu = gradcheck_cli.check_spec(spec, device="cpu")
+    gpu = gradcheck_cli.check_spec(spec, device="cuda")
+    assert gpu.config["device"].startswith("cuda")
+    assert {t.name: t.passed for t in gpu.tensors} == {t.name: t.passed for t in cpu.tensors}
+
+
+def test_float32_on_cuda_passes_and_leaves_cuda_rng_alone():
+    state = torch.cuda.get_rng_state()
+    report = gradcheck_cli.check("layer_specs/gauss_filter.py:GaussFilter", ["2x64"], device="cuda", dtype="float32")
+    assert report.passed, str(report)
+    assert torch.equal(torch.cuda.get_rng_state(), state)
+
+
+def test_explicit_device_index():
+    report = gradcheck_cli.check("layer_specs/linear_sigmoid.py:LinearSigmoid", ["4x5"], device="cuda:0")
+    assert report.passed and report.config["device"] == "cuda:0"
+
+
+def test_device_index_out_of_range_is_a_usage_error():
+    with pytest.raises(gradcheck_cli.UsageError, match="does not exist"):
+        gradcheck_cli.check("layer_specs/linear_sigmoid.py:LinearSigmoid", ["4x5"], device=f"cuda:{torch.cuda.device_count()}")
