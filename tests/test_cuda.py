@@ -5,6 +5,8 @@ Skipped cleanly where torch has no CUDA device.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -13,7 +15,8 @@ from gradcheck_cli.spec import find_specs, load_spec
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
-SPECS = sorted(find_specs("layer_specs")) + sorted(find_specs("layer_specs/broken"))
+ROOT = Path(__file__).resolve().parents[1]
+SPECS = sorted(find_specs(ROOT / "layer_specs")) + sorted(find_specs(ROOT / "layer_specs" / "broken"))
 
 
 @pytest.mark.parametrize("path", SPECS, ids=lambda p: p.stem)
@@ -27,16 +30,16 @@ def test_bundled_specs_give_the_same_verdicts_on_cuda_as_on_cpu(path):
 
 def test_float32_on_cuda_passes_and_leaves_cuda_rng_alone():
     state = torch.cuda.get_rng_state()
-    report = gradcheck_cli.check("layer_specs/gauss_filter.py:GaussFilter", ["2x64"], device="cuda", dtype="float32")
+    report = gradcheck_cli.check(f"{ROOT}/layer_specs/gauss_filter.py:GaussFilter", ["2x64"], device="cuda", dtype="float32")
     assert report.passed, str(report)
     assert torch.equal(torch.cuda.get_rng_state(), state)
 
 
 def test_explicit_device_index():
-    report = gradcheck_cli.check("layer_specs/linear_sigmoid.py:LinearSigmoid", ["4x5"], device="cuda:0")
+    report = gradcheck_cli.check(f"{ROOT}/layer_specs/linear_sigmoid.py:LinearSigmoid", ["4x5"], device="cuda:0")
     assert report.passed and report.config["device"] == "cuda:0"
 
 
 def test_device_index_out_of_range_is_a_usage_error():
     with pytest.raises(gradcheck_cli.UsageError, match="does not exist"):
-        gradcheck_cli.check("layer_specs/linear_sigmoid.py:LinearSigmoid", ["4x5"], device=f"cuda:{torch.cuda.device_count()}")
+        gradcheck_cli.check(f"{ROOT}/layer_specs/linear_sigmoid.py:LinearSigmoid", ["4x5"], device=f"cuda:{torch.cuda.device_count()}")
