@@ -697,7 +697,49 @@ class _Checker:
                 f"{outside} element(s) of {tname}: the layer returned NaN/Inf at x±h (the step leaves its domain?); "
                 "reported NOISE. A smaller --eps may reach them"
             )
+        self._check_joint_kinks(tname, leaf, ev, (y0, weights, out_err, ulp), per_loss, a_flat, losses)
         return self._tensor_report(tname, leaf, shape, idx, per_loss, analytic, losses)
+
+    def _check_joint_kinks(self, tname, leaf, ev: Evaluator, base, per_loss, a_flat, losses) -> None:
+        """KINK elements that move a common output are also perturbed together.
+
+        Each tied maximum on its own has one-sided slopes [0, 1], so a backward
+        that gives the full gradient to every tied element passes element by
+        element. Moving the whole group by +-h must change the loss at a rate
+        between the joint one-sided slopes, and the analytic gradients of the
+        group must sum to a value in that range; otherwise the group FAILs.
+        Kinks that share no output (ReLU, abs, clamp) form groups of one.
+        """
+        y0, weights, out_err, ulp = base
+        kinked = torch.zeros_like(per_loss[losses[0]]["verdict"], dtype=torch.bool)
+        for loss in losses:
+            kinked |= per_loss[loss]["verdict"] == fd.KINK
+        kink_idx = torch.nonzero(kinked).reshape(-1).tolist()
+        if len(kink_idx) < 2 or len(kink_idx) > 4096:
+            return
+        yp, ym, _, _ = map(self._f64, self._guarded("forward", ev.perturbed, leaf, kink_idx, self.eps))
+        noise = 4 * out_err + (self._f64(ev.probe_error) if ev.probe_error is not None else 0.0)
+        moved = (((yp - y0).abs() > noise) | ((ym - y0).abs() > noise)).double()
+        shares = (moved @ moved.T) > 0  # K x K: do two kink elements move a common output?
+        for group in _components(shares.cpu().numpy()):
+            if len(group) < 2:
+                continue
+            members = [kink_idx[g] for g in group]
+            jp, jm, hp, hm = map(self._f64, self._guarded("forward", ev.joint, leaf, members, self.eps))
+            d = fd.loss_differences(jp[None], jm[None], y0, hp[None], hm[None], weights, out_err, ulp)
+            at = torch.tensor(members, device=self.acc, dtype=torch.long)
+            for loss in losses:
+                total = a_flat[loss][at].sum()
+                lo, hi = torch.minimum(d[loss].right, d[loss].left)[0], torch.maximum(d[loss].right, d[loss].left)[0]
+                slack = fd.tolerance(total.reshape(1), hi.abs().reshape(1), self.layer_scale[loss], self.rtol, self.atol)[0]
+                slack = slack + fd.NOISE_SIGMAS * 2 * d[loss].noise[0]
+                if bool(total < lo - slack) or bool(total > hi + slack):
+                    per_loss[loss]["verdict"][at] = fd.FAIL
+                    self.notes.append(
+                        f"{tname}: {len(members)} elements at one kink (e.g. tied maxima) have analytic gradients summing "
+                        f"to {float(total):.4g}, outside the joint one-sided slopes [{float(lo):.4g}, {float(hi):.4g}]"
+                    )
+                    break
 
     def _tensor_report(self, tname, leaf, shape, idx, per_loss, analytic, losses) -> TensorReport:
         n = len(idx)
@@ -769,6 +811,25 @@ def _with_diagnoses(reports: list[TensorReport]) -> list[TensorReport]:
             rep = replace(rep, diagnosis=diagnose(rep.analytic_grad, rep.numeric_grad, rep.verdicts == fd.FAIL, others))
         out.append(rep)
     return out
+
+
+def _components(adjacent: np.ndarray) -> list[list[int]]:
+    """Connected components of a symmetric boolean adjacency matrix."""
+    seen = np.zeros(len(adjacent), dtype=bool)
+    groups = []
+    for start in range(len(adjacent)):
+        if seen[start]:
+            continue
+        stack, group = [start], []
+        seen[start] = True
+        while stack:
+            node = stack.pop()
+            group.append(node)
+            for nxt in np.nonzero(adjacent[node] & ~seen)[0]:
+                seen[nxt] = True
+                stack.append(int(nxt))
+        groups.append(sorted(group))
+    return groups
 
 
 def _combine(verdicts: list[torch.Tensor]) -> torch.Tensor:

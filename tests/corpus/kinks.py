@@ -163,11 +163,7 @@ CASES += [
         [_max_ties(806)],
         False,
         {"input0"},
-        notes="equality-mask max backward: each tied element alone looks like a valid one-sided slope",
-        xfail=(
-            "element-wise kink rule: each tied element's analytic 1 lies between its own one-sided slopes "
-            "[0, 1], so both become KINK; only a joint perturbation of the tied pair (slope 1, analytic sum 2) "
-            "shows the backward is not a subgradient"
-        ),
+        notes="equality-mask max backward: each tied element alone looks like a valid one-sided slope; "
+        "caught by perturbing the tied group together (regression guard)",
     ),
 ]
