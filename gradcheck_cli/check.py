@@ -555,8 +555,10 @@ class _Checker:
         def backward(grad_outputs):
             if not live:
                 return [None] * len(tensors)
-            gos = [g.reshape(y.shape).to(y.dtype) for y, g in zip(ys, grad_outputs) if y.requires_grad]
-            return torch.autograd.grad(live, tensors, gos, retain_graph=True, allow_unused=True)
+            # Backpropagate the scalar sum(y * g): the layer receives exactly g as its output
+            # gradient (and torch skips a slow first-call import that tensor grad_outputs trigger).
+            loss = sum((y * g.reshape(y.shape).to(y.dtype)).sum() for y, g in zip(ys, grad_outputs) if y.requires_grad)
+            return torch.autograd.grad(loss, tensors, retain_graph=True, allow_unused=True)
 
         l2_out = [y.detach() for y in ys]
         g1 = self._guarded("backward", backward, l2_out)

@@ -17,7 +17,6 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
 
 from .config import DISTS, DTYPES, FLOAT_DTYPES, INT_DTYPES, InputSpec, LayerSpec
 from .errors import SpecError, UsageError
@@ -343,6 +342,7 @@ def _read_text(path: Path) -> str:
 
 def _parse(text: str) -> dict:
     """The single YAML document in ``text``, which must be a mapping."""
+    import yaml  # here, not at import time: runs on plain layer targets never pay for it
     try:
         docs = list(yaml.safe_load_all(text))
     except yaml.constructor.ConstructorError as exc:
