@@ -86,6 +86,7 @@ class Evaluator:
         self.calls = 0
         self.points = 0
         self.uses_rng: bool | None = None  # does the forward draw from the global RNG?
+        self._bound = None  # the layer bound to self.params (see Layer.bound)
         self.batched: bool | None = None if batch else False  # None: not tried yet
         self.batch_note: str | None = None
         self.probe_error: torch.Tensor | None = None
@@ -96,11 +97,13 @@ class Evaluator:
         if self.uses_rng is None or self.uses_rng:  # None: the first call finds out
             torch.manual_seed(self.seed)
 
-    def forward(self, params: dict | None = None, inputs: list | None = None) -> torch.Tensor:
-        """Flattened, concatenated floating outputs at the given (default: base) point."""
+    def forward(self) -> torch.Tensor:
+        """Flattened, concatenated floating outputs at the current point of the working copies."""
         self._reseed()
         self.calls += 1
-        out = self.layer.call(self.params if params is None else params, self.inputs if inputs is None else inputs)
+        if self._bound is None:
+            self._bound = self.layer.bound(self.params)
+        out = self._bound(self.inputs)
         if self.uses_rng is None:
             seeded = torch.Generator().manual_seed(self.seed).get_state()
             self.uses_rng = not torch.equal(torch.get_rng_state(), seeded) or self.device.type != "cpu"

@@ -226,7 +226,8 @@ class Stateful(nn.Module):
     * it draws from the global torch, numpy and random generators in forward.
 
     ``mode`` picks a behaviour: ok, bad_grad, forward_raises, backward_raises, sleep.
-    ``interrupt_at`` raises KeyboardInterrupt on that forward call (1-based).
+    ``interrupt_at`` raises KeyboardInterrupt on that forward call (1-based), counted over
+    every forward of the check, whichever copy of the module gradcheck calls (a shared list).
     """
 
     def __init__(self, n: int = 3):
@@ -240,11 +241,20 @@ class Stateful(nn.Module):
         self.drop = nn.Dropout(p=0.0)
         self.mode = "ok"
         self.interrupt_at = None
-        self.calls = 0
+        self.calls = [0]  # a list: deep copies share the count
+
+    def __deepcopy__(self, memo):
+        import copy
+
+        twin = copy.copy(self)  # shallow: parameters, buffers and the call counter stay shared
+        twin._parameters = dict(self._parameters)
+        twin._buffers = dict(self._buffers)
+        twin._modules = {k: copy.deepcopy(v, memo) for k, v in self._modules.items()}
+        return twin
 
     def forward(self, x):
-        self.calls += 1
-        if self.interrupt_at is not None and self.calls >= self.interrupt_at:
+        self.calls[0] += 1
+        if self.interrupt_at is not None and self.calls[0] >= self.interrupt_at:
             raise KeyboardInterrupt
         if self.mode == "forward_raises":
             raise ValueError("planted failure in forward")
