@@ -7,99 +7,29 @@ returns a frozen :class:`~gradcheck_cli.report.Report` or raises a
 
 from __future__ import annotations
 
-import contextlib
 import inspect
-import math
-import random
 import time
 import traceback
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
 from . import fd
+from .config import InputSpec, LayerSpec
 from .diagnose import diagnose
-from .config import FLOAT_DTYPES, InputSpec, LayerSpec
+from .environment import deadline, preserved_rng, resolve_device
 from .errors import LayerError, SpecError, UsageError
 from .evaluate import Evaluator, Leaf, chunk_size, chunks, rounding_error
 from .inputs import build_inputs, parse_input, torch_dtype
 from .layer import Layer, flatten_outputs, make_layer, set_params
 from .load import load_target
+from .options import TOLERANCES, CheckOptions
 from .report import Report, TensorReport, count_verdicts
 from .sampling import coverage_note, select
 
-# dtype: (eps, rtol, atol).  Central differences have truncation error ~eps^2 and
-# rounding error ~u/eps, so eps is near the cube root of the unit roundoff u.
-TOLERANCES = {
-    "float64": (1e-6, 1e-5, 1e-10),
-    "float32": (1e-3, 2e-3, 1e-6),
-    "float16": (1e-2, 2e-2, 1e-3),
-    "bfloat16": (3e-2, 1e-1, 1e-2),
-}
-
-
-@dataclass(frozen=True)
-class CheckOptions:
-    """How to check.  ``None`` for eps/rtol/atol means the dtype's default."""
-
-    dtype: str = "float64"
-    reference_dtype: str | None = None
-    device: str = "cpu"
-    seed: int = 0
-    eps: float | None = None
-    rtol: float | None = None
-    atol: float | None = None
-    kinks: str = "pass"  # "pass": KINK elements are reported but do not fail; "fail": they fail
-    weighted_loss: bool = True
-    max_elements: int | None = None
-    only: tuple[str, ...] = ()
-    batch: bool = True
-    budget: float | None = None  # seconds: sample elements so the check fits
-    timeout: float | None = None  # seconds: stop a check that hangs
-
-    def validated(self) -> "CheckOptions":
-        for key in ("dtype", "reference_dtype"):
-            value = getattr(self, key)
-            if value is not None and value not in FLOAT_DTYPES:
-                torch_dtype(value)  # raises with a suggestion for typos
-                raise UsageError(f"--{key.replace('_', '-')} {value}: not a floating dtype.", f"choose one of: {', '.join(FLOAT_DTYPES)}.")
-        for key in ("eps", "rtol", "atol"):
-            value = getattr(self, key)
-            if value is None:
-                continue
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-                raise UsageError(f"--{key} must be a finite number, got {value!r}.", "Example: --eps 1e-6 --rtol 1e-5 --atol 1e-10.")
-            if (key == "eps" and value <= 0) or value < 0:
-                need = "positive" if key == "eps" else "zero or positive"
-                raise UsageError(f"--{key} must be {need}, got {value!r}.", "Example: --eps 1e-6 --rtol 1e-5 --atol 1e-10.")
-        if self.kinks not in ("pass", "fail"):
-            raise UsageError(f"--kinks must be 'pass' or 'fail', got {self.kinks!r}.", "Use --kinks pass (report them) or --kinks fail.")
-        if self.max_elements is not None and self.max_elements < 1:
-            raise UsageError(f"--max-elements must be at least 1, got {self.max_elements}.", "Example: --max-elements 1000.")
-        for key in ("budget", "timeout"):
-            value = getattr(self, key)
-            if value is not None and not (isinstance(value, (int, float)) and 0 < value <= 1e7):
-                raise UsageError(
-                    f"--{key} must be a positive, finite number of seconds, got {value!r}.", f"Example: --{key} 60."
-                )
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed < 2**63 - 1:
-            raise UsageError(f"--seed must be an integer from 0 to 2**63-2, got {self.seed!r}.", "Example: --seed 0.")
-        return self
-
-    def resolved(self, numeric_dtype: str | None = None) -> tuple[float, float, float]:
-        """(eps, rtol, atol): given values, else the table's for the dtype of each side."""
-        eps, rtol, atol = TOLERANCES[numeric_dtype or self.reference_dtype or self.dtype]
-        _, rtol_own, atol_own = TOLERANCES[self.dtype]
-        # The analytic side stays in the layer's dtype: its rounding sets the tolerance.
-        rtol, atol = max(rtol, rtol_own), max(atol, atol_own)
-        return (
-            self.eps if self.eps is not None else eps,
-            self.rtol if self.rtol is not None else rtol,
-            self.atol if self.atol is not None else atol,
-        )
-
+__all__ = ["TOLERANCES", "CheckOptions", "Interrupted", "check", "check_spec", "resolve_device", "spec_arguments"]
 
 # progress(tensor_name, elements_done, elements_total, estimated_seconds_total)
 ProgressFn = Callable[[str, int, int, float], None]
@@ -111,83 +41,6 @@ class Interrupted(Exception):
     def __init__(self, report: "Report") -> None:
         super().__init__("interrupted")
         self.report = report
-
-
-def resolve_device(text: str) -> torch.device:
-    """Parse a device string and make sure the device really exists here."""
-    try:
-        dev = torch.device(text)
-    except (RuntimeError, TypeError) as exc:
-        raise UsageError(f"Unknown device {text!r} ({exc}).", "Use cpu, cuda, cuda:N or mps.") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UsageError(
-                f"Device {text!r} was asked for, but CUDA is not available here "
-                f"(torch {torch.__version__}, {'built without CUDA' if torch.version.cuda is None else 'no GPU visible'}).",
-                "Run with --device cpu, or on a machine with an NVIDIA GPU and a CUDA build of torch.",
-            )
-        count = torch.cuda.device_count()
-        if dev.index is not None and dev.index >= count:
-            raise UsageError(f"Device {text!r} does not exist: this machine has {count} CUDA device(s).", f"Use cuda:0 .. cuda:{count - 1}.")
-    elif dev.type == "mps":
-        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-            raise UsageError(f"Device {text!r} (Apple MPS) is not available here.", "Run with --device cpu.")
-    elif dev.type == "meta":
-        raise UsageError("Device 'meta' holds no data, so gradients cannot be compared on it.", "Use cpu, cuda or mps.")
-    elif dev.type != "cpu":
-        try:
-            torch.empty(1, device=dev)
-        except Exception as exc:
-            reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-            raise UsageError(f"Device {text!r} cannot be used here: {reason}.", "Run with --device cpu, cuda or mps.") from None
-    return dev
-
-
-@contextlib.contextmanager
-def preserved_rng(device: torch.device):
-    """Leave the global RNG states (torch, CUDA, numpy, random) exactly as they were."""
-    py_state = random.getstate()
-    np_state = np.random.get_state()
-    devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices, device_type=device.type if devices else "cuda"):
-        try:
-            yield
-        finally:
-            random.setstate(py_state)
-            np.random.set_state(np_state)
-
-
-class _Timeout(BaseException):
-    """Raised by the alarm inside the user's code; BaseException so `except Exception` there cannot swallow it."""
-
-
-@contextlib.contextmanager
-def deadline(seconds: float | None, target: str):
-    """Stop the check after ``seconds`` (SIGALRM; main thread of a Unix process only)."""
-    import signal
-    import threading
-
-    if seconds is None:
-        yield
-        return
-    if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
-        raise UsageError("--timeout needs the main thread of a Unix process.", "Run without --timeout here.")
-
-    def on_alarm(signum, frame):
-        raise _Timeout()
-
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    except _Timeout:
-        raise LayerError(
-            f"The check of {target} did not finish within --timeout {seconds:g}s (the layer hangs or is too slow).",
-            "Look for an endless loop or a blocking call in the layer; or raise --timeout, or use --max-elements/--budget.",
-        ) from None
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def check(
