@@ -287,7 +287,8 @@ class _Checker:
     def _report(self, reports, losses, started, evaluator, numeric_eval) -> Report:
         reports = _with_diagnoses(reports)
         if numeric_eval.batched is False and numeric_eval.batch_note and self.opts.batch:
-            self.notes.append(f"batched evaluation not possible ({numeric_eval.batch_note}); used one forward per perturbation")
+            note = numeric_eval.batch_note
+            self.notes.append(note if note.startswith("one forward") else f"batched evaluation not possible ({note}); used one forward per perturbation")
         kinks = sum(r.counts.get("KINK", 0) for r in reports)
         if kinks and self.opts.kinks == "pass":
             self.notes.append(f"{kinks} element(s) sit at a kink (non-differentiable point); reported as KINK, not failed (--kinks fail to fail them)")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
 import torch
 from torch.autograd.function import Function, _SingleLevelFunction
 
@@ -30,6 +31,8 @@ Leaf = tuple[str, object]  # ("input", position) or ("param", name)
 # which keeps memory O(inputs + outputs) while batches stay large enough to be fast.
 CHUNK_ELEMENTS = 1 << 19
 MAX_CHUNK = 1024
+# Chunks at least this long time the batched path against the loop (each on real work).
+RACE_MIN = 16
 
 
 class _StandInCtx:
@@ -87,6 +90,7 @@ class Evaluator:
         self.points = 0
         self.uses_rng: bool | None = None  # does the forward draw from the global RNG?
         self._bound = None  # the layer bound to self.params (see Layer.bound)
+        self._race: dict[str, float] = {}  # seconds per element of each path, timed on real chunks
         self.batched: bool | None = None if batch else False  # None: not tried yet
         self.batch_note: str | None = None
         self.probe_error: torch.Tensor | None = None
@@ -128,11 +132,15 @@ class Evaluator:
         index = torch.tensor(idx, device=self.device, dtype=torch.long)
         orig, plus, minus, hp, hm = self.steps(leaf, index, h)
         self.points += 2 * len(idx)
-        if self.batched is not False:
+        racing = self.batched is not False and len(idx) >= RACE_MIN and len(self._race) < 2
+        if self.batched is not False and (not racing or "batched" not in self._race):
             try:
+                started = time.perf_counter()
                 with torch.no_grad():
                     yp = self._batched(leaf, index, plus)
                     ym = self._batched(leaf, index, minus)
+                if racing:  # timed before the probe below adds its few loop forwards
+                    self._race["batched"] = self._seconds(started) / len(idx)
                 if self.batched is None:
                     self._probe(leaf, idx, orig, plus, minus, yp, ym)
                 if self.batched:
@@ -140,9 +148,22 @@ class Evaluator:
             except Exception as exc:  # vmap cannot run this layer: use the loop
                 self.batched = False
                 self.batch_note = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+        started = time.perf_counter()
         with torch.no_grad():
             yp, ym = self._loop(leaf, idx, orig, plus, minus)
+        if racing and self.batched:
+            # Both paths have now run a real chunk: keep the faster (vmap is not always faster,
+            # e.g. a batched conv1d on the CPU costs more per perturbation than plain forwards).
+            self._race["loop"] = self._seconds(started) / len(idx)
+            if self._race["loop"] < self._race["batched"]:
+                self.batched = False
+                self.batch_note = "one forward per perturbation was faster than vmap for this layer"
         return yp, ym, hp, hm
+
+    def _seconds(self, started: float) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter() - started
 
     def _loop(self, leaf, idx, orig, plus, minus):
         flat = self.tensor(leaf).view(-1)

@@ -1,0 +1,62 @@
+"""The evaluator: batched (vmap) and loop paths agree, and the faster one is kept."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from gradcheck_cli.evaluate import RACE_MIN, Evaluator
+from gradcheck_cli.layer import make_layer
+
+
+GEN = torch.Generator().manual_seed(0)
+MODULE = torch.nn.Linear(6, 3).double()
+X = torch.randn(4, 6, dtype=torch.float64, generator=GEN)
+
+
+def _evaluator():
+    layer = make_layer(MODULE, "Linear")
+    return Evaluator(layer, layer.params, [X], seed=0, device=torch.device("cpu"))
+
+
+def test_batched_and_loop_paths_give_the_same_outputs():
+    batched, loop = _evaluator(), _evaluator()
+    loop.batched = False
+    idx = list(range(24))
+    yb = batched.perturbed(("input", 0), idx, 1e-6)
+    yl = loop.perturbed(("input", 0), idx, 1e-6)
+    assert batched.batched is True and loop.batched is False
+    for a, b in zip(yb, yl):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+
+
+def test_the_loop_is_kept_when_vmap_is_slower(monkeypatch):
+    ev = _evaluator()
+    original = Evaluator._batched
+
+    def slow_batched(self, *args):
+        time.sleep(0.05)  # stands in for a layer whose batched kernels are slow (conv1d on the CPU)
+        return original(self, *args)
+
+    monkeypatch.setattr(Evaluator, "_batched", slow_batched)
+    idx = list(range(RACE_MIN))
+    for _ in range(3):
+        ev.perturbed(("input", 0), idx, 1e-6)
+    assert ev.batched is False
+    assert "faster than vmap" in ev.batch_note
+
+
+def test_vmap_is_kept_when_the_loop_is_slower(monkeypatch):
+    ev = _evaluator()
+    original = Evaluator._loop
+
+    def slow_loop(self, *args):
+        time.sleep(0.05)
+        return original(self, *args)
+
+    ev.perturbed(("input", 0), list(range(RACE_MIN)), 1e-6)  # the probe (runs a short loop too)
+    monkeypatch.setattr(Evaluator, "_loop", slow_loop)
+    for _ in range(3):
+        ev.perturbed(("input", 0), list(range(RACE_MIN)), 1e-6)
+    assert ev.batched is True
