@@ -135,7 +135,7 @@ class _Checker:
                 out.append(next(it))
             elif isinstance(s, torch.Tensor):
                 t = s.detach().to(self.device)
-                out.append((t.to(self.dtype) if t.is_floating_point() else t).clone())
+                out.append((t.to(self.dtype) if t.is_floating_point() else t).clone(memory_format=torch.contiguous_format))
             else:
                 out.append(s)  # non-tensor arguments are passed through as they are
         return out
@@ -151,6 +151,12 @@ class _Checker:
             ps = ps[1:]  # drop ctx
         if any(p.kind == p.VAR_POSITIONAL for p in ps):
             return
+        keyword_only = [p.name for p in ps if p.kind == p.KEYWORD_ONLY and p.default is p.empty]
+        if keyword_only:
+            raise UsageError(
+                f"{self.target} needs keyword argument(s) {', '.join(keyword_only)}, which gradcheck cannot pass.",
+                "Give them defaults, or check a small function that calls the layer with them.",
+            )
         positional = [p for p in ps if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
         required = [p.name for p in positional if p.default is p.empty]
         given = len(self.inputs)
@@ -174,6 +180,8 @@ class _Checker:
                 leaves.append((f"input{i}", ("input", i)))
         for pname in self.layer.params:
             leaves.append((pname, ("param", pname)))
+        if self.layer.frozen:
+            self.notes.append(f"frozen parameter(s) {', '.join(self.layer.frozen)} (requires_grad=False): not checked")
         empty = [n for n, (kind, key) in leaves if (self.inputs[key] if kind == "input" else self.layer.params[key]).numel() == 0]
         if empty:
             raise UsageError(f"{', '.join(empty)} of {self.target} has no elements; there is nothing to check in it.", "Give inputs with at least one element.")
@@ -250,7 +258,10 @@ class _Checker:
             limit = per_tensor if limit is None else min(limit, per_tensor)
             plan = {tname: select(shape, limit, self.opts.seed) for tname, shape in shapes.items()}
             self.estimate_s = per_element * sum(len(i) for i in plan.values())
-            self.notes.append(f"--budget {self.opts.budget:g}s: sampled at most {limit} elements per tensor")
+            self.notes.append(
+                f"--budget {self.opts.budget:g}s: sampled at most {limit} elements per tensor "
+                "(tensors of up to 64 elements are always checked whole)"
+            )
         if self.progress:
             self.progress("", 0, sum(len(i) for i in plan.values()), self.estimate_s)
         return plan

@@ -82,8 +82,9 @@ class Evaluator:
 
     def __init__(self, layer: Layer, params: dict, inputs: list, seed: int, device: torch.device, batch: bool = True) -> None:
         self.layer = layer
-        self.params = {k: v.detach().clone() for k, v in params.items()}
-        self.inputs = [x.detach().clone() if isinstance(x, torch.Tensor) else x for x in inputs]
+        # Contiguous working copies: the loop perturbs them through a flat view.
+        self.params = {k: v.detach().clone(memory_format=torch.contiguous_format) for k, v in params.items()}
+        self.inputs = [x.detach().clone(memory_format=torch.contiguous_format) if isinstance(x, torch.Tensor) else x for x in inputs]
         self.seed = seed
         self.device = device
         self.calls = 0

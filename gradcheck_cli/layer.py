@@ -32,6 +32,7 @@ class Layer:
     params: dict[str, torch.Tensor]
     buffers: dict[str, torch.Tensor]
     function_class: type | None = None
+    frozen: tuple[str, ...] = ()  # floating parameters with requires_grad=False: not checked
 
     def call(self, params: dict[str, torch.Tensor], inputs: list, buffers: dict | None = None) -> Any:
         if self.module is None:
@@ -69,14 +70,15 @@ class Layer:
             {k: _cast(v, dtype, device) for k, v in self.params.items()},
             {k: _cast(v, dtype, device) for k, v in self.buffers.items()},
             self.function_class,
+            self.frozen,
         )
 
 
 def _cast(t: torch.Tensor, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     t = t.detach()
     if t.is_floating_point():
-        return t.to(device=device, dtype=dtype).clone()
-    return t.to(device=device).clone()
+        return t.to(device=device, dtype=dtype).clone(memory_format=torch.contiguous_format)
+    return t.to(device=device).clone(memory_format=torch.contiguous_format)
 
 
 def make_layer(obj: object, name: str, args: tuple = (), kwargs: dict | None = None) -> Layer:
@@ -90,10 +92,15 @@ def make_layer(obj: object, name: str, args: tuple = (), kwargs: dict | None = N
             "Remove 'args'/'kwargs' from the spec, or point 'layer' at the Module class.",
         )
     if isinstance(obj, torch.nn.Module):
-        params = {k: v for k, v in obj.named_parameters(remove_duplicate=True) if v.is_floating_point()}
-        frozen = {k: v for k, v in obj.named_parameters(remove_duplicate=True) if not v.is_floating_point()}
+        named = dict(obj.named_parameters(remove_duplicate=True))
+        # Parameters that are not floating, or frozen (requires_grad=False), have no gradient
+        # to check: they are passed through like buffers.
+        params = {k: v for k, v in named.items() if v.is_floating_point() and v.requires_grad}
+        passed = {k: v for k, v in named.items() if k not in params}
         buffers = dict(obj.named_buffers(remove_duplicate=True))
-        return Layer(name, obj, obj, params, {**buffers, **frozen})
+        layer = Layer(name, obj, obj, params, {**buffers, **passed})
+        layer.frozen = tuple(k for k, v in passed.items() if v.is_floating_point())
+        return layer
     if isinstance(obj, type) and issubclass(obj, torch.autograd.Function):
         cls = obj
         # Look ``apply`` up at call time, so batched evaluation can swap it (evaluate.py).
@@ -140,13 +147,14 @@ def instantiate(cls: type, name: str, args: tuple, kwargs: dict) -> torch.nn.Mod
 def set_params(layer: Layer, values: dict[str, Any], where: str = "params") -> None:
     """Overwrite (copies of) named parameters with given values, shape-checked."""
     for pname, value in values.items():
-        if pname not in layer.params:
+        state = layer.buffers if pname in layer.frozen else layer.params
+        if pname not in state:
             import difflib
 
             close = difflib.get_close_matches(pname, list(layer.params), n=1)
             hint = f"did you mean {close[0]!r}?" if close else f"parameters: {', '.join(layer.params) or 'none'}."
             raise UsageError(f"{where}.{pname}: {layer.name} has no floating parameter {pname!r}.", hint)
-        old = layer.params[pname]
+        old = state[pname]
         new = torch.as_tensor(value, dtype=old.dtype, device=old.device)
         if new.shape != old.shape:
             if new.numel() == 1:
@@ -156,7 +164,7 @@ def set_params(layer: Layer, values: dict[str, Any], where: str = "params") -> N
                     f"{where}.{pname}: value has shape {list(new.shape)}, parameter has shape {list(old.shape)}.",
                     "Give a value of the parameter's shape (or a single number).",
                 )
-        layer.params[pname] = new.clone()
+        state[pname] = new.clone()
 
 
 def flatten_outputs(out: Any, name: str) -> list[torch.Tensor]:
@@ -166,7 +174,12 @@ def flatten_outputs(out: Any, name: str) -> list[torch.Tensor]:
 
     def walk(o: Any) -> None:
         if isinstance(o, torch.Tensor):
-            if o.is_floating_point() or o.is_complex():
+            if o.is_complex():
+                raise UsageError(
+                    f"{name} returned a complex tensor; gradcheck checks real-valued layers only.",
+                    "Return torch.view_as_real(y) (real and imaginary parts as a last axis of 2) to check it.",
+                )
+            if o.is_floating_point():
                 found.append(o)
             else:
                 others.append(f"a {str(o.dtype).replace('torch.', '')} tensor")

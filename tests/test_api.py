@@ -361,3 +361,76 @@ def test_module_needing_constructor_args(simple):
     with pytest.raises(UsageError, match="NeedsArg"):
         check(simple.NeedsArg, ["2x3"])
     assert check(simple.NeedsArg(3), ["2x3"]).passed  # an instance is fine
+
+
+# --------------------------------------------------------------------------- regressions found in review
+
+
+class _Sq(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x * x
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return 2 * x * g
+
+
+def test_non_contiguous_input_is_checked_not_blamed_on_the_layer():
+    x = torch.randn(4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0)).t()
+    assert not x.is_contiguous()
+    for batch in (True, False):
+        assert check(_Sq, [x], batch=batch).passed
+
+
+def test_non_contiguous_parameter_is_checked():
+    class M(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.linspace(-1, 1, 12, dtype=torch.float64).reshape(4, 3).t())
+
+        def forward(self, x):
+            return _Sq.apply(x * self.w)
+
+    report = check(M(), ["3x4"], batch=False)
+    assert report.passed, str(report)
+
+
+def test_frozen_parameter_is_not_checked_and_says_so():
+    class Scale(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, w):
+            ctx.save_for_backward(w)
+            return x * w
+
+        @staticmethod
+        def backward(ctx, g):
+            (w,) = ctx.saved_tensors
+            return g * w, None  # w is frozen: no gradient for it
+
+    class Frozen(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.full((4,), 1.5, dtype=torch.float64), requires_grad=False)
+
+        def forward(self, x):
+            return Scale.apply(x, self.w)
+
+    report = check(Frozen(), ["3x4"])
+    assert report.passed and [t.name for t in report.tensors] == ["input0"]
+    assert any("frozen" in n and "w" in n for n in report.notes)
+
+
+def test_complex_output_is_a_usage_error():
+    with pytest.raises(UsageError, match="complex"):
+        check(lambda x: torch.complex(x, x), ["3"])
+
+
+def test_required_keyword_only_argument_is_a_usage_error():
+    def layer(x, *, scale):
+        return x * scale
+
+    with pytest.raises(UsageError, match="keyword argument"):
+        check(layer, ["3"])

@@ -496,7 +496,7 @@ SCENARIOS = {
     "interrupt_first_forward": ({"interrupt_at": 1}, (Interrupted, KeyboardInterrupt)),
     "interrupt_setup": ({"interrupt_at": 5}, (Interrupted, KeyboardInterrupt)),
     "interrupt_first_tensor": ({"interrupt_at": 10}, (Interrupted, KeyboardInterrupt)),
-    "interrupt_late": ({"interrupt_at": 20}, (Interrupted, KeyboardInterrupt)),
+    "interrupt_late": ({"interrupt_at": 17}, (Interrupted, KeyboardInterrupt)),
 }
 
 
@@ -567,7 +567,7 @@ def test_interrupt_inside_the_tensor_loop_gives_a_partial_report(rng_snapshot):
     with pytest.raises(Interrupted) as info:
         gradcheck_cli.check(m, ["4x3"])
     names = [t.name for t in info.value.report.tensors]
-    assert names and names == ["input0", "weight", "bias", "inner.scale"][: len(names)] and len(names) < 4
+    assert names and names == ["input0", "weight", "inner.scale"][: len(names)] and len(names) < 3  # bias is frozen: not checked
     assert any("interrupted" in n for n in info.value.report.notes)
     rng.assert_unchanged()
     assert_same(m, before)
