@@ -8,6 +8,7 @@ returns a frozen :class:`~gradcheck_cli.report.Report` or raises a
 from __future__ import annotations
 
 import inspect
+import math
 import time
 import traceback
 from dataclasses import replace
@@ -218,7 +219,7 @@ class _Checker:
         gen = torch.Generator(device="cpu").manual_seed(self.opts.seed + 1)
         m = y0.numel()
         weights = (torch.rand(m, generator=gen, dtype=torch.float64) + 0.5) * (torch.randint(0, 2, (m,), generator=gen) * 2 - 1)
-        weights = weights.to(self.acc)
+        weights = _per_output_scaled(weights.to(self.acc), y0, evaluator.out_sizes)
 
         analytic, grad_spread = self._analytic(leaves, weights)
         self.layer_scale = {
@@ -297,6 +298,11 @@ class _Checker:
 
     def _report(self, reports, losses, started, evaluator, numeric_eval) -> Report:
         reports = _with_diagnoses(reports)
+        if numeric_eval.mutated_buffers:
+            self.notes.append(
+                f"the forward updates buffer(s) {', '.join(numeric_eval.mutated_buffers)} in place; they are restored "
+                "before every evaluation, so every point sees the same state"
+            )
         if numeric_eval.batched is False and numeric_eval.batch_note and self.opts.batch:
             note = numeric_eval.batch_note
             self.notes.append(note if note.startswith("one forward") else f"batched evaluation not possible ({note}); used one forward per perturbation")
@@ -408,7 +414,8 @@ class _Checker:
         def forward():
             torch.manual_seed(self.opts.seed)
             with torch.enable_grad():
-                return flatten_outputs(self.layer.call(params, inputs), self.target)
+                buffers = {k: v.clone() for k, v in self.layer.buffers.items()}  # the forward may update them
+                return flatten_outputs(self.layer.call(params, inputs, buffers), self.target)
 
         ys = self._guarded("forward", forward)
         live = [y for y in ys if y.requires_grad]
@@ -662,6 +669,19 @@ class _Checker:
             verdicts=verdict_np,
             kinks_fail=self.opts.kinks == "fail",
         )
+
+
+def _per_output_scaled(weights: torch.Tensor, y0: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+    """Divide each output tensor's weights by its RMS, so every output counts alike in sum(w*y).
+
+    Without this, an output of size 1e-6 next to one of size 1e6 contributes nothing
+    visible to the loss, and a backward that ignores its gradient would pass.
+    """
+    parts = []
+    for w, y in zip(torch.split(weights, sizes), torch.split(y0, sizes)):
+        rms = float(y.square().mean().sqrt()) if y.numel() else 0.0
+        parts.append(w / rms if rms > 0 and math.isfinite(rms) else w)
+    return torch.cat(parts) if parts else weights
 
 
 def _largest(*tensors: torch.Tensor) -> float:

@@ -85,6 +85,12 @@ class Evaluator:
         # Contiguous working copies: the loop perturbs them through a flat view.
         self.params = {k: v.detach().clone(memory_format=torch.contiguous_format) for k, v in params.items()}
         self.inputs = [x.detach().clone(memory_format=torch.contiguous_format) if isinstance(x, torch.Tensor) else x for x in inputs]
+        # Private buffers: a forward that updates its buffers (running statistics, counters)
+        # gets them restored before every evaluation, so every point sees the same state.
+        self.pristine = {k: v.detach().clone() for k, v in layer.buffers.items()}
+        self.buffers = {k: v.clone() for k, v in self.pristine.items()}
+        self.mutated_buffers: tuple[str, ...] = ()
+        self.out_sizes: list[int] = []
         self.seed = seed
         self.device = device
         self.calls = 0
@@ -107,12 +113,20 @@ class Evaluator:
         self._reseed()
         self.calls += 1
         if self._bound is None:
-            self._bound = self.layer.bound(self.params)
+            self._bound = self.layer.bound(self.params, self.buffers)
+        first = self.uses_rng is None
+        if self.mutated_buffers:
+            for name in self.mutated_buffers:
+                self.buffers[name].copy_(self.pristine[name])
         out = self._bound(self.inputs)
-        if self.uses_rng is None:
+        if first:
             seeded = torch.Generator().manual_seed(self.seed).get_state()
             self.uses_rng = not torch.equal(torch.get_rng_state(), seeded) or self.device.type != "cpu"
+            self.mutated_buffers = tuple(k for k, v in self.buffers.items() if not torch.equal(v, self.pristine[k]))
+            if self.mutated_buffers:
+                self.batched = False  # in-place buffer updates cannot run under vmap
         ys = flatten_outputs(out, self.layer.name)
+        self.out_sizes = [y.numel() for y in ys]
         return torch.cat([y.detach().reshape(-1) for y in ys])
 
     def tensor(self, leaf: Leaf) -> torch.Tensor:
@@ -213,7 +227,7 @@ class Evaluator:
                 params = self.params
                 inputs = list(self.inputs)
                 inputs[key] = x
-            out = self.layer.call(params, inputs)
+            out = self.layer.call(params, inputs, self.buffers)
             return torch.cat([y.reshape(-1) for y in flatten_outputs(out, self.layer.name)])
 
         out_size = self._out_size

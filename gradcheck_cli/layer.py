@@ -40,7 +40,7 @@ class Layer:
         state = {**(self.buffers if buffers is None else buffers), **params}
         return functional_call(self.module, state, tuple(inputs), strict=False)
 
-    def bound(self, params: dict[str, torch.Tensor]) -> Callable[[list], Any]:
+    def bound(self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor] | None = None) -> Callable[[list], Any]:
         """A fast callable of the inputs alone, with ``params`` (the very tensors) in place.
 
         For a Module this is a private deep copy with the tensors swapped in once, so
@@ -50,15 +50,16 @@ class Layer:
         """
         if self.module is None:
             return lambda inputs: self.fn(*inputs)
+        buffers = self.buffers if buffers is None else buffers
         try:
             import copy
 
             from torch.nn.utils._named_member_accessor import NamedMemberAccessor
 
             twin = copy.deepcopy(self.module)
-            NamedMemberAccessor(twin).swap_tensors_dict({**self.buffers, **params}, allow_missing=True)
+            NamedMemberAccessor(twin).swap_tensors_dict({**buffers, **params}, allow_missing=True)
         except Exception:
-            return lambda inputs: self.call(params, inputs)
+            return lambda inputs: self.call(params, inputs, buffers)
         return lambda inputs: twin(*inputs)
 
     def cast(self, dtype: torch.dtype, device: torch.device) -> "Layer":

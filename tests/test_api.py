@@ -434,3 +434,43 @@ def test_required_keyword_only_argument_is_a_usage_error():
 
     with pytest.raises(UsageError, match="keyword argument"):
         check(layer, ["3"])
+
+
+def test_gradient_ignored_for_a_tiny_output_next_to_a_huge_one_fails():
+    class Two(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return x.sin() * 1e6, x.cos() * 1e-6
+
+        @staticmethod
+        def backward(ctx, g1, g2):
+            (x,) = ctx.saved_tensors
+            return g1 * x.cos() * 1e6  # ignores g2: invisible in a loss that sums both outputs as they are
+
+    class TwoOk(Two):
+        @staticmethod
+        def backward(ctx, g1, g2):
+            (x,) = ctx.saved_tensors
+            return g1 * x.cos() * 1e6 - g2 * x.sin() * 1e-6
+
+    bad = check(Two, ["3x4"])
+    assert not bad.passed and bad.tensors[0].failed_losses == ("weighted",)
+    assert check(TwoOk, ["3x4"]).passed
+
+
+def test_forward_that_updates_a_buffer_is_checked_at_a_fixed_state_and_user_buffer_untouched():
+    class Count(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("count", torch.zeros((), dtype=torch.float64))
+
+        def forward(self, x):
+            self.count += 1
+            return _Sq.apply(x) + self.count
+
+    m = Count()
+    report = check(m, ["3x4"])
+    assert report.passed, str(report)
+    assert any("count" in n and "restored" in n for n in report.notes)
+    assert float(m.count) == 0.0
