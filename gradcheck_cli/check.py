@@ -474,7 +474,7 @@ class _Checker:
         hi = None if self.dtype == torch.float64 else self._float64_forward()
         if self.opts.reference_dtype is None and hi is not None:
             ev64, y64 = hi
-            if self._faithful_in_float64(y0, y64):
+            if self._faithful_in_float64(y0, y64) and self._responds_in_float64(ev64):
                 self.num_dtype = torch.float64
                 self.eps, self.rtol, self.atol = self.opts.resolved("float64")
                 self.notes.append(
@@ -494,11 +494,39 @@ class _Checker:
         if y64.dtype != torch.float64 or y64.shape != y_low.shape or not bool(torch.isfinite(y64).all()):
             return False
         y64 = self._f64(y64)
-        if y64.numel() >= 8 and bool((y64 == y64.float().double()).all()):
+        if bool((y64 == y64.float().double()).all()):
             return False  # computed in float32 (or lower) internally
         u = torch.finfo(self.dtype).eps
         scale = float(y64.abs().max())
         return bool(((y64 - y_low).abs() <= 256 * u * (y64.abs() + scale)).all())
+
+    def _responds_in_float64(self, ev: Evaluator) -> bool:
+        """Does the float64 forward follow changes far below the layer dtype's resolution, linearly?
+
+        Every floating input and parameter is scaled by 1 + k*delta (k = 1, 2, 3; delta a few
+        ulps of the layer's dtype). A layer that is float64 throughout answers in proportion;
+        one that rounds to float32 somewhere inside (x.float()) answers in quantised steps, and
+        its finite differences must then be taken at float32 steps, not float64 ones.
+        """
+        delta = 4 * torch.finfo(self.dtype).eps
+        tensors = [t for t in (*ev.params.values(), *ev.inputs) if isinstance(t, torch.Tensor) and t.is_floating_point()]
+        saved = [t.clone() for t in tensors]
+        outs = []
+        try:
+            for k in range(4):
+                for t, s in zip(tensors, saved):
+                    t.copy_(s * (1 + k * delta))
+                with torch.no_grad():
+                    outs.append(self._f64(self._guarded("forward", ev.forward)))
+        finally:
+            for t, s in zip(tensors, saved):
+                t.copy_(s)
+        steps = [o - outs[0] for o in outs[1:]]
+        scale = float(steps[-1].abs().max())
+        if not math.isfinite(scale) or scale == 0.0:
+            return False  # no visible response: cannot vouch for float64
+        slack = 1e-2 * scale + 64 * torch.finfo(torch.float64).eps * float(outs[0].abs().max())
+        return all(bool(((d - (k + 1) * steps[0]).abs() <= slack).all()) for k, d in enumerate(steps))
 
     def _output_error(self, y_base: torch.Tensor, y64: torch.Tensor | None, fwd_spread: torch.Tensor) -> torch.Tensor:
         """Estimated absolute rounding error of each output of the numeric forward."""

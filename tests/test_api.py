@@ -474,3 +474,21 @@ def test_forward_that_updates_a_buffer_is_checked_at_a_fixed_state_and_user_buff
     assert report.passed, str(report)
     assert any("count" in n and "restored" in n for n in report.notes)
     assert float(m.count) == 0.0
+
+
+def test_layer_rounding_to_float32_inside_is_differenced_in_float32_not_float64():
+    class F(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return x.float().sin().to(x.dtype) * 1.1  # float32 inside, a float64 step after it
+
+        @staticmethod
+        def backward(ctx, g):
+            (x,) = ctx.saved_tensors
+            return g * x.cos() * 1.1
+
+    for shape in ("4x5", "5"):
+        report = check(F, [shape], dtype="float32")
+        assert report.passed, str(report)
+        assert report.config["reference_dtype"] == "float32"
