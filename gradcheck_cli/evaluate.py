@@ -230,7 +230,7 @@ class Evaluator:
             out = self.layer.call(params, inputs, self.buffers)
             return torch.cat([y.reshape(-1) for y in flatten_outputs(out, self.layer.name)])
 
-        out_size = self._out_size
+        out_size = sum(self.out_sizes) or self.forward().numel()  # known after the base forward
         chunk = max(1, min(MAX_CHUNK, CHUNK_ELEMENTS // max(1, n + out_size)))
         results = []
         with forward_only_functions():
@@ -242,13 +242,6 @@ class Evaluator:
                 self.calls += 1
                 results.append(torch.func.vmap(one, randomness="same")(xs))
         return torch.cat(results)
-
-    @property
-    def _out_size(self) -> int:
-        if not hasattr(self, "_cached_out_size"):
-            with torch.no_grad():
-                self._cached_out_size = self.forward().numel()
-        return self._cached_out_size
 
     def _probe(self, leaf, idx, orig, plus, minus, yp, ym) -> None:
         """Trust the batched path only if it reproduces the loop on a few elements."""
