@@ -22,7 +22,7 @@ from .config import InputSpec, LayerSpec
 from .diagnose import diagnose
 from .environment import deadline, preserved_rng, resolve_device
 from .errors import LayerError, SpecError, UsageError
-from .evaluate import Evaluator, Leaf, chunk_size, chunks, rounding_error
+from .evaluate import Evaluator, Leaf, chunk_size, chunks, release_free_memory, rounding_error
 from .inputs import build_inputs, parse_input, torch_dtype
 from .layer import Layer, flatten_outputs, make_layer, set_params
 from .load import load_target
@@ -549,7 +549,9 @@ class _Checker:
         first: dict[str, list] = {loss: [] for loss in losses}
         diffs1: list[dict[str, fd.Differences]] = []
         ulp = fd.ulp_of(y0, self.num_dtype)
-        for part in chunks(idx, size):
+        for number, part in enumerate(chunks(idx, size)):
+            if number % 64 == 63:
+                release_free_memory()
             yp, ym, hp, hm = map(self._f64, self._guarded("forward", ev.perturbed, leaf, part, h))
             if ev.probe_error is not None:  # batched and one-at-a-time results differ by rounding: count it as noise
                 out_err = torch.maximum(out_err, self._f64(ev.probe_error))

@@ -277,3 +277,31 @@ def chunks(items: list[int], size: int) -> list[list[int]]:
 def chunk_size(n_outputs: int) -> int:
     return max(1, min(512, int(math.ceil(CHUNK_ELEMENTS / max(1, n_outputs)))))
 
+
+
+def _libc_trim():
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    trim = getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
+    return (lambda: trim(0)) if trim is not None else (lambda: None)
+
+
+_trim = None
+
+
+def release_free_memory() -> None:
+    """Hand memory freed by the last chunks back to the OS (glibc's malloc_trim; no-op elsewhere).
+
+    The working set of a check is O(inputs + outputs), but glibc keeps the freed
+    blocks of thousands of short-lived chunk tensors: without this, peak RSS for a
+    16384-element check was 0.5-1 GB while the live data was under 50 MB.
+    """
+    global _trim
+    if _trim is None:
+        try:
+            _trim = _libc_trim()
+        except OSError:
+            _trim = lambda: None  # noqa: E731
+    _trim()
