@@ -366,33 +366,21 @@ def test_module_needing_constructor_args(simple):
 # --------------------------------------------------------------------------- regressions found in review
 
 
-class _Sq(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return x * x
-
-    @staticmethod
-    def backward(ctx, g):
-        (x,) = ctx.saved_tensors
-        return 2 * x * g
-
-
-def test_non_contiguous_input_is_checked_not_blamed_on_the_layer():
+def test_non_contiguous_input_is_checked_not_blamed_on_the_layer(simple):
     x = torch.randn(4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0)).t()
     assert not x.is_contiguous()
     for batch in (True, False):
-        assert check(_Sq, [x], batch=batch).passed
+        assert check(simple.Square, [x], batch=batch).passed
 
 
-def test_non_contiguous_parameter_is_checked():
+def test_non_contiguous_parameter_is_checked(simple):
     class M(torch.nn.Module):
         def __init__(self):
             super().__init__()
             self.w = torch.nn.Parameter(torch.linspace(-1, 1, 12, dtype=torch.float64).reshape(4, 3).t())
 
         def forward(self, x):
-            return _Sq.apply(x * self.w)
+            return simple.Square.apply(x * self.w)
 
     report = check(M(), ["3x4"], batch=False)
     assert report.passed, str(report)
@@ -459,7 +447,7 @@ def test_gradient_ignored_for_a_tiny_output_next_to_a_huge_one_fails():
     assert check(TwoOk, ["3x4"]).passed
 
 
-def test_forward_that_updates_a_buffer_is_checked_at_a_fixed_state_and_user_buffer_untouched():
+def test_forward_that_updates_a_buffer_is_checked_at_a_fixed_state_and_user_buffer_untouched(simple):
     class Count(torch.nn.Module):
         def __init__(self):
             super().__init__()
@@ -467,7 +455,7 @@ def test_forward_that_updates_a_buffer_is_checked_at_a_fixed_state_and_user_buff
 
         def forward(self, x):
             self.count += 1
-            return _Sq.apply(x) + self.count
+            return simple.Square.apply(x) + self.count
 
     m = Count()
     report = check(m, ["3x4"])
