@@ -10,7 +10,6 @@ from __future__ import annotations
 import inspect
 import math
 import time
-import traceback
 from dataclasses import replace
 from typing import Any, Callable, Sequence
 
@@ -21,7 +20,7 @@ from . import fd
 from .config import InputSpec, LayerSpec
 from .diagnose import diagnose
 from .environment import deadline, preserved_rng, resolve_device
-from .errors import LayerError, SpecError, UsageError
+from .errors import LayerError, SpecError, UsageError, user_frame
 from .evaluate import Evaluator, Leaf, chunk_size, chunks, release_free_memory, rounding_error
 from .inputs import build_inputs, parse_input, torch_dtype
 from .layer import Layer, flatten_outputs, make_layer, set_params
@@ -345,22 +344,15 @@ class _Checker:
                 f"The {stage} of {self.target} called sys.exit({exc.code!r}); no verdict could be reached.",
                 "Remove sys.exit from the layer's code.",
             ) from exc
-        except torch.OutOfMemoryError as exc:
-            raise LayerError(f"Out of memory during the {stage} of {self.target}: {str(exc).splitlines()[0]}", self._sizes_hint()) from exc
-        except RuntimeError as exc:
-            if "DefaultCPUAllocator" not in str(exc) and "out of memory" not in str(exc).lower():
-                raise self._layer_error(stage, exc) from exc
-            raise LayerError(f"Out of memory during the {stage} of {self.target}: {str(exc).splitlines()[0]}", self._sizes_hint()) from exc
         except Exception as exc:
-            raise self._layer_error(stage, exc) from exc
-
-    def _layer_error(self, stage: str, exc: Exception) -> LayerError:
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        return LayerError(
-            f"The {stage} of {self.target} raised {type(exc).__name__}: {text} ({_user_frame(exc)}).",
-            "Run with --debug for the full traceback.",
-        )
-
+            text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            # torch.OutOfMemoryError (CUDA), the CPU allocator's RuntimeError, Python's MemoryError.
+            if isinstance(exc, MemoryError) or "out of memory" in text.lower() or "DefaultCPUAllocator" in text:
+                raise LayerError(f"Out of memory during the {stage} of {self.target}: {text}", self._sizes_hint()) from exc
+            raise LayerError(
+                f"The {stage} of {self.target} raised {type(exc).__name__}: {text} ({user_frame(exc, skip=('/torch/',))}).",
+                "Run with --debug for the full traceback.",
+            ) from exc
 
     def _f64(self, t: torch.Tensor) -> torch.Tensor:
         """A float64 copy on the accumulation device."""
@@ -764,11 +756,3 @@ def _cat_differences(parts: list[fd.Differences]) -> fd.Differences:
 
 def _select(d: fd.Differences, pos: torch.Tensor) -> fd.Differences:
     return fd.Differences(d.central[pos], d.right[pos], d.left[pos], d.noise[pos])
-
-
-def _user_frame(exc: BaseException) -> str:
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if "gradcheck_cli" not in f.filename and "/torch/" not in f.filename]
-    if not frames:
-        return "inside torch"
-    f = frames[-1]
-    return f"{f.filename}, line {f.lineno}"

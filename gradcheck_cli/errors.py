@@ -41,6 +41,21 @@ class SpecError(UsageError):
         self.key = key
 
 
+def user_frame(exc: BaseException, skip: tuple[str, ...] = ()) -> str:
+    """'file, line N' of the innermost traceback frame in the user's code.
+
+    Frames of gradcheck itself and of any path containing one of ``skip``
+    (e.g. torch, importlib) are passed over.
+    """
+    import traceback
+
+    frames = traceback.extract_tb(exc.__traceback__)
+    own = [f for f in frames if "gradcheck_cli" not in f.filename and not any(s in f.filename for s in skip)]
+    if not own:
+        return "inside torch" if frames else "location unknown"
+    return f"{own[-1].filename}, line {own[-1].lineno}"
+
+
 class LayerError(GradcheckError):
     """The user's layer itself misbehaved: it raised, or returned something unusable (exit 1)."""
 

@@ -20,11 +20,10 @@ import hashlib
 import importlib
 import importlib.util
 import sys
-import traceback
 from pathlib import Path
 from types import ModuleType
 
-from .errors import UsageError
+from .errors import UsageError, user_frame
 
 FORMS = "'path/to/file.py:Name', 'package.module:Name' or 'package.module.Name'"
 
@@ -136,18 +135,11 @@ def _run_import(do_import, where: str):
         raise
     except BaseException as exc:
         raise UsageError(
-            f"Importing {where} raised {type(exc).__name__}: {exc} ({_user_frame(exc)}).",
+            f"Importing {where} raised {type(exc).__name__}: {exc} ({user_frame(exc, skip=('importlib',))}).",
             "Fix the layer file; run with --debug for the full traceback.",
         ) from exc
     finally:
         sys.dont_write_bytecode = dont_write
-
-
-def _user_frame(exc: BaseException) -> str:
-    frames = traceback.extract_tb(exc.__traceback__)
-    user = [f for f in frames if "importlib" not in f.filename and "gradcheck_cli" not in f.filename]
-    frame = (user or frames)[-1] if frames else None
-    return f"{frame.filename}, line {frame.lineno}" if frame else "location unknown"
 
 
 def _get_attr(module: ModuleType, attr: str, text: str) -> object:
