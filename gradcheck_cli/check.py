@@ -534,56 +534,47 @@ class _Checker:
         n = base.numel()
         size = chunk_size(y0.numel())
         h = self.eps
+        at = (y0, weights, out_err, fd.ulp_of(y0, self.num_dtype))
         per_loss = {loss: {"numeric": torch.full((n,), float("nan"), dtype=torch.float64, device=self.acc),
                            "verdict": torch.full((n,), fd.UNCHECKED, dtype=torch.long, device=self.acc)} for loss in losses}
         a_flat = {loss: analytic[loss].reshape(-1) for loss in losses}
         s_flat = spread.reshape(-1)
-        first: dict[str, list] = {loss: [] for loss in losses}
-        diffs1: list[dict[str, fd.Differences]] = []
-        ulp = fd.ulp_of(y0, self.num_dtype)
+        diffs: list[dict[str, fd.Differences]] = []
         for number, part in enumerate(chunks(idx, size)):
             if number % 64 == 63:
                 release_free_memory()
-            yp, ym, hp, hm = map(self._f64, self._guarded("forward", ev.perturbed, leaf, part, h))
-            if ev.probe_error is not None:  # batched and one-at-a-time results differ by rounding: count it as noise
-                out_err = torch.maximum(out_err, self._f64(ev.probe_error))
-            diffs1.append(fd.loss_differences(yp, ym, y0, hp, hm, weights, out_err, ulp))
+            diffs.append(self._differences(ev, leaf, part, h, at))
             done += len(part)
             if self.progress:
                 self.progress(tname, done, total, self.estimate_s)
         index = torch.tensor(idx, device=self.acc, dtype=torch.long)
-        for loss in losses:
-            d = _cat_differences([c[loss] for c in diffs1])
-            a = a_flat[loss][index]
-            numeric = d.central
-            scale = _largest(a, numeric)
-            verdict, _ = fd.first_pass(a, d, scale, self.rtol, self.atol, s_flat[index], self.layer_scale[loss])
-            first[loss] = [d, verdict, scale]
-        # Confirm the flagged elements with a second step size (2h).
+        first, scales = {}, {}
         flagged = torch.zeros(len(idx), dtype=torch.bool, device=self.acc)
         for loss in losses:
-            flagged |= first[loss][1] == fd.FAIL
-        flagged_pos = torch.nonzero(flagged).reshape(-1).tolist()
-        for loss in losses:
-            d, verdict, scale = first[loss]
+            d = first[loss] = _cat_differences([c[loss] for c in diffs])
+            a = a_flat[loss][index]
+            scales[loss] = _largest(a, d.central)
+            verdict = fd.first_pass(a, d, scales[loss], self.rtol, self.atol, s_flat[index], self.layer_scale[loss])
             per_loss[loss]["numeric"][index] = d.central
             per_loss[loss]["verdict"][index] = verdict
+            flagged |= verdict == fd.FAIL
+        # Confirm the flagged elements with two more step sizes, 2h and h/2.
+        flagged_pos = torch.nonzero(flagged).reshape(-1).tolist()
         if flagged_pos:
             flagged_idx = [idx[p] for p in flagged_pos]
-            diffs2, diffs_half = [], []
+            double, half = [], []
             for part in chunks(flagged_idx, size):
-                for step, into in ((2 * h, diffs2), (h / 2, diffs_half)):
-                    yp, ym, hp, hm = map(self._f64, self._guarded("forward", ev.perturbed, leaf, part, step))
-                    into.append(fd.loss_differences(yp, ym, y0, hp, hm, weights, out_err, ulp))
+                double.append(self._differences(ev, leaf, part, 2 * h, at))
+                half.append(self._differences(ev, leaf, part, h / 2, at))
             fpos = torch.tensor(flagged_pos, device=self.acc, dtype=torch.long)
             findex = index[fpos]
             for loss in losses:
-                d, _, scale = first[loss]
-                d1 = _select(d, fpos)
-                d2 = _cat_differences([c[loss] for c in diffs2])
-                dh = _cat_differences([c[loss] for c in diffs_half])
                 verdict, numeric, _ = fd.confirm(
-                    a_flat[loss][findex], d1, d2, dh, scale, self.rtol, self.atol, s_flat[findex], self.layer_scale[loss]
+                    a_flat[loss][findex],
+                    _select(first[loss], fpos),
+                    _cat_differences([c[loss] for c in double]),
+                    _cat_differences([c[loss] for c in half]),
+                    scales[loss], self.rtol, self.atol, s_flat[findex], self.layer_scale[loss],
                 )
                 per_loss[loss]["numeric"][findex] = numeric
                 per_loss[loss]["verdict"][findex] = verdict
@@ -593,8 +584,16 @@ class _Checker:
                 f"{outside} element(s) of {tname}: the layer returned NaN/Inf at x±h (the step leaves its domain?); "
                 "reported NOISE. A smaller --eps may reach them"
             )
-        self._check_joint_kinks(tname, leaf, ev, (y0, weights, out_err, ulp), per_loss, a_flat, losses)
+        self._check_joint_kinks(tname, leaf, ev, at, per_loss, a_flat, losses)
         return self._tensor_report(tname, leaf, shape, idx, per_loss, analytic, losses)
+
+    def _differences(self, ev: Evaluator, leaf, part: list[int], step: float, at) -> dict[str, fd.Differences]:
+        """Evaluate the elements of ``part`` moved by +-step and form both losses' slopes."""
+        y0, weights, out_err, ulp = at
+        yp, ym, hp, hm = map(self._f64, self._guarded("forward", ev.perturbed, leaf, part, step))
+        if ev.probe_error is not None:  # batched and one-at-a-time results differ by rounding: count it as noise
+            out_err = torch.maximum(out_err, self._f64(ev.probe_error))
+        return fd.loss_differences(yp, ym, y0, hp, hm, weights, out_err, ulp)
 
     def _check_joint_kinks(self, tname, leaf, ev: Evaluator, base, per_loss, a_flat, losses) -> None:
         """KINK elements that move a common output are also perturbed together.

@@ -128,17 +128,22 @@ def first_pass(
     atol: float,
     spread: torch.Tensor | float,
     layer_scale: float = 0.0,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cheap verdict from one step: (verdict codes, allowed error).  FAIL here means 'confirm'.
+) -> torch.Tensor:
+    """Cheap verdict codes from one step.  FAIL here means 'confirm' (see :func:`confirm`).
 
     ``scale`` is the largest gradient of this tensor, ``layer_scale`` the largest
     of any checked tensor: noise far below the layer's gradients is no reason to
     call an element inconclusive (an unused input has gradient 0 and noise 1e-10).
     """
-    allowed = tolerance(analytic, d.central, scale, rtol, atol) + NOISE_SIGMAS * (d.noise + spread)
-    diff = (analytic - d.central).abs()
-    verdict = torch.where(diff <= allowed, PASS, FAIL)
-    return _noise_or_pass(verdict, analytic, d.central, d.noise + spread, max(scale, layer_scale), atol), allowed
+    noise = d.noise + spread
+    verdict = _within(analytic, d.central, noise, scale, rtol, atol)
+    return _noise_or_pass(verdict, analytic, d.central, noise, max(scale, layer_scale), atol)
+
+
+def _within(analytic, numeric, noise, scale, rtol, atol) -> torch.Tensor:
+    """PASS where |a - n| <= tolerance + NOISE_SIGMAS * noise, else FAIL."""
+    allowed = tolerance(analytic, numeric, scale, rtol, atol) + NOISE_SIGMAS * noise
+    return torch.where((analytic - numeric).abs() <= allowed, PASS, FAIL)
 
 
 def _noise_or_pass(verdict, analytic, numeric, noise, scale, atol):
@@ -190,9 +195,7 @@ def confirm(
     numeric = torch.where(torch.isfinite(numeric), numeric, dh.central)
     noise = rounding + torch.where(wild, (d1.central - d2.central).abs(), gap) / NOISE_SIGMAS
     noise = torch.where(torch.isfinite(numeric), noise, inf)
-    allowed = tolerance(analytic, numeric, scale, rtol, atol) + NOISE_SIGMAS * noise
-    diff = (analytic - numeric).abs()
-    verdict = torch.where(diff <= allowed, PASS, FAIL)
+    verdict = _within(analytic, numeric, noise, scale, rtol, atol)
 
     jump1 = (d1.right - d1.left).abs()
     jump2 = (d2.right - d2.left).abs()
