@@ -21,7 +21,7 @@ from .config import InputSpec, LayerSpec
 from .diagnose import diagnose
 from .environment import deadline, preserved_rng, resolve_device
 from .errors import LayerError, SpecError, UsageError, user_frame
-from .evaluate import Evaluator, Leaf, chunk_size, chunks, release_free_memory, rounding_error
+from .evaluate import Evaluator, Leaf, chunk_size, chunks, release_free_memory, rounding_error, seconds_since
 from .inputs import build_inputs, parse_input, torch_dtype
 from .layer import Layer, flatten_outputs, make_layer, set_params
 from .load import load_target
@@ -279,9 +279,7 @@ class _Checker:
             return loop
         t0 = time.perf_counter()
         self._guarded("forward", ev.perturbed, leaf, idx, self.eps)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        return min(loop, (time.perf_counter() - t0) / len(idx))
+        return min(loop, seconds_since(t0, self.device) / len(idx))
 
     def _forward_seconds(self, ev: Evaluator) -> float:
         """Median time of a few plain forward calls (the loop path's unit of cost)."""
@@ -290,9 +288,7 @@ class _Checker:
             for _ in range(3):
                 t0 = time.perf_counter()
                 self._guarded("forward", ev.forward)
-                if self.device.type == "cuda":
-                    torch.cuda.synchronize(self.device)
-                times.append(time.perf_counter() - t0)
+                times.append(seconds_since(t0, self.device))
         return sorted(times)[1]
 
     def _report(self, reports, losses, started, evaluator, numeric_eval) -> Report:
@@ -302,9 +298,8 @@ class _Checker:
                 f"the forward updates buffer(s) {', '.join(numeric_eval.mutated_buffers)} in place; they are restored "
                 "before every evaluation, so every point sees the same state"
             )
-        if numeric_eval.batched is False and numeric_eval.batch_note and self.opts.batch:
-            note = numeric_eval.batch_note
-            self.notes.append(note if note.startswith("one forward") else f"batched evaluation not possible ({note}); used one forward per perturbation")
+        if numeric_eval.batched is False and numeric_eval.batch_note:
+            self.notes.append(numeric_eval.batch_note)
         kinks = sum(r.counts.get("KINK", 0) for r in reports)
         if kinks and self.opts.kinks == "pass":
             self.notes.append(f"{kinks} element(s) sit at a kink (non-differentiable point); reported as KINK, not failed (--kinks fail to fail them)")

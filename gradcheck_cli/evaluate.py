@@ -99,7 +99,7 @@ class Evaluator:
         self._bound = None  # the layer bound to self.params (see Layer.bound)
         self._race: dict[str, float] = {}  # seconds per element of each path, timed on real chunks
         self.batched: bool | None = None if batch else False  # None: not tried yet
-        self.batch_note: str | None = None
+        self.batch_note: str | None = None  # why the loop is used, for the report's notes
         self.probe_error: torch.Tensor | None = None
 
     # -- single evaluations -------------------------------------------------
@@ -162,7 +162,8 @@ class Evaluator:
                     return yp, ym, hp, hm
             except Exception as exc:  # vmap cannot run this layer: use the loop
                 self.batched = False
-                self.batch_note = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+                reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+                self.batch_note = f"batched evaluation not possible ({reason}); used one forward per perturbation"
         started = time.perf_counter()
         with torch.no_grad():
             yp, ym = self._loop(leaf, idx, orig, plus, minus)
@@ -176,9 +177,7 @@ class Evaluator:
         return yp, ym, hp, hm
 
     def _seconds(self, started: float) -> float:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        return time.perf_counter() - started
+        return seconds_since(started, self.device)
 
     def _loop(self, leaf, idx, orig, plus, minus):
         flat = self.tensor(leaf).view(-1)
@@ -262,7 +261,7 @@ class Evaluator:
             self.probe_error = err.amax(0).to(yp.device)
         self.batched = ok
         if not ok:
-            self.batch_note = "batched results differed from one-at-a-time results"
+            self.batch_note = "batched results differed from one-at-a-time results; used one forward per perturbation"
 
 
 def rounding_error(y: torch.Tensor, dtype: torch.dtype, factor: float = 8.0) -> torch.Tensor:
@@ -305,3 +304,10 @@ def release_free_memory() -> None:
         except OSError:
             _trim = lambda: None  # noqa: E731
     _trim()
+
+
+def seconds_since(started: float, device: torch.device) -> float:
+    """Wall time since ``started`` (time.perf_counter), after the device's queued work is done."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - started
