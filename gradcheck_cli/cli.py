@@ -269,7 +269,7 @@ def run_command(target: str, inputs: tuple, color: bool | None, quiet: bool, ver
                 code = _run_one(target, inputs, options, view)
         except Interrupted as exc:
             _render(view, exc.report, {})
-            _write_json(view.json_path, exc.report.to_dict(), view.out)
+            _write_json(view.json_path, exc.report.to_dict())
             _write_junit(view.junit_path, [_suite(target, report=exc.report, started=time.perf_counter())])
             view.err.print("[bold yellow]Interrupted[/]: the report above covers only what was checked before Ctrl-C.")
             sys.exit(EXIT_INTERRUPTED)
@@ -338,7 +338,7 @@ def _run_one(target: str, inputs: tuple, options: dict, view: View) -> int:
         raise
     repro = _repro(report, target, inputs)
     _render(view, report, repro)
-    _write_json(view.json_path, report.to_dict(), view.out)
+    _write_json(view.json_path, report.to_dict())
     _write_junit(view.junit_path, [_suite(target, report=report, started=started, repro=repro)])
     if view.plot_path:
         from .errormap import plot_error_maps
@@ -370,14 +370,17 @@ def _render(view: View, report, repro: Mapping[str, str]) -> None:
 
 
 def _run_folder(folder: Path, inputs, options, view: View) -> int:
+    from .check import Interrupted
     from .render import summary_table, verdict_line
     from .spec import find_specs
 
     out, err = view.out, view.err
     specs = find_specs(folder)
     if not specs:
-        raise UsageError(f"Folder {str(folder)!r} holds no *.yaml or *.yml spec.", "Run 'gradcheck list' to see specs, or give a layer target.")
-    from .check import Interrupted
+        raise UsageError(
+            f"Folder {str(folder)!r} holds no *.yaml or *.yml spec (subfolders are not searched).",
+            "Point at the folder that holds the specs, or give a layer target such as mylayer.py:MyLayer --input 4x3.",
+        )
 
     rows, entries, suites, worst = [], [], [], EXIT_PASS
     interrupted = False
@@ -431,12 +434,12 @@ def _run_folder(folder: Path, inputs, options, view: View) -> int:
         out.print(f"[bold yellow]INTERRUPTED[/]: Ctrl-C after {len(rows)} of {len(specs)} specs; {n_bad} of them did not pass.")
     else:
         out.print(f"[bold green]PASS[/]: all {len(rows)} specs match." if passed else f"[bold red]FAIL[/]: {n_bad} of {len(rows)} specs did not pass.")
-    _write_json(view.json_path, {"passed": passed, "interrupted": interrupted, "specs": entries}, out)
+    _write_json(view.json_path, {"passed": passed, "interrupted": interrupted, "specs": entries})
     _write_junit(view.junit_path, suites)
     return EXIT_INTERRUPTED if interrupted else worst
 
 
-def _write_json(path: str | None, data: dict, out: Console) -> None:
+def _write_json(path: str | None, data: dict) -> None:
     from .render import to_json
 
     if not path:
