@@ -153,6 +153,14 @@ CHECK_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
         ("--weighted-loss/--no-weighted-loss",),
         dict(default=None, help="Also check the loss sum(w*y) with random weights, which 1/2 sum(y^2) misses where y~0 [default: on]."),
     ),
+    (
+        ("--coloring/--no-coloring",),
+        dict(
+            default=None,
+            help="Move many elements per forward where every output depends on at most one of them (elementwise layers, "
+            "filters), each credit verified; --no-coloring perturbs one element per forward pair [default: on].",
+        ),
+    ),
     (("--max-elements",), dict(type=click.IntRange(min=1), help="Check at most this many elements per tensor (sampled with coverage).")),
     (("--only",), dict(multiple=True, metavar="NAME", help="Check only this tensor (input0, input1, or a parameter name); repeatable.")),
     (("--budget",), dict(type=click.FloatRange(min=0, min_open=True), metavar="SECONDS", help="Sample elements so the check takes about this long.")),

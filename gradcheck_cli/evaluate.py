@@ -196,8 +196,15 @@ class Evaluator:
     def joint(self, leaf: Leaf, idx: list[int], h: float):
         """Outputs with ALL elements in ``idx`` moved together by +h and by -h: (yp, ym, hp, hm)."""
         index = torch.tensor(idx, device=self.device, dtype=torch.long)
-        orig, plus, minus, hp, hm = self.steps(leaf, index, h)
+        _, plus, minus, hp, hm = self.steps(leaf, index, h)
+        yp, ym = self.group(leaf, index, plus, minus)
+        # Steps taken differ per element only by rounding; the smallest is the honest one.
+        return yp, ym, hp.min(), hm.min()
+
+    def group(self, leaf: Leaf, index: torch.Tensor, plus: torch.Tensor, minus: torch.Tensor):
+        """Outputs with the elements at ``index`` set to ``plus``, then to ``minus``, in one forward each."""
         flat = self.tensor(leaf).view(-1)
+        orig = flat[index]
         self.points += 2
         try:
             with torch.no_grad():
@@ -207,8 +214,7 @@ class Evaluator:
                 ym = self.forward()
         finally:
             flat[index] = orig
-        # Steps taken differ per element only by rounding; the smallest is the honest one.
-        return yp, ym, hp.min(), hm.min()
+        return yp, ym
 
     def _batched(self, leaf: Leaf, index: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         base = self.tensor(leaf)

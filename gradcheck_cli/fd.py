@@ -68,7 +68,6 @@ def loss_differences(
     dm = y0 - ym.double()
     hp = hp.double()
     hm = hm.double()
-    span = hp + hm
     w = weights.double()
     # Every sum over the outputs is a matrix-vector product (no B x M temporaries beyond
     # dp, dm and the mask): (y+ + y0)(y+ - y0)/2 = dp*dp/2 + y0*dp, and likewise for y-.
@@ -83,14 +82,69 @@ def loss_differences(
     changed = (dp != -dm).double()  # y+ != y-
     err2 = out_err.double().square()
     hidden2 = ulp.double().square() / 12.0
-    l2_var = changed @ (2.0 * y0.square() * (err2 - hidden2)) + (2.0 * y0.square() * hidden2).sum()  # no host sync
-    w_var = changed @ (2.0 * w.square() * (err2 - hidden2)) + (2.0 * w.square() * hidden2).sum()
-    l2_noise = l2_var.clamp(min=0.0).sqrt() / span
-    w_noise = w_var.clamp(min=0.0).sqrt() / span
+    l2_var = changed @ (2.0 * y0.square() * (err2 - hidden2))  # no host sync
+    w_var = changed @ (2.0 * w.square() * (err2 - hidden2))
+    return _slopes(l2_plus, l2_minus, w_plus, w_minus, l2_var, w_var, y0, w, hidden2, hp, hm)
+
+
+def _slopes(l2_plus, l2_minus, w_plus, w_minus, l2_var, w_var, y0, w, hidden2, hp, hm) -> dict[str, Differences]:
+    """Both losses' slopes from the summed loss changes over the steps actually taken.
+
+    The ``*_var`` sums cover the outputs that changed; every output may also hide
+    a sub-ulp change, which is added here.
+    """
+    span = hp + hm
+    l2_noise = (l2_var + (2.0 * y0.square() * hidden2).sum()).clamp(min=0.0).sqrt() / span
+    w_noise = (w_var + (2.0 * w.square() * hidden2).sum()).clamp(min=0.0).sqrt() / span
     return {
         "l2": Differences((l2_plus + l2_minus) / span, l2_plus / hp, l2_minus / hm, l2_noise),
         "weighted": Differences((w_plus + w_minus) / span, w_plus / hp, w_minus / hm, w_noise),
     }
+
+
+def attributed_differences(
+    parts,
+    n: int,
+    y0: torch.Tensor,
+    hp: torch.Tensor,
+    hm: torch.Tensor,
+    weights: torch.Tensor,
+    out_err: torch.Tensor,
+    ulp: torch.Tensor,
+) -> dict[str, Differences]:
+    """:func:`loss_differences` for n elements whose outputs were moved in groups.
+
+    ``parts`` yields ``(members, owner, yp, ym)``: one group of elements moved together
+    (``members``: their positions 0..n-1), the one member each output depends on
+    (``owner[m]`` indexes ``members``; -1 for none) and the outputs at +h and -h
+    (length M).  Each output's terms are credited to its owner alone, so every
+    element gets the sums that moving it alone would have given.  ``hp``/``hm`` are
+    the per-element steps (length n).
+    """
+    y0 = y0.double()
+    w = weights.double()
+    err2 = out_err.double().square()
+    hidden2 = ulp.double().square() / 12.0
+    l2_var_each = 2.0 * y0.square() * (err2 - hidden2)
+    w_var_each = 2.0 * w.square() * (err2 - hidden2)
+    # Rows: l2 at +h, l2 at -h, weighted at +h, weighted at -h, and the two noise variances.
+    sums = torch.zeros(6, n, dtype=torch.float64, device=y0.device)
+    for members, owner, yp, ym in parts:
+        out = torch.nonzero(owner >= 0).reshape(-1)
+        dp = yp.double()[out] - y0[out]
+        dm = y0[out] - ym.double()[out]
+        yo, wo = y0[out], w[out]
+        changed = (dp != -dm).double()
+        terms = torch.stack([
+            0.5 * dp * dp + dp * yo,
+            dm * yo - 0.5 * dm * dm,
+            dp * wo,
+            dm * wo,
+            changed * l2_var_each[out],
+            changed * w_var_each[out],
+        ])
+        sums.index_add_(1, members[owner[out]], terms)
+    return _slopes(*sums, y0, w, hidden2, hp.double(), hm.double())
 
 
 def ulp_of(y: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

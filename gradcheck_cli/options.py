@@ -35,6 +35,7 @@ class CheckOptions:
     max_elements: int | None = None
     only: tuple[str, ...] = ()
     batch: bool = True
+    coloring: bool = True  # move many elements per forward where verified safe (see coloring.py)
     budget: float | None = None  # seconds: sample elements so the check fits
     timeout: float | None = None  # seconds: stop a check that hangs
 

@@ -87,6 +87,8 @@ def caption(report: Report) -> str:
     ref = f" (numeric in {c['reference_dtype']})" if c.get("reference_dtype") not in (None, c.get("dtype")) else ""
     tm = report.timing
     path = "batched" if tm.get("batched") else "loop"
+    if tm.get("grouped"):
+        path = f"grouped: {', '.join(tm['grouped'])}; {path} for the rest" if len(tm["grouped"]) < len(report.tensors) else "grouped"
     return (
         f"dtype {c['dtype']}{ref} · device {c['device']} · eps {c['eps']:g} · rtol {c['rtol']:g} · atol {c['atol']:g} · "
         f"seed {c['seed']} · losses {'+'.join(c['losses'])} · kinks {c['kinks']} · "

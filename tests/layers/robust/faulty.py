@@ -175,9 +175,10 @@ class SleepsCatchingException(nn.Module):
 class SlowTwoParams(nn.Module):
     """No inputs; a small parameter ``a`` (checked first) and a larger ``b``.
 
-    Every forward sleeps 0.05 s, and ``float(...)`` makes vmap impossible, so the
-    check uses one forward per perturbation: ``a`` takes well under a second, ``b``
-    many seconds.  Used by the Ctrl-C test.
+    Every forward sleeps 0.05 s, ``float(...)`` makes vmap impossible, and the
+    cumulative sum makes every output of ``b`` depend on many of its elements (no
+    grouping), so the check uses one forward per perturbation: ``a`` takes well
+    under a second, ``b`` many seconds.  Used by the Ctrl-C test.
     """
 
     def __init__(self):
@@ -188,7 +189,7 @@ class SlowTwoParams(nn.Module):
     def forward(self):
         float(self.a.detach().sum())  # data-dependent Python: not vmappable
         time.sleep(0.05)
-        return torch.cat([Double.apply(self.a), Double.apply(self.b)])
+        return torch.cat([Double.apply(self.a), Double.apply(self.b).cumsum(0)])
 
 
 # --------------------------------------------------------------------------- state preservation
@@ -288,4 +289,4 @@ class InterruptWhileCheckingB(nn.Module):
         float(self.a.detach().sum())  # data-dependent Python: not vmappable
         if not torch.equal(self.b.detach(), self.b0):
             raise KeyboardInterrupt
-        return torch.cat([Double.apply(self.a), Double.apply(self.b)])
+        return torch.cat([Double.apply(self.a), Double.apply(self.b).cumsum(0)])
