@@ -84,6 +84,11 @@ def _close(a: torch.Tensor, b: torch.Tensor, tol: torch.Tensor) -> torch.Tensor:
     return (a == b) | ((a - b).abs() <= tol) | (a.isnan() & b.isnan())
 
 
+def _up(count: int, device: torch.device) -> torch.Tensor:
+    """Signs that move ``count`` elements by +h (and then -h)."""
+    return torch.ones(count, dtype=torch.float64, device=device)
+
+
 def _bit_order(bits: int) -> list[int]:
     """Lowest bit first, then highest, and inwards: local and long-range couplings both show early."""
     order, lo, hi = [], 0, bits - 1
@@ -109,8 +114,8 @@ def classes(evaluate: GroupFn, n: int, s: int, y0: torch.Tensor, tol: torch.Tens
         moved = yp = ym = None
         for bit in _bit_order((k - 1).bit_length()):
             upper = ((q >> bit) & 1) == 1
-            yp0, ym0 = evaluate(members[~upper], torch.ones(k - int(upper.sum()), device=device))
-            yp1, ym1 = evaluate(members[upper], torch.ones(int(upper.sum()), device=device))
+            yp0, ym0 = evaluate(members[~upper], _up(k - int(upper.sum()), device))
+            yp1, ym1 = evaluate(members[upper], _up(int(upper.sum()), device))
             in0, in1 = _moved(yp0, ym0, y0), _moved(yp1, ym1, y0)
             if bool((in0 & in1).any()):
                 raise Unstructured(f"an output depends on two elements {s} apart")
@@ -122,7 +127,7 @@ def classes(evaluate: GroupFn, n: int, s: int, y0: torch.Tensor, tol: torch.Tens
                 raise Unstructured("outputs changed inconsistently between halves")
             owner |= in1.long() << bit
         if moved is None:  # a class of one element
-            yp, ym = evaluate(members, torch.ones(1, device=device))
+            yp, ym = evaluate(members, _up(1, device))
             moved = _moved(yp, ym, y0)
         owner = torch.where(moved, owner, -1)
         if bool((owner >= k).any()):

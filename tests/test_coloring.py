@@ -1,0 +1,339 @@
+"""Grouped (coloured) evaluation: many elements per forward, each output credited to its one element.
+
+Two levels:
+
+* ``coloring.colour`` on exact linear maps (dyadic numbers, so every sum is exact):
+  which strides it accepts, which owners it credits, what it costs, and that it
+  rejects structures that would misattribute -- including changes that cancel
+  exactly inside the halves, which only the random probes can see.
+* ``check`` on real layers: the grouped path gives the verdicts the
+  one-element-per-forward path gives (correct layers, bugs, kinks, steps that leave
+  the domain, long-range couplings), and it is refused where it cannot be trusted.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from gradcheck_cli import check, coloring, fd
+from gradcheck_cli.cli import main
+
+H = 2.0**-10
+
+
+def _linear(a: torch.Tensor, x: torch.Tensor):
+    """Group evaluation of y = A x, as check.py's evaluate does it (moved by sign*H, then -sign*H)."""
+    calls = []
+
+    def evaluate(members, signs):
+        calls.append(members.numel())
+        d = torch.zeros_like(x)
+        d[members] = signs * H
+        return a @ (x + d), a @ (x - d)
+
+    return evaluate, calls
+
+
+def _colour(a: torch.Tensor, budget: int | None = None, seed: int = 0):
+    n = a.shape[1]
+    x = torch.arange(n, dtype=torch.float64) / 4 + 1  # dyadic: x +- H and every sum below are exact
+    evaluate, calls = _linear(a, x)
+    budget = n if budget is None else budget
+    parts, how = coloring.colour(evaluate, n, a @ x, torch.zeros(a.shape[0], dtype=torch.float64), budget, seed, list)
+    return parts, how, calls
+
+
+def _credits(parts) -> dict[int, int]:
+    """output -> credited element."""
+    out = {}
+    for members, owner, _, _ in parts:
+        for m in torch.nonzero(owner >= 0).reshape(-1).tolist():
+            assert m not in out or out[m] != int(members[owner[m]])
+            out.setdefault(m, [])
+            out[m].append(int(members[owner[m]]))
+    return out
+
+
+def _assert_credits_match(a: torch.Tensor, parts) -> None:
+    """Every output is credited exactly the elements it depends on, once each."""
+    credits = _credits(parts)
+    for m in range(a.shape[0]):
+        assert sorted(credits.get(m, [])) == torch.nonzero(a[m]).reshape(-1).tolist(), m
+
+
+def test_elementwise_fits_stride_1_in_a_logarithmic_number_of_forwards():
+    n = 64
+    a = torch.diag(torch.linspace(1, 2, n, dtype=torch.float64))
+    parts, how, calls = _colour(a)
+    assert how.stride == 1
+    assert how.forwards == coloring.cost(n, 1) == 2 * (2 * 6 + coloring.PROBES)
+    _assert_credits_match(a, parts)
+
+
+def test_banded_layer_fits_the_first_stride_wider_than_its_band():
+    n = 512
+    a = sum(torch.diag(torch.full((n - abs(k),), 1.0 + k / 8, dtype=torch.float64), k) for k in range(-2, 3))  # width 5
+    parts, how, _ = _colour(a)
+    assert how.stride == 8  # 1, 2 and 4 put two of an output's five inputs in one class
+    _assert_credits_match(a, parts)
+
+
+def test_a_wide_output_is_not_grouped_and_the_attempts_stay_within_budget():
+    n = 64
+    a = torch.ones(3, n, dtype=torch.float64)  # every output depends on every element
+    parts, how, calls = _colour(a, budget=n)
+    assert parts is None and how.stride == 0
+    assert how.forwards == 2 * len(calls) <= n
+    assert how.forwards <= 4 * 6  # each stride is refused at its first pair of halves
+
+
+def test_a_long_range_coupling_is_caught_early_by_the_highest_bit():
+    n = 64
+    a = torch.eye(n, dtype=torch.float64)
+    a[torch.arange(32), torch.arange(32) + 32] = 0.5  # y_i depends on x_i and x_{i+32}
+    parts, how, calls = _colour(a)
+    assert how.stride == 0 or how.stride >= 64
+    # The bit order (lowest, highest, ...) finds the coupling at the second pair of halves.
+    assert calls[:8] and len(calls) <= 8 * 6
+
+
+def test_changes_that_cancel_exactly_inside_the_halves_are_caught_by_the_random_probes(monkeypatch):
+    """y_0 = x_0 - x_1 + x_3: every pair of halves shows one change, spelling element 2.
+
+    bit 0: {0} moves y_0 by +h, {1, 3} by -h + h = 0; bit 1: {0, 1} by 0, {3} by +h.  The halves
+    alone would credit y_0 to element 2, which it does not depend on at all.
+    """
+    n = 64
+    a = torch.eye(n, dtype=torch.float64)
+    a[0, 1], a[0, 3] = -1.0, 1.0
+
+    monkeypatch.setattr(coloring, "PROBES", 0)
+    parts, how, _ = _colour(a, budget=1000)
+    assert how.stride == 1 and _credits(parts)[0] == [2]  # the hazard the probes exist for
+
+    monkeypatch.setattr(coloring, "PROBES", 2)
+    misattributed = 0
+    for seed in range(100):
+        parts, how, _ = _colour(a, budget=1000, seed=seed)
+        if how.stride == 1:
+            misattributed += 1
+        else:
+            assert how.stride == 4  # the first stride that separates 0, 1 and 3
+            _assert_credits_match(a, parts)
+    assert misattributed <= 10, misattributed  # ~6% expected for this one contrived output
+
+
+def test_an_output_that_depends_on_nothing_is_credited_to_nothing():
+    n = 40
+    a = torch.zeros(n + 5, n, dtype=torch.float64)
+    a[:n] = torch.eye(n, dtype=torch.float64)
+    parts, how, _ = _colour(a)
+    assert how.stride == 1
+    _assert_credits_match(a, parts)
+
+
+# ----------------------------------------------------------------------------- through check()
+
+
+class _Elementwise(torch.autograd.Function):
+    """y = x sin(x)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x * torch.sin(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * (torch.sin(x) + x * torch.cos(x))
+
+
+class _BuggyElementwise(_Elementwise):
+    """BUG: 5% too large where x > 1.5."""
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        d = torch.sin(x) + x * torch.cos(x)
+        return g * torch.where(x > 1.5, 1.05 * d, d)
+
+
+class _Coupled(torch.autograd.Function):
+    """y_i = x_i^2 + 0.5 x_{(i + n/2) mod n}: every output depends on two elements n/2 apart."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x * x + 0.5 * torch.roll(x, -x.shape[-1] // 2, dims=-1)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return 2 * x * g + 0.5 * torch.roll(g, x.shape[-1] // 2, dims=-1)
+
+
+class _CoupledForgotten(_Coupled):
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return 2 * x * g  # BUG: the coupling term's gradient is missing
+
+
+class _Relu(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * (x > 0).to(g.dtype)
+
+
+class _Sqrt(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        y = torch.sqrt(x)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        (y,) = ctx.saved_tensors
+        return g / (2 * y)
+
+
+def _both(fn, x, **options):
+    """The report with grouping and without; the verdicts of every tensor must agree."""
+    on = check(fn.apply, [x.clone()], **options)
+    off = check(fn.apply, [x.clone()], coloring=False, **options)
+    assert off.timing["grouped"] == {}
+    for a, b in zip(on.tensors, off.tensors):
+        np.testing.assert_array_equal(a.verdicts, b.verdicts)
+    assert on.passed == off.passed
+    return on, off
+
+
+def _x(n, seed=0, dtype=torch.float64):
+    return torch.randn(n, generator=torch.Generator().manual_seed(seed), dtype=torch.float64).mul(1.5).to(dtype)
+
+
+def test_a_correct_elementwise_layer_passes_grouped_in_few_forwards():
+    on, off = _both(_Elementwise, _x(4096))
+    assert on.passed
+    assert on.timing["grouped"] == {"input0": 1}
+    assert on.timing["forward_calls"] < 100 < 8192 <= off.timing["forward_calls"]
+    assert any("input0: elements moved in groups" in note for note in on.notes)
+
+
+def test_an_elementwise_bug_fails_on_exactly_the_wrong_elements_when_grouped():
+    x = _x(4096)
+    on, _ = _both(_BuggyElementwise, x)
+    assert on.timing["grouped"] == {"input0": 1}
+    t = on.tensors[0]
+    assert not on.passed and t.status == "FAIL"
+    np.testing.assert_array_equal(t.verdicts == fd.FAIL, (x > 1.5).numpy())
+
+
+def test_float32_layer_grouped_with_float64_differences():
+    on, _ = _both(_BuggyElementwise, _x(1024, dtype=torch.float32), dtype="float32")
+    assert on.timing["grouped"] == {"input0": 1}
+    assert not on.passed
+
+
+def test_a_long_range_coupling_bug_is_found_with_grouping_on():
+    x = _x(256)
+    good, _ = _both(_Coupled, x)
+    assert good.passed
+    bad, _ = _both(_CoupledForgotten, x)
+    assert not bad.passed and bad.tensors[0].status == "FAIL"
+    # No stride separates i from i + n/2 cheaply: this one is checked element by element.
+    assert bad.timing["grouped"] == {}
+
+
+def test_kinks_are_the_same_grouped_and_one_at_a_time():
+    x = _x(512)
+    x[::7] = 0.0  # exactly at the kink
+    on, _ = _both(_Relu, x)
+    assert on.timing["grouped"] == {"input0": 1}
+    assert on.tensors[0].counts["KINK"] == len(range(0, 512, 7))
+    assert on.passed
+
+
+def test_steps_that_leave_the_domain_are_inconclusive_grouped_too():
+    x = _x(256).abs() + 0.5
+    x[::16] = 1e-7  # x - h < 0: sqrt is NaN there
+    on, _ = _both(_Sqrt, x)
+    assert on.timing["grouped"] == {"input0": 1}
+    assert on.tensors[0].counts["NOISE"] == 16
+
+
+def test_a_nondeterministic_forward_is_not_grouped():
+    calls = {"n": 0}
+
+    def jitter(x):
+        calls["n"] += 1
+        return _Elementwise.apply(x) + 1e-12 * calls["n"]  # every output moves at every call
+
+    report = check(jitter, [_x(256)])
+    assert report.timing["grouped"] == {}
+
+
+def test_the_cli_can_turn_grouping_off(tmp_path, run_cli):
+    layer = tmp_path / "ew.py"
+    layer.write_text("import torch\n\ndef ew(x):\n    return torch.sin(x) * x\n")
+    code_on, out_on, _ = run_cli("run", f"{layer}:ew", "--input", "256", "--json", "-")
+    code_off, out_off, _ = run_cli("run", f"{layer}:ew", "--input", "256", "--json", "-", "--no-coloring")
+    assert code_on == code_off == 0
+    assert json.loads(out_on)["timing"]["grouped"] == {"input0": 1}
+    assert json.loads(out_off)["timing"]["grouped"] == {}
+
+
+def test_the_corpus_gives_the_same_verdicts_grouped_as_one_at_a_time(monkeypatch):
+    """Every corpus layer, grouped wherever its structure allows (however small the tensor)."""
+    from corpus import REGISTRY
+
+    monkeypatch.setattr(coloring, "MIN_ELEMENTS", 2)
+    monkeypatch.setattr(coloring, "BUDGET_FRACTION", 100.0)
+    grouped = 0
+    for case in REGISTRY:
+        options = dict(dtype=case.dtype, reference_dtype=case.reference_dtype, name=case.name)
+        on = check(case.make_layer(), [x.clone() for x in case.inputs], **options)
+        off = check(case.make_layer(), [x.clone() for x in case.inputs], coloring=False, **options)
+        grouped += bool(on.timing["grouped"])
+        for a, b in zip(on.tensors, off.tensors):
+            np.testing.assert_array_equal(a.verdicts, b.verdicts, err_msg=f"{case.name}: {a.name}")
+    assert grouped >= len(REGISTRY) * 3 // 4
+
+
+class _Stencil(torch.autograd.Function):
+    """y = x, except y_0 = x_0 - x_1 + x_3 (the exactly cancelling output of the probe test)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        y = x.clone()
+        y[0] = x[0] - x[1] + x[3]
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        grad = g.clone()
+        grad[1] = g[1] - g[0]
+        grad[3] = g[3] + g[0]
+        return grad
+
+
+def test_a_misattribution_the_probes_miss_cannot_fail_a_correct_layer(monkeypatch):
+    """Without probes the halves credit y_0 to element 2; re-evaluating flagged elements alone rescues the verdict."""
+    monkeypatch.setattr(coloring, "PROBES", 0)
+    monkeypatch.setattr(coloring, "BUDGET_FRACTION", 100.0)
+    x = torch.arange(64, dtype=torch.float64) / 4 + 1  # dyadic, and a power-of-two step: exact cancellation
+    on, off = _both(_Stencil, x, eps=2.0**-10)
+    assert on.timing["grouped"] == {"input0": 1}  # grouped, wrongly, at stride 1
+    assert on.passed and off.passed
