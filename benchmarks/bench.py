@@ -250,7 +250,7 @@ def run_child(spec: dict) -> None:
     }
 
     # Warm-up on a tiny instance of the same layer: one-time costs are not counted.
-    wm, wx = build(spec["family"], 16, dtype, device)
+    wm, wx = build(spec["family"], 256, dtype, device)
     for name in spec["tools"]:
         if name not in spec.get("skip", {}):
             tools[name](wm, wx)

@@ -634,11 +634,8 @@ class _Checker:
         index = torch.tensor(idx, device=self.device, dtype=torch.long)
         _, plus, minus, hp, hm = ev.steps(leaf, index, step)
 
-        def evaluate(members: torch.Tensor, signs: torch.Tensor):
-            at_dev = members.to(self.device)
-            up = (signs > 0).to(self.device)
-            p, m = plus[at_dev], minus[at_dev]
-            moved = self._guarded("forward", ev.group, leaf, index[at_dev], torch.where(up, p, m), torch.where(up, m, p))
+        def evaluate(signs: torch.Tensor):
+            moved = self._guarded("forward", ev.groups, leaf, index, plus, minus, signs.to(self.device, plus.dtype))
             return tuple(map(self._f64, moved))
 
         def assemble(parts):

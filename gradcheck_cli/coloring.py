@@ -33,14 +33,15 @@ of 2n.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Iterator, TypeVar
 
 import torch
 
-# Evaluate one group: (positions of the moved elements, +1/-1 per position) ->
-# float64 outputs with those elements at x + sign*h, and at x - sign*h.
-GroupFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+# Evaluate moves: signs (moves, n) in {-1, 0, +1} -> float64 outputs (one row per move)
+# with every element at x + sign*h, and at x - sign*h.
+GroupFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 T = TypeVar("T")
 
@@ -49,7 +50,10 @@ MIN_ELEMENTS = 32
 # Forwards that colouring may spend, failed attempts included, as a fraction of the
 # element-by-element path's 2n: a layer no stride fits costs at most this much extra.
 BUDGET_FRACTION = 0.5
-# Random moves of a whole class that every credit must predict (see _probe).
+# Outputs held at once per evaluation (float64 at +h and -h): moves are evaluated in
+# blocks of at most this many bytes.
+BLOCK_BYTES = 32 << 20
+# Random moves of a whole class that every credit must predict (see _Owners.probe).
 PROBES = 2
 # Up to this many elements flagged by a grouped first pass are re-evaluated one at a
 # time (the caller's choice; see check.py), so a verdict never rests on grouping alone.
@@ -84,11 +88,6 @@ def _close(a: torch.Tensor, b: torch.Tensor, tol: torch.Tensor) -> torch.Tensor:
     return (a == b) | ((a - b).abs() <= tol) | (a.isnan() & b.isnan())
 
 
-def _up(count: int, device: torch.device) -> torch.Tensor:
-    """Signs that move ``count`` elements by +h (and then -h)."""
-    return torch.ones(count, dtype=torch.float64, device=device)
-
-
 def _bit_order(bits: int) -> list[int]:
     """Lowest bit first, then highest, and inwards: local and long-range couplings both show early."""
     order, lo, hi = [], 0, bits - 1
@@ -103,50 +102,138 @@ def _bit_order(bits: int) -> list[int]:
 def classes(evaluate: GroupFn, n: int, s: int, y0: torch.Tensor, tol: torch.Tensor, gen: torch.Generator) -> Iterator[tuple]:
     """Per class of stride ``s``: (members, owner, yp, ym) as :func:`fd.attributed_differences` takes them.
 
-    Raises :class:`Unstructured` at the first output that depends on two members of a class.
+    Moves of consecutive classes share evaluations (few, large vmap calls), except the
+    first pair of halves, which goes alone: a local coupling is refused after two moves.
+    Raises :class:`Unstructured` at the first contradiction.
     """
-    device = y0.device
-    for r in range(min(s, n)):
-        members = torch.arange(r, n, s, device=device)
-        k = members.numel()
-        q = torch.arange(k, device=device)
-        owner = torch.zeros(y0.shape, dtype=torch.long, device=device)
-        moved = yp = ym = None
-        for bit in _bit_order((k - 1).bit_length()):
-            upper = ((q >> bit) & 1) == 1
-            yp0, ym0 = evaluate(members[~upper], _up(k - int(upper.sum()), device))
-            yp1, ym1 = evaluate(members[upper], _up(int(upper.sum()), device))
-            in0, in1 = _moved(yp0, ym0, y0), _moved(yp1, ym1, y0)
-            if bool((in0 & in1).any()):
-                raise Unstructured(f"an output depends on two elements {s} apart")
-            either = in0 | in1
-            bp, bm = torch.where(in1, yp1, yp0), torch.where(in1, ym1, ym0)
-            if moved is None:
-                moved, yp, ym = either, bp, bm
-            elif not torch.equal(either, moved) or not bool((_close(bp, yp, tol) & _close(bm, ym, tol))[moved].all()):
-                raise Unstructured("outputs changed inconsistently between halves")
-            owner |= in1.long() << bit
-        if moved is None:  # a class of one element
-            yp, ym = evaluate(members, _up(1, device))
-            moved = _moved(yp, ym, y0)
-        owner = torch.where(moved, owner, -1)
-        if bool((owner >= k).any()):
+    rows = max(2, BLOCK_BYTES // (16 * y0.numel()) // 2 * 2)  # moves per evaluation: bounded memory
+    pending = (_Class(r, n, s, y0, tol, gen) for r in range(min(s, n)))
+    queue: deque = deque()  # (class, first row, end row) still to evaluate
+    limit = 2
+    while True:
+        while sum(b - a for _, a, b in queue) < limit and (cls := next(pending, None)) is not None:
+            queue.append((cls, 0, len(cls.signs)))
+        if not queue:
+            return
+        block, size = [], 0
+        while queue and size < limit:
+            cls, a, b = queue.popleft()
+            take = min(b - a, limit - size)
+            block.append((cls, a, a + take))
+            if a + take < b:
+                queue.appendleft((cls, a + take, b))
+            size += take
+        yp, ym = evaluate(torch.cat([cls.signs[a:b] for cls, a, b in block]))
+        row = 0
+        for cls, a, b in block:
+            if cls.feed(yp[row : row + b - a], ym[row : row + b - a]):
+                yield cls.result()
+            row += b - a
+        limit = rows
+
+
+class _Class:
+    """One class of stride s: its moves (both halves of each bit, then random probes) and what they showed.
+
+    ``signs`` holds one row per move over all n positions: +1 where an element moves
+    by +h (and then -h), -1 where it moves the other way, 0 where it stays.
+    """
+
+    def __init__(self, r: int, n: int, s: int, y0: torch.Tensor, tol: torch.Tensor, gen: torch.Generator) -> None:
+        device = y0.device
+        self.members = torch.arange(r, n, s, device=device)
+        k = self.members.numel()
+        self.bits = _bit_order((k - 1).bit_length())
+        if k == 1:  # a class of one element: it alone is moved
+            self.steps = torch.ones(1, 1, dtype=torch.float64, device=device)
+        else:
+            self.steps = (torch.randint(-1, 2, (PROBES, k), generator=gen) * 1.0).to(device=device, dtype=torch.float64)
+        upper = (torch.arange(k, device=device)[None, :] >> torch.tensor(self.bits, dtype=torch.long, device=device).reshape(-1, 1)) & 1
+        halves = torch.stack([upper == 0, upper == 1], dim=1).reshape(-1, k).to(torch.float64)  # bit 0 half, bit 1 half, ...
+        self.halves = len(halves)
+        self.signs = torch.zeros(self.halves + len(self.steps), n, dtype=torch.float64, device=device)
+        self.signs[:, self.members] = torch.cat([halves, self.steps])
+        self.owners = _Owners(y0, tol, s)
+        self.seen = 0  # rows used so far
+        self.carry: tuple | None = None  # the first half of a pair whose second is in the next block
+        self.probes: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def feed(self, yp: torch.Tensor, ym: torch.Tensor) -> bool:
+        """The next rows of this class's moves, in order; True once all of them are in."""
+        if self.carry is not None:
+            yp, ym = torch.cat([self.carry[0], yp]), torch.cat([self.carry[1], ym])
+            self.carry = None
+        take = min(len(yp), self.halves - self.seen)
+        pairs = take - take % 2
+        if pairs:
+            first = self.seen // 2
+            self.owners.add(self.bits[first : first + pairs // 2], yp[:pairs], ym[:pairs])
+            self.seen += pairs
+        if take % 2:
+            self.carry = (yp[pairs:take], ym[pairs:take])
+            return False
+        if take < len(yp):
+            self.probes.append((yp[take:], ym[take:]))
+        self.seen += len(yp) - take
+        return self.seen == len(self.signs)
+
+    def result(self) -> tuple:
+        if self.probes:
+            sp = torch.cat([p for p, _ in self.probes])
+            sm = torch.cat([m for _, m in self.probes])
+        if not self.bits:
+            self.owners.solo(sp[0], sm[0])
+        self.owners.finish(self.members.numel())
+        if self.bits and self.probes:
+            self.owners.probe(self.steps, sp, sm)
+        return self.members, self.owners.owner, self.owners.yp, self.owners.ym
+
+
+class _Owners:
+    """What the halves of one class say: which member each output depends on, and its values."""
+
+    def __init__(self, y0: torch.Tensor, tol: torch.Tensor, stride: int) -> None:
+        self.y0, self.tol, self.stride = y0, tol, stride
+        self.owner = torch.zeros(y0.shape, dtype=torch.long, device=y0.device)
+        self.moved = self.yp = self.ym = None
+
+    def add(self, bits: list[int], yp: torch.Tensor, ym: torch.Tensor) -> None:
+        """Rows of ``yp``/``ym`` alternate: the half whose bit is 0, then the half whose bit is 1."""
+        moved = _moved(yp, ym, self.y0)
+        in0, in1 = moved[0::2], moved[1::2]
+        if bool((in0 & in1).any()):
+            raise Unstructured(f"an output depends on two elements {self.stride} apart")
+        either = in0 | in1
+        bp, bm = torch.where(in1, yp[1::2], yp[0::2]), torch.where(in1, ym[1::2], ym[0::2])
+        if self.moved is None:
+            self.moved, self.yp, self.ym = either[0], bp[0], bm[0]
+        if not bool((either == self.moved).all()):
+            raise Unstructured("outputs changed in some pairs of halves but not in others")
+        same = _close(bp, self.yp, self.tol) & _close(bm, self.ym, self.tol)
+        if not bool(same[:, self.moved].all()):
+            raise Unstructured("an output's change depended on which other elements moved with its own")
+        place = torch.tensor([1 << b for b in bits], dtype=torch.long, device=self.owner.device)
+        self.owner += (in1.long() * place[:, None]).sum(0)
+
+    def solo(self, yp: torch.Tensor, ym: torch.Tensor) -> None:
+        """A class of one element: every output that moved depends on it."""
+        self.moved, self.yp, self.ym = _moved(yp, ym, self.y0), yp, ym
+
+    def finish(self, k: int) -> None:
+        self.owner = torch.where(self.moved, self.owner, -1)
+        if bool((self.owner >= k).any()):
             raise Unstructured("outputs changed in halves that name no element")
-        if k > 1:
-            _probe(evaluate, members, owner, moved, yp, ym, y0, tol, gen)
-        yield members, owner, yp, ym
 
+    def probe(self, steps: torch.Tensor, sp: torch.Tensor, sm: torch.Tensor) -> None:
+        """The class moved at random (each member by +h, -h or not at all): every output must follow its owner alone.
 
-def _probe(evaluate: GroupFn, members, owner, moved, yp, ym, y0, tol, gen) -> None:
-    """Move the class at random (each member by +h, -h or not at all), twice: every output must follow its owner alone."""
-    for _ in range(PROBES):
-        step = torch.randint(-1, 2, (members.numel(),), generator=gen).to(device=y0.device, dtype=torch.float64)
-        go = step != 0
-        sp, sm = evaluate(members[go], step[go])
-        mine = step[owner.clamp(min=0)]
-        want_p = torch.where(moved & (mine > 0), yp, torch.where(moved & (mine < 0), ym, y0))
-        want_m = torch.where(moved & (mine > 0), ym, torch.where(moved & (mine < 0), yp, y0))
-        if not bool((_close(sp, want_p, tol) & _close(sm, want_m, tol)).all()):
+        ``steps`` is (probes, members); ``sp``/``sm`` the outputs, one row per probe.
+        """
+        mine = steps[:, self.owner.clamp(min=0)]
+        up, down = self.moved & (mine > 0), self.moved & (mine < 0)
+        want_p = torch.where(up, self.yp, torch.where(down, self.ym, self.y0))
+        want_m = torch.where(up, self.ym, torch.where(down, self.yp, self.y0))
+        if not bool((_close(sp, want_p, self.tol) & _close(sm, want_m, self.tol)).all()):
             raise Unstructured("a random move of the class disagreed with the credited changes")
 
 
@@ -157,10 +244,10 @@ def colour(evaluate: GroupFn, n: int, y0: torch.Tensor, tol: torch.Tensor, budge
     """
     spent = 0
 
-    def counted(members: torch.Tensor, signs: torch.Tensor):
+    def counted(signs: torch.Tensor):
         nonlocal spent
-        spent += 2
-        return evaluate(members, signs)
+        spent += 2 * len(signs)
+        return evaluate(signs)
 
     s = 1
     while s < n and cost(n, s) <= budget - spent:

@@ -33,6 +33,12 @@ CHUNK_ELEMENTS = 1 << 19
 MAX_CHUNK = 1024
 # Chunks at least this long time the batched path against the loop (each on real work).
 RACE_MIN = 16
+# Grouped moves (see coloring.py) are batched from this many on, at most GROUP_ROWS rows
+# (and GROUP_BLOCK_ELEMENTS inputs plus outputs, 1 MiB of float64) per vmap call: small
+# blocks stay in cache, and vmap over a few dozen rows is several times faster than a loop.
+GROUP_BATCH_MIN = 2
+GROUP_ROWS = 64
+GROUP_BLOCK_ELEMENTS = 1 << 17
 
 
 class _StandInCtx:
@@ -99,6 +105,7 @@ class Evaluator:
         self._bound = None  # the layer bound to self.params (see Layer.bound)
         self._race: dict[str, float] = {}  # seconds per element of each path, timed on real chunks
         self.batched: bool | None = None if batch else False  # None: not tried yet
+        self.group_batched: bool | None = None if batch else False  # vmap for grouped moves, bit-exact
         self.batch_note: str | None = None  # why the loop is used, for the report's notes
         self.probe_error: torch.Tensor | None = None
 
@@ -216,15 +223,84 @@ class Evaluator:
             flat[index] = orig
         return yp, ym
 
+    def groups(self, leaf: Leaf, index: torch.Tensor, plus: torch.Tensor, minus: torch.Tensor, signs: torch.Tensor):
+        """Outputs with many elements moved at once, one move per row of ``signs`` (G, len(index)).
+
+        Element ``index[j]`` is set to ``plus[j]`` where the sign is +1 and ``minus[j]``
+        where it is -1 (then the other way round); 0 leaves it. Returns (Yp, Ym), each
+        (G, M). Batched with vmap where that reproduces the loop bit for bit (grouping
+        compares outputs exactly); else one forward per move and side.
+        """
+        flat = self.tensor(leaf).view(-1)
+        orig = flat[index]
+        up, down = signs > 0, signs < 0
+        to_plus = torch.where(up, plus, torch.where(down, minus, orig))
+        to_minus = torch.where(up, minus, torch.where(down, plus, orig))
+        self.points += 2 * len(signs)
+        if self.group_batched is not False and self.batched is not False and len(signs) >= GROUP_BATCH_MIN:
+            try:
+                with torch.no_grad():
+                    yp, ym = self._batched_moves(leaf, index, to_plus, to_minus)
+                if self.group_batched is None:
+                    lp, lm = self._looped_moves(leaf, index, orig, to_plus[:1], to_minus[:1])
+                    self.group_batched = torch.equal(lp, yp[:1]) and torch.equal(lm, ym[:1])
+                if self.group_batched:
+                    return yp, ym
+            except Exception:  # vmap cannot run this layer
+                self.group_batched = False
+        return self._looped_moves(leaf, index, orig, to_plus, to_minus)
+
+    def _looped_moves(self, leaf: Leaf, index, orig, to_plus, to_minus) -> tuple[torch.Tensor, torch.Tensor]:
+        flat = self.tensor(leaf).view(-1)
+        ys_plus, ys_minus = [], []
+        try:
+            with torch.no_grad():
+                for vp, vm in zip(to_plus, to_minus):
+                    flat[index] = vp
+                    ys_plus.append(self.forward())
+                    flat[index] = vm
+                    ys_minus.append(self.forward())
+        finally:
+            flat[index] = orig
+        return torch.stack(ys_plus), torch.stack(ys_minus)
+
+    def _batched_moves(self, leaf: Leaf, index, to_plus, to_minus) -> tuple[torch.Tensor, torch.Tensor]:
+        flat = self.tensor(leaf).reshape(-1)
+        n = flat.numel()
+        out_size = sum(self.out_sizes) or self.forward().numel()
+        per_call = max(1, min(GROUP_ROWS, GROUP_BLOCK_ELEMENTS // max(1, n + out_size)) // 2)
+        plus_out, minus_out = [], []
+        for start in range(0, len(to_plus), per_call):
+            vp, vm = to_plus[start : start + per_call], to_minus[start : start + per_call]
+            xs = flat.expand(2 * len(vp), n).clone()
+            xs[: len(vp), index] = vp
+            xs[len(vp) :, index] = vm
+            out = self._vmapped(leaf, xs)
+            plus_out.append(out[: len(vp)])
+            minus_out.append(out[len(vp) :])
+        return torch.cat(plus_out), torch.cat(minus_out)
+
     def _batched(self, leaf: Leaf, index: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-        base = self.tensor(leaf)
-        n = base.numel()
-        flat = base.reshape(-1)
+        flat = self.tensor(leaf).reshape(-1)
+        n = flat.numel()
         rows = torch.arange(index.numel(), device=self.device)
+        out_size = sum(self.out_sizes) or self.forward().numel()  # known after the base forward
+        chunk = max(1, min(MAX_CHUNK, CHUNK_ELEMENTS // max(1, n + out_size)))
+        results = []
+        for start in range(0, index.numel(), chunk):
+            sl = slice(start, start + chunk)
+            xs = flat.expand(rows[sl].numel(), n).clone()
+            xs[rows[sl] - start, index[sl]] = values[sl]
+            results.append(self._vmapped(leaf, xs))
+        return torch.cat(results)
+
+    def _vmapped(self, leaf: Leaf, xs: torch.Tensor) -> torch.Tensor:
+        """One vmap call: the layer's flattened outputs for each row of ``xs`` (a flat value of the leaf)."""
+        shape = self.tensor(leaf).shape
+        kind, key = leaf
 
         def one(x_flat: torch.Tensor) -> torch.Tensor:
-            x = x_flat.view(base.shape)
-            kind, key = leaf
+            x = x_flat.view(shape)
             if kind == "param":
                 params = {**self.params, key: x}
                 inputs = self.inputs
@@ -235,18 +311,10 @@ class Evaluator:
             out = self.layer.call(params, inputs, self.buffers)
             return torch.cat([y.reshape(-1) for y in flatten_outputs(out, self.layer.name)])
 
-        out_size = sum(self.out_sizes) or self.forward().numel()  # known after the base forward
-        chunk = max(1, min(MAX_CHUNK, CHUNK_ELEMENTS // max(1, n + out_size)))
-        results = []
+        self._reseed()
+        self.calls += 1
         with forward_only_functions():
-            for start in range(0, index.numel(), chunk):
-                sl = slice(start, start + chunk)
-                xs = flat.expand(rows[sl].numel(), n).clone()
-                xs[rows[sl] - start, index[sl]] = values[sl]
-                self._reseed()
-                self.calls += 1
-                results.append(torch.func.vmap(one, randomness="same")(xs))
-        return torch.cat(results)
+            return torch.func.vmap(one, randomness="same")(xs)
 
     def _probe(self, leaf, idx, orig, plus, minus, yp, ym) -> None:
         """Trust the batched path only if it reproduces the loop on a few elements."""
