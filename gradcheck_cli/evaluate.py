@@ -27,18 +27,20 @@ from .layer import Layer, flatten_outputs
 
 Leaf = tuple[str, object]  # ("input", position) or ("param", name)
 
-# Elements (perturbed inputs plus outputs) per chunk: 512K float64 = 4 MiB a block,
-# which keeps memory O(inputs + outputs) while batches stay large enough to be fast.
+# Elements (perturbed inputs plus outputs) per chunk of perturbations: 512K float64 = 4 MiB
+# a block, which keeps memory O(inputs + outputs) while chunks stay large.
 CHUNK_ELEMENTS = 1 << 19
+# ... and per vmap call: 1 MiB stays in cache (a vmapped conv1d over 4 MiB blocks ran
+# 1.5x slower per row than over 1 MiB ones).
+VMAP_ELEMENTS = 1 << 17
 MAX_CHUNK = 1024
 # Chunks at least this long time the batched path against the loop (each on real work).
 RACE_MIN = 16
-# Grouped moves (see coloring.py) are batched from this many on, at most GROUP_ROWS rows
-# (and GROUP_BLOCK_ELEMENTS inputs plus outputs, 1 MiB of float64) per vmap call: small
-# blocks stay in cache, and vmap over a few dozen rows is several times faster than a loop.
+# Grouped moves (see coloring.py) are batched when at least GROUP_BATCH_MIN moves fit in one
+# vmap call of at most GROUP_ROWS rows and VMAP_ELEMENTS inputs plus outputs: vmap over a
+# few dozen rows is several times faster than a loop, over two rows slower.
 GROUP_BATCH_MIN = 2
 GROUP_ROWS = 64
-GROUP_BLOCK_ELEMENTS = 1 << 17
 
 
 class _StandInCtx:
@@ -237,10 +239,12 @@ class Evaluator:
         to_plus = torch.where(up, plus, torch.where(down, minus, orig))
         to_minus = torch.where(up, minus, torch.where(down, plus, orig))
         self.points += 2 * len(signs)
-        if self.group_batched is not False and self.batched is not False and len(signs) >= GROUP_BATCH_MIN:
+        out_size = sum(self.out_sizes) or self.forward().numel()
+        per_call = min(GROUP_ROWS, VMAP_ELEMENTS // max(1, flat.numel() + out_size)) // 2  # moves per vmap call
+        if self.group_batched is not False and self.batched is not False and min(per_call, len(signs)) >= GROUP_BATCH_MIN:
             try:
                 with torch.no_grad():
-                    yp, ym = self._batched_moves(leaf, index, to_plus, to_minus)
+                    yp, ym = self._batched_moves(leaf, index, to_plus, to_minus, per_call)
                 if self.group_batched is None:
                     lp, lm = self._looped_moves(leaf, index, orig, to_plus[:1], to_minus[:1])
                     self.group_batched = torch.equal(lp, yp[:1]) and torch.equal(lm, ym[:1])
@@ -264,11 +268,9 @@ class Evaluator:
             flat[index] = orig
         return torch.stack(ys_plus), torch.stack(ys_minus)
 
-    def _batched_moves(self, leaf: Leaf, index, to_plus, to_minus) -> tuple[torch.Tensor, torch.Tensor]:
+    def _batched_moves(self, leaf: Leaf, index, to_plus, to_minus, per_call: int) -> tuple[torch.Tensor, torch.Tensor]:
         flat = self.tensor(leaf).reshape(-1)
         n = flat.numel()
-        out_size = sum(self.out_sizes) or self.forward().numel()
-        per_call = max(1, min(GROUP_ROWS, GROUP_BLOCK_ELEMENTS // max(1, n + out_size)) // 2)
         plus_out, minus_out = [], []
         for start in range(0, len(to_plus), per_call):
             vp, vm = to_plus[start : start + per_call], to_minus[start : start + per_call]
@@ -285,7 +287,7 @@ class Evaluator:
         n = flat.numel()
         rows = torch.arange(index.numel(), device=self.device)
         out_size = sum(self.out_sizes) or self.forward().numel()  # known after the base forward
-        chunk = max(1, min(MAX_CHUNK, CHUNK_ELEMENTS // max(1, n + out_size)))
+        chunk = max(1, min(MAX_CHUNK, VMAP_ELEMENTS // max(1, n + out_size)))
         results = []
         for start in range(0, index.numel(), chunk):
             sl = slice(start, start + chunk)
