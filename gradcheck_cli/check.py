@@ -634,9 +634,9 @@ class _Checker:
         index = torch.tensor(idx, device=self.device, dtype=torch.long)
         _, plus, minus, hp, hm = ev.steps(leaf, index, step)
 
-        def evaluate(signs: torch.Tensor):
-            moved = self._guarded("forward", ev.groups, leaf, index, plus, minus, signs.to(self.device, plus.dtype))
-            return tuple(map(self._f64, moved))
+        def evaluate(segments: list):
+            segments = [(pos.to(self.device), signs.to(self.device)) for pos, signs in segments]
+            return tuple(map(self._f64, self._guarded("forward", ev.groups, leaf, index, plus, minus, segments)))
 
         def assemble(parts):
             return fd.attributed_differences(parts, n, y0, self._f64(hp), self._f64(hm), weights, out_err, ulp)

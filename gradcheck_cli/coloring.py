@@ -39,9 +39,9 @@ from typing import Callable, Iterator, TypeVar
 
 import torch
 
-# Evaluate moves: signs (moves, n) in {-1, 0, +1} -> float64 outputs (one row per move)
-# with every element at x + sign*h, and at x - sign*h.
-GroupFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+# Evaluate moves: a list of (positions (k,), signs (moves, k) in {-1, 0, +1}) -> float64
+# outputs, one row per move, with those elements at x + sign*h, and at x - sign*h.
+GroupFn = Callable[[list], tuple[torch.Tensor, torch.Tensor]]
 
 T = TypeVar("T")
 
@@ -50,9 +50,9 @@ MIN_ELEMENTS = 32
 # Forwards that colouring may spend, failed attempts included, as a fraction of the
 # element-by-element path's 2n: a layer no stride fits costs at most this much extra.
 BUDGET_FRACTION = 0.5
-# Outputs held at once per evaluation (float64 at +h and -h): moves are evaluated in
-# blocks of at most this many bytes.
-BLOCK_BYTES = 32 << 20
+# Moved inputs and outputs held at once (float64, at +h and -h): moves are evaluated in
+# blocks of at most this many bytes (and 256 moves).
+BLOCK_BYTES = 8 << 20
 # Random moves of a whole class that every credit must predict (see _Owners.probe).
 PROBES = 2
 # Up to this many elements flagged by a grouped first pass are re-evaluated one at a
@@ -106,7 +106,7 @@ def classes(evaluate: GroupFn, n: int, s: int, y0: torch.Tensor, tol: torch.Tens
     first pair of halves, which goes alone: a local coupling is refused after two moves.
     Raises :class:`Unstructured` at the first contradiction.
     """
-    rows = max(2, BLOCK_BYTES // (16 * y0.numel()) // 2 * 2)  # moves per evaluation: bounded memory
+    rows = max(2, min(256, BLOCK_BYTES // (16 * (n + y0.numel()))) // 2 * 2)  # moves per evaluation: bounded memory
     pending = (_Class(r, n, s, y0, tol, gen) for r in range(min(s, n)))
     queue: deque = deque()  # (class, first row, end row) still to evaluate
     limit = 2
@@ -123,7 +123,7 @@ def classes(evaluate: GroupFn, n: int, s: int, y0: torch.Tensor, tol: torch.Tens
             if a + take < b:
                 queue.appendleft((cls, a + take, b))
             size += take
-        yp, ym = evaluate(torch.cat([cls.signs[a:b] for cls, a, b in block]))
+        yp, ym = evaluate([(cls.members, cls.signs[a:b]) for cls, a, b in block])
         row = 0
         for cls, a, b in block:
             if cls.feed(yp[row : row + b - a], ym[row : row + b - a]):
@@ -135,7 +135,7 @@ def classes(evaluate: GroupFn, n: int, s: int, y0: torch.Tensor, tol: torch.Tens
 class _Class:
     """One class of stride s: its moves (both halves of each bit, then random probes) and what they showed.
 
-    ``signs`` holds one row per move over all n positions: +1 where an element moves
+    ``signs`` holds one row per move over the class's members: +1 where a member moves
     by +h (and then -h), -1 where it moves the other way, 0 where it stays.
     """
 
@@ -151,8 +151,7 @@ class _Class:
         upper = (torch.arange(k, device=device)[None, :] >> torch.tensor(self.bits, dtype=torch.long, device=device).reshape(-1, 1)) & 1
         halves = torch.stack([upper == 0, upper == 1], dim=1).reshape(-1, k).to(torch.float64)  # bit 0 half, bit 1 half, ...
         self.halves = len(halves)
-        self.signs = torch.zeros(self.halves + len(self.steps), n, dtype=torch.float64, device=device)
-        self.signs[:, self.members] = torch.cat([halves, self.steps])
+        self.signs = torch.cat([halves, self.steps])
         self.owners = _Owners(y0, tol, s)
         self.seen = 0  # rows used so far
         self.carry: tuple | None = None  # the first half of a pair whose second is in the next block
@@ -244,10 +243,10 @@ def colour(evaluate: GroupFn, n: int, y0: torch.Tensor, tol: torch.Tensor, budge
     """
     spent = 0
 
-    def counted(signs: torch.Tensor):
+    def counted(segments: list):
         nonlocal spent
-        spent += 2 * len(signs)
-        return evaluate(signs)
+        spent += 2 * sum(len(signs) for _, signs in segments)
+        return evaluate(segments)
 
     s = 1
     while s < n and cost(n, s) <= budget - spent:

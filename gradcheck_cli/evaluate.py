@@ -225,61 +225,72 @@ class Evaluator:
             flat[index] = orig
         return yp, ym
 
-    def groups(self, leaf: Leaf, index: torch.Tensor, plus: torch.Tensor, minus: torch.Tensor, signs: torch.Tensor):
-        """Outputs with many elements moved at once, one move per row of ``signs`` (G, len(index)).
+    def groups(self, leaf: Leaf, index: torch.Tensor, plus: torch.Tensor, minus: torch.Tensor, segments: list):
+        """Outputs with many elements moved at once: (Yp, Ym), each (moves, M).
 
-        Element ``index[j]`` is set to ``plus[j]`` where the sign is +1 and ``minus[j]``
-        where it is -1 (then the other way round); 0 leaves it. Returns (Yp, Ym), each
-        (G, M). Batched with vmap where that reproduces the loop bit for bit (grouping
-        compares outputs exactly); else one forward per move and side.
+        ``segments`` is a list of (positions, signs (moves, k)): in each move, element
+        ``index[p]`` is set to ``plus[p]`` where its sign is +1 and to ``minus[p]`` where
+        it is -1 (then the other way round); 0 leaves it. Batched with vmap where that
+        reproduces the loop bit for bit (grouping compares outputs exactly), else one
+        forward per move and side.
         """
         flat = self.tensor(leaf).view(-1)
-        orig = flat[index]
-        up, down = signs > 0, signs < 0
-        to_plus = torch.where(up, plus, torch.where(down, minus, orig))
-        to_minus = torch.where(up, minus, torch.where(down, plus, orig))
-        self.points += 2 * len(signs)
+        parts = []
+        for pos, signs in segments:
+            cols = index[pos]
+            p, m, o = plus[pos], minus[pos], flat[cols]
+            up, down = signs > 0, signs < 0
+            parts.append((cols, o, torch.where(up, p, torch.where(down, m, o)), torch.where(up, m, torch.where(down, p, o))))
+        moves = sum(len(signs) for _, signs in segments)
+        self.points += 2 * moves
         out_size = sum(self.out_sizes) or self.forward().numel()
         per_call = min(GROUP_ROWS, VMAP_ELEMENTS // max(1, flat.numel() + out_size)) // 2  # moves per vmap call
-        if self.group_batched is not False and self.batched is not False and min(per_call, len(signs)) >= GROUP_BATCH_MIN:
+        if self.group_batched is not False and self.batched is not False and min(per_call, moves) >= GROUP_BATCH_MIN:
             try:
                 with torch.no_grad():
-                    yp, ym = self._batched_moves(leaf, index, to_plus, to_minus, per_call)
+                    yp, ym = self._batched_moves(leaf, parts, per_call)
                 if self.group_batched is None:
-                    lp, lm = self._looped_moves(leaf, index, orig, to_plus[:1], to_minus[:1])
+                    cols, o, vp, vm = parts[0]
+                    lp, lm = self._looped_moves(leaf, [(cols, o, vp[:1], vm[:1])])
                     self.group_batched = torch.equal(lp, yp[:1]) and torch.equal(lm, ym[:1])
                 if self.group_batched:
                     return yp, ym
             except Exception:  # vmap cannot run this layer
                 self.group_batched = False
-        return self._looped_moves(leaf, index, orig, to_plus, to_minus)
+        return self._looped_moves(leaf, parts)
 
-    def _looped_moves(self, leaf: Leaf, index, orig, to_plus, to_minus) -> tuple[torch.Tensor, torch.Tensor]:
+    def _looped_moves(self, leaf: Leaf, parts) -> tuple[torch.Tensor, torch.Tensor]:
         flat = self.tensor(leaf).view(-1)
         ys_plus, ys_minus = [], []
-        try:
-            with torch.no_grad():
-                for vp, vm in zip(to_plus, to_minus):
-                    flat[index] = vp
-                    ys_plus.append(self.forward())
-                    flat[index] = vm
-                    ys_minus.append(self.forward())
-        finally:
-            flat[index] = orig
+        with torch.no_grad():
+            for cols, orig, to_plus, to_minus in parts:
+                try:
+                    for vp, vm in zip(to_plus, to_minus):
+                        flat[cols] = vp
+                        ys_plus.append(self.forward())
+                        flat[cols] = vm
+                        ys_minus.append(self.forward())
+                finally:
+                    flat[cols] = orig
         return torch.stack(ys_plus), torch.stack(ys_minus)
 
-    def _batched_moves(self, leaf: Leaf, index, to_plus, to_minus, per_call: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _batched_moves(self, leaf: Leaf, parts, per_call: int) -> tuple[torch.Tensor, torch.Tensor]:
         flat = self.tensor(leaf).reshape(-1)
-        n = flat.numel()
+        rows_p, rows_m = [], []
+        for cols, _, to_plus, to_minus in parts:
+            xp = flat.expand(len(to_plus), flat.numel()).clone()
+            xp[:, cols] = to_plus
+            xm = flat.expand(len(to_minus), flat.numel()).clone()
+            xm[:, cols] = to_minus
+            rows_p.append(xp)
+            rows_m.append(xm)
+        xp, xm = torch.cat(rows_p), torch.cat(rows_m)
         plus_out, minus_out = [], []
-        for start in range(0, len(to_plus), per_call):
-            vp, vm = to_plus[start : start + per_call], to_minus[start : start + per_call]
-            xs = flat.expand(2 * len(vp), n).clone()
-            xs[: len(vp), index] = vp
-            xs[len(vp) :, index] = vm
-            out = self._vmapped(leaf, xs)
-            plus_out.append(out[: len(vp)])
-            minus_out.append(out[len(vp) :])
+        for start in range(0, len(xp), per_call):
+            k = len(xp[start : start + per_call])
+            out = self._vmapped(leaf, torch.cat([xp[start : start + per_call], xm[start : start + per_call]]))
+            plus_out.append(out[:k])
+            minus_out.append(out[k:])
         return torch.cat(plus_out), torch.cat(minus_out)
 
     def _batched(self, leaf: Leaf, index: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
