@@ -41,6 +41,9 @@ RACE_MIN = 16
 # few dozen rows is several times faster than a loop, over two rows slower.
 GROUP_BATCH_MIN = 2
 GROUP_ROWS = 64
+# The first evaluation of at least this many moves decides, by timing, whether vmap or the
+# loop runs the rest.
+GROUP_RACE_MIN = 8
 
 
 class _StandInCtx:
@@ -245,15 +248,25 @@ class Evaluator:
         self.points += 2 * moves
         out_size = sum(self.out_sizes) or self.forward().numel()
         per_call = min(GROUP_ROWS, VMAP_ELEMENTS // max(1, flat.numel() + out_size)) // 2  # moves per vmap call
-        if self.group_batched is not False and self.batched is not False and min(per_call, moves) >= GROUP_BATCH_MIN:
+        deciding = self.group_batched is None
+        if self.group_batched is not False and self.batched is not False and min(per_call, moves) >= GROUP_BATCH_MIN and not (deciding and moves < GROUP_RACE_MIN):
             try:
+                started = time.perf_counter()
                 with torch.no_grad():
                     yp, ym = self._batched_moves(leaf, parts, per_call)
-                if self.group_batched is None:
+                if deciding:
+                    # Trust vmap only if it reproduces the loop bit for bit, and keep it only if
+                    # it is faster per move (a batched conv1d can be slower than single calls).
+                    batched_s = self._seconds(started) / moves
                     cols, o, vp, vm = parts[0]
-                    lp, lm = self._looped_moves(leaf, [(cols, o, vp[:1], vm[:1])])
-                    self.group_batched = torch.equal(lp, yp[:1]) and torch.equal(lm, ym[:1])
-                if self.group_batched:
+                    k = min(4, len(vp))
+                    started = time.perf_counter()
+                    lp, lm = self._looped_moves(leaf, [(cols, o, vp[:k], vm[:k])])
+                    same = torch.equal(lp, yp[:k]) and torch.equal(lm, ym[:k])
+                    self.group_batched = same and batched_s < self._seconds(started) / k
+                    if same:
+                        return yp, ym
+                elif self.group_batched:
                     return yp, ym
             except Exception:  # vmap cannot run this layer
                 self.group_batched = False
