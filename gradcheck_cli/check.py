@@ -250,14 +250,18 @@ class _Checker:
         """Which elements of each tensor to check, within --max-elements and --budget.
 
         Tensors whose outputs fit a stride (see :mod:`.coloring`) get their first pass
-        here, which costs a few dozen forwards: only the others count against --budget.
+        here, usually a few dozen forwards (with --budget, at most an even share of it):
+        only the others are sampled to fit --budget.
         """
         shapes = {tname: tuple(ev.tensor(leaf).shape) for tname, leaf in leaves}
         limit = self.opts.max_elements
         plan = {tname: select(shape, limit, self.opts.seed) for tname, shape in shapes.items()}
         self.first_pass: dict[str, dict[str, fd.Differences]] = {}
+        cap = None
+        if self.opts.budget is not None:
+            cap = int(self.opts.budget / max(self._forward_seconds(ev), 1e-9) / len(leaves))
         for tname, leaf in leaves:
-            grouped = self._grouped_differences(tname, ev, leaf, plan[tname], self.eps, at)
+            grouped = self._grouped_differences(tname, ev, leaf, plan[tname], self.eps, at, cap)
             if grouped is not None:
                 self.first_pass[tname] = grouped
         single = [(tname, leaf) for tname, leaf in leaves if tname not in self.first_pass]
@@ -611,7 +615,8 @@ class _Checker:
                 f"{outside} element(s) of {tname}: the layer returned NaN/Inf at x±h (the step leaves its domain?); "
                 "reported NOISE. A smaller --eps may reach them"
             )
-        self._check_joint_kinks(tname, leaf, ev, at, per_loss, a_flat, losses)
+        if not (grouped and self.grouping[tname][0][1].stride == 1):  # stride 1: no two elements share an output
+            self._check_joint_kinks(tname, leaf, ev, at, per_loss, a_flat, losses)
         return self._tensor_report(tname, leaf, shape, idx, per_loss, analytic, losses)
 
     def _all_differences(self, ev: Evaluator, leaf, idx: list[int], step: float, at, advance=None) -> dict[str, fd.Differences]:
@@ -625,7 +630,7 @@ class _Checker:
                 advance(len(part))
         return {loss: _cat_differences([c[loss] for c in parts]) for loss in parts[0]}
 
-    def _grouped_differences(self, tname, ev: Evaluator, leaf, idx: list[int], step: float, at) -> dict[str, fd.Differences] | None:
+    def _grouped_differences(self, tname, ev: Evaluator, leaf, idx: list[int], step: float, at, cap: int | None = None) -> dict[str, fd.Differences] | None:
         """Slopes from moving many elements per forward (see :mod:`.coloring`), or None where that does not fit."""
         n = len(idx)
         if not self.opts.coloring or n < coloring.MIN_ELEMENTS:
@@ -642,6 +647,8 @@ class _Checker:
             return fd.attributed_differences(parts, n, y0, self._f64(hp), self._f64(hm), weights, out_err, ulp)
 
         budget = int(coloring.BUDGET_FRACTION * 2 * n)
+        if cap is not None:  # --budget: grouping may use no more than this tensor's share of it
+            budget = min(budget, cap)
         result, how = coloring.colour(evaluate, n, y0, out_err, budget, self.opts.seed + 2, assemble)
         self.grouping.setdefault(tname, []).append((n, how))
         return result

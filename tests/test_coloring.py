@@ -336,3 +336,44 @@ def test_a_misattribution_the_probes_miss_cannot_fail_a_correct_layer(monkeypatc
     on, off = _both(_Stencil, x, eps=2.0**-10)
     assert on.timing["grouped"] == {"input0": 1}  # grouped, wrongly, at stride 1
     assert on.passed and off.passed
+
+
+def test_kinks_of_an_elementwise_layer_are_not_moved_jointly_again():
+    """Grouped at stride 1, no two elements share an output: the joint-kink pass has nothing to find."""
+    x = _x(4096)
+    x[::41] = 0.0  # 100 elements at the kink
+    report = check(_Relu.apply, [x])
+    assert report.passed and report.tensors[0].counts["KINK"] == 100
+    assert report.timing["points_evaluated"] < 200  # about 120, not 2 more per kink element (+200)
+
+
+def test_budget_caps_the_forwards_spent_on_grouping():
+    import time as _time
+
+    def slow(x):
+        _time.sleep(0.002)
+        return _Elementwise.apply(x)
+
+    x = _x(4096)
+    free = check(slow, [x], max_elements=64)
+    assert free.timing["grouped"] == {"input0": 1}
+    # 0.05 s at >= 2 ms a forward affords < 26 forwards; grouping 64 elements needs 2 * (2 * 6 + 2) = 28.
+    capped = check(slow, [x], max_elements=64, budget=0.05)
+    assert capped.timing["grouped"] == {}
+
+
+def test_ctrl_c_while_grouping_gives_an_interrupted_report():
+    from gradcheck_cli.check import Interrupted
+
+    calls = {"n": 0}
+
+    def interrupted(x):
+        calls["n"] += 1
+        if calls["n"] == 4:  # two base forwards and one for the backward come first
+            raise KeyboardInterrupt
+        return _Elementwise.apply(x)
+
+    with pytest.raises(Interrupted) as caught:
+        check(interrupted, [_x(1024)])
+    assert caught.value.report.interrupted and caught.value.report.tensors == ()
+    assert any("interrupted: 0 of 1" in note for note in caught.value.report.notes)
