@@ -37,10 +37,11 @@ MAX_CHUNK = 1024
 # Chunks at least this long time the batched path against the loop (each on real work).
 RACE_MIN = 16
 # Grouped moves (see coloring.py) are batched when at least GROUP_BATCH_MIN moves fit in one
-# vmap call of at most GROUP_ROWS rows and VMAP_ELEMENTS inputs plus outputs: vmap over a
-# few dozen rows is several times faster than a loop, over two rows slower.
+# vmap call of at most GROUP_ROWS rows and VMAP_ELEMENTS inputs plus outputs: vmap over 16-32
+# rows ran a conv1d 2-3x faster per row than a loop, over 2 rows slower, over 128 rows (out
+# of cache) slower too.
 GROUP_BATCH_MIN = 2
-GROUP_ROWS = 64
+GROUP_ROWS = 32
 # The first evaluation of at least this many moves decides, by timing, whether vmap or the
 # loop runs the rest.
 GROUP_RACE_MIN = 8
