@@ -39,7 +39,7 @@ from typing import Callable, Iterator, TypeVar
 
 import torch
 
-# Evaluate moves: a list of (positions (k,), signs (moves, k) in {-1, 0, +1}) -> float64
+# Evaluate moves: a list of (positions (k,), int8 signs (moves, k) in {-1, 0, +1}) -> float64
 # outputs, one row per move, with those elements at x + sign*h, and at x - sign*h.
 GroupFn = Callable[[list], tuple[torch.Tensor, torch.Tensor]]
 
@@ -145,11 +145,11 @@ class _Class:
         k = self.members.numel()
         self.bits = _bit_order((k - 1).bit_length())
         if k == 1:  # a class of one element: it alone is moved
-            self.steps = torch.ones(1, 1, dtype=torch.float64, device=device)
+            self.steps = torch.ones(1, 1, dtype=torch.int8, device=device)
         else:
-            self.steps = (torch.randint(-1, 2, (PROBES, k), generator=gen) * 1.0).to(device=device, dtype=torch.float64)
+            self.steps = torch.randint(-1, 2, (PROBES, k), generator=gen, dtype=torch.int8).to(device)
         upper = (torch.arange(k, device=device)[None, :] >> torch.tensor(self.bits, dtype=torch.long, device=device).reshape(-1, 1)) & 1
-        halves = torch.stack([upper == 0, upper == 1], dim=1).reshape(-1, k).to(torch.float64)  # bit 0 half, bit 1 half, ...
+        halves = torch.stack([upper == 0, upper == 1], dim=1).reshape(-1, k).to(torch.int8)  # bit 0 half, bit 1 half, ...
         self.halves = len(halves)
         self.signs = torch.cat([halves, self.steps])
         self.owners = _Owners(y0, tol, s)

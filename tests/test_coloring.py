@@ -31,7 +31,7 @@ def _linear(a: torch.Tensor, x: torch.Tensor):
     calls = []
 
     def evaluate(segments):
-        d = torch.cat([torch.zeros(len(signs), n, dtype=x.dtype).index_copy_(1, pos, signs) for pos, signs in segments]) * H
+        d = torch.cat([torch.zeros(len(signs), n, dtype=x.dtype).index_copy_(1, pos, signs.to(x.dtype)) for pos, signs in segments]) * H
         calls.append(len(d))
         return (x + d) @ a.T, (x - d) @ a.T
 

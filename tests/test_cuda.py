@@ -43,3 +43,20 @@ def test_explicit_device_index():
 def test_device_index_out_of_range_is_a_usage_error():
     with pytest.raises(gradcheck_cli.UsageError, match="does not exist"):
         gradcheck_cli.check(f"{ROOT}/layer_specs/linear_sigmoid.py:LinearSigmoid", ["4x5"], device=f"cuda:{torch.cuda.device_count()}")
+
+
+@pytest.mark.parametrize("target", ["layer_specs/gauss_filter.py:GaussFilter", "layer_specs/gauss_filter.py:GaussFilterConvBug"])
+def test_grouped_moves_on_cuda_give_the_cpu_verdicts(target):
+    cpu = gradcheck_cli.check(f"{ROOT}/{target}", ["1x1000"], device="cpu")
+    gpu = gradcheck_cli.check(f"{ROOT}/{target}", ["1x1000"], device="cuda")
+    assert cpu.timing["grouped"] == {"input0": 32}
+    # A nondeterministic cuDNN algorithm would make grouping refuse (every output moves): allowed.
+    assert gpu.timing["grouped"] in ({}, cpu.timing["grouped"])
+    for a, b in zip(gpu.tensors, cpu.tensors):
+        assert (a.verdicts == b.verdicts).all(), a.name
+
+
+def test_an_elementwise_layer_is_grouped_on_cuda():
+    report = gradcheck_cli.check(f"{ROOT}/benchmarks/layers.py:SiLU", ["1x4096"], device="cuda")
+    assert report.passed and report.timing["grouped"] == {"input0": 1}
+    assert report.timing["points_evaluated"] < 200
