@@ -19,6 +19,8 @@ import numpy as np
 import pytest
 import torch
 
+from corpus.elementwise import SqrtFn
+from corpus.kinks import ReluFn
 from gradcheck_cli import check, coloring, fd
 from gradcheck_cli.cli import main
 
@@ -183,31 +185,6 @@ class _CoupledForgotten(_Coupled):
         return 2 * x * g  # BUG: the coupling term's gradient is missing
 
 
-class _Relu(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return x.clamp(min=0)
-
-    @staticmethod
-    def backward(ctx, g):
-        (x,) = ctx.saved_tensors
-        return g * (x > 0).to(g.dtype)
-
-
-class _Sqrt(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        y = torch.sqrt(x)
-        ctx.save_for_backward(y)
-        return y
-
-    @staticmethod
-    def backward(ctx, g):
-        (y,) = ctx.saved_tensors
-        return g / (2 * y)
-
-
 def _both(fn, x, **options):
     """The report with grouping and without; the verdicts of every tensor must agree."""
     on = check(fn.apply, [x.clone()], **options)
@@ -259,7 +236,7 @@ def test_a_long_range_coupling_bug_is_found_with_grouping_on():
 def test_kinks_are_the_same_grouped_and_one_at_a_time():
     x = _x(512)
     x[::7] = 0.0  # exactly at the kink
-    on, _ = _both(_Relu, x)
+    on, _ = _both(ReluFn, x)
     assert on.timing["grouped"] == {"input0": 1}
     assert on.tensors[0].counts["KINK"] == len(range(0, 512, 7))
     assert on.passed
@@ -268,7 +245,7 @@ def test_kinks_are_the_same_grouped_and_one_at_a_time():
 def test_steps_that_leave_the_domain_are_inconclusive_grouped_too():
     x = _x(256).abs() + 0.5
     x[::16] = 1e-7  # x - h < 0: sqrt is NaN there
-    on, _ = _both(_Sqrt, x)
+    on, _ = _both(SqrtFn, x)
     assert on.timing["grouped"] == {"input0": 1}
     assert on.tensors[0].counts["NOISE"] == 16
 
@@ -342,7 +319,7 @@ def test_kinks_of_an_elementwise_layer_are_not_moved_jointly_again():
     """Grouped at stride 1, no two elements share an output: the joint-kink pass has nothing to find."""
     x = _x(4096)
     x[::41] = 0.0  # 100 elements at the kink
-    report = check(_Relu.apply, [x])
+    report = check(ReluFn.apply, [x])
     assert report.passed and report.tensors[0].counts["KINK"] == 100
     assert report.timing["points_evaluated"] < 200  # about 120, not 2 more per kink element (+200)
 
