@@ -195,13 +195,21 @@ class Evaluator:
     def _loop(self, leaf, idx, orig, plus, minus):
         flat = self.tensor(leaf).view(-1)
         ys_plus, ys_minus = [], []
+        # On the CPU, write through a numpy view with Python floats (a tenth of the cost of a
+        # tensor index write; the values are already the dtype's, so nothing is rounded).
+        # Elsewhere write on the device: no host synchronisation per element.
+        cells = _numpy_view(flat)
+        if cells is not None:
+            plus, minus, before = plus.tolist(), minus.tolist(), orig.tolist()
+        else:
+            cells, before = flat, orig
         try:
             for b, i in enumerate(idx):
-                flat[i] = plus[b]
+                cells[i] = plus[b]
                 ys_plus.append(self.forward())
-                flat[i] = minus[b]
+                cells[i] = minus[b]
                 ys_minus.append(self.forward())
-                flat[i] = orig[b]
+                cells[i] = before[b]
         finally:
             flat[idx] = orig  # restore even if the layer raised
         return torch.stack(ys_plus), torch.stack(ys_minus)
@@ -363,6 +371,13 @@ class Evaluator:
         self.batched = ok
         if not ok:
             self.batch_note = "batched results differed from one-at-a-time results; used one forward per perturbation"
+
+
+def _numpy_view(flat: torch.Tensor):
+    """A writable numpy view of a CPU tensor's memory, or None (other devices, bfloat16)."""
+    if flat.device.type != "cpu" or flat.dtype not in (torch.float64, torch.float32, torch.float16):
+        return None
+    return flat.numpy()
 
 
 def rounding_error(y: torch.Tensor, dtype: torch.dtype, factor: float = 8.0) -> torch.Tensor:

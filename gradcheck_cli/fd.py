@@ -69,22 +69,22 @@ def loss_differences(
     hp = hp.double()
     hm = hm.double()
     w = weights.double()
-    # Every sum over the outputs is a matrix-vector product (no B x M temporaries beyond
-    # dp, dm and the mask): (y+ + y0)(y+ - y0)/2 = dp*dp/2 + y0*dp, and likewise for y-.
-    l2_plus = 0.5 * torch.einsum("bm,bm->b", dp, dp) + dp @ y0
-    l2_minus = dm @ y0 - 0.5 * torch.einsum("bm,bm->b", dm, dm)
-    w_plus = dp @ w
-    w_minus = dm @ w
+    # Every sum over the outputs is a matrix product with a few columns (no B x M
+    # temporaries beyond dp, dm and the mask): (y+ + y0)(y+ - y0)/2 = dp*dp/2 + y0*dp,
+    # and likewise for y-.
+    by = torch.stack([y0, w], dim=1)  # (M, 2)
+    plus, minus = dp @ by, dm @ by
+    l2_plus = 0.5 * torch.einsum("bm,bm->b", dp, dp) + plus[:, 0]
+    l2_minus = minus[:, 0] - 0.5 * torch.einsum("bm,bm->b", dm, dm)
 
     # Noise variances. An output that changed carries its rounding error (independent at
     # y+ and y-); one that did not move may still hide a sub-ulp change (uniform in
     # +-ulp/2, variance ulp^2/12). Outputs move little, so y+ ~ y- ~ y0 in the weights.
-    changed = (dp != -dm).double()  # y+ != y-
+    changed = (yp != ym).double()
     err2 = out_err.double().square()
     hidden2 = ulp.double().square() / 12.0
-    l2_var = changed @ (2.0 * y0.square() * (err2 - hidden2))  # no host sync
-    w_var = changed @ (2.0 * w.square() * (err2 - hidden2))
-    return _slopes(l2_plus, l2_minus, w_plus, w_minus, l2_var, w_var, y0, w, hidden2, hp, hm)
+    var = changed @ (2.0 * torch.stack([y0.square(), w.square()], dim=1) * (err2 - hidden2)[:, None])  # no host sync
+    return _slopes(l2_plus, l2_minus, plus[:, 1], minus[:, 1], var[:, 0], var[:, 1], y0, w, hidden2, hp, hm)
 
 
 def _slopes(l2_plus, l2_minus, w_plus, w_minus, l2_var, w_var, y0, w, hidden2, hp, hm) -> dict[str, Differences]:
