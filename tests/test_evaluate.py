@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 import torch
 
 from gradcheck_cli.evaluate import RACE_MIN, Evaluator
@@ -60,3 +61,20 @@ def test_vmap_is_kept_when_the_loop_is_slower(monkeypatch):
     for _ in range(3):
         ev.perturbed(("input", 0), list(range(RACE_MIN)), 1e-6)
     assert ev.batched is True
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
+def test_the_loop_moves_exactly_one_element_by_exactly_the_step_and_restores_it(dtype):
+    """The CPU loop writes through a numpy view (bfloat16: tensor writes); either way x +- h lands exactly."""
+    x = torch.linspace(-1, 1, 12, dtype=dtype).reshape(3, 4)
+    layer = make_layer(lambda v: v * 1, "identity")
+    ev = Evaluator(layer, {}, [x], seed=0, device=torch.device("cpu"), batch=False)
+    idx = [0, 5, 11]
+    yp, ym, hp, hm = ev.perturbed(("input", 0), idx, 0.25)
+    flat = x.reshape(-1)
+    for row, i in enumerate(idx):
+        want_p, want_m = flat.clone(), flat.clone()
+        want_p[i] += 0.25
+        want_m[i] -= 0.25
+        assert torch.equal(yp[row], want_p) and torch.equal(ym[row], want_m)
+    assert torch.equal(ev.inputs[0], x)  # restored
