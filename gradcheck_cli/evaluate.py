@@ -217,25 +217,11 @@ class Evaluator:
     def joint(self, leaf: Leaf, idx: list[int], h: float):
         """Outputs with ALL elements in ``idx`` moved together by +h and by -h: (yp, ym, hp, hm)."""
         index = torch.tensor(idx, device=self.device, dtype=torch.long)
-        _, plus, minus, hp, hm = self.steps(leaf, index, h)
-        yp, ym = self.group(leaf, index, plus, minus)
-        # Steps taken differ per element only by rounding; the smallest is the honest one.
-        return yp, ym, hp.min(), hm.min()
-
-    def group(self, leaf: Leaf, index: torch.Tensor, plus: torch.Tensor, minus: torch.Tensor):
-        """Outputs with the elements at ``index`` set to ``plus``, then to ``minus``, in one forward each."""
-        flat = self.tensor(leaf).view(-1)
-        orig = flat[index]
+        orig, plus, minus, hp, hm = self.steps(leaf, index, h)
         self.points += 2
-        try:
-            with torch.no_grad():
-                flat[index] = plus
-                yp = self.forward()
-                flat[index] = minus
-                ym = self.forward()
-        finally:
-            flat[index] = orig
-        return yp, ym
+        yp, ym = self._looped_moves(leaf, [(index, orig, plus[None], minus[None])])
+        # Steps taken differ per element only by rounding; the smallest is the honest one.
+        return yp[0], ym[0], hp.min(), hm.min()
 
     def groups(self, leaf: Leaf, index: torch.Tensor, plus: torch.Tensor, minus: torch.Tensor, segments: list):
         """Outputs with many elements moved at once: (Yp, Ym), each (moves, M).
