@@ -131,10 +131,10 @@ def attributed_differences(
     sums = torch.zeros(6, n, dtype=torch.float64, device=y0.device)
     for members, owner, yp, ym in parts:
         out = torch.nonzero(owner >= 0).reshape(-1)
-        dp = yp.double()[out] - y0[out]
-        dm = y0[out] - ym.double()[out]
+        yp, ym = yp.double()[out], ym.double()[out]
         yo, wo = y0[out], w[out]
-        changed = (dp != -dm).double()
+        dp, dm = yp - yo, yo - ym
+        changed = (yp != ym).double()
         terms = torch.stack([
             0.5 * dp * dp + dp * yo,
             dm * yo - 0.5 * dm * dm,

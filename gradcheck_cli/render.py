@@ -86,14 +86,22 @@ def caption(report: Report) -> str:
     c = report.config
     ref = f" (numeric in {c['reference_dtype']})" if c.get("reference_dtype") not in (None, c.get("dtype")) else ""
     tm = report.timing
-    path = "batched" if tm.get("batched") else "loop"
-    if tm.get("grouped"):
-        path = f"grouped: {', '.join(tm['grouped'])}; {path} for the rest" if len(tm["grouped"]) < len(report.tensors) else "grouped"
+    path = evaluation_path(report)
     return (
         f"dtype {c['dtype']}{ref} · device {c['device']} · eps {c['eps']:g} · rtol {c['rtol']:g} · atol {c['atol']:g} · "
         f"seed {c['seed']} · losses {'+'.join(c['losses'])} · kinks {c['kinks']} · "
         f"{tm.get('points_evaluated', 0)} evaluations ({path}) in {tm.get('check_s', 0):.2f}s"
     )
+
+
+def evaluation_path(report: Report) -> str:
+    """How the perturbed points were evaluated: grouped tensors, then batched (vmap) or loop."""
+    tm = report.timing
+    path = "batched" if tm.get("batched") else "loop"
+    grouped = tm.get("grouped") or {}
+    if not grouped:
+        return path
+    return "grouped" if len(grouped) == len(report.tensors) else f"grouped: {', '.join(grouped)}; {path} for the rest"
 
 
 def verdict_line(report: Report) -> Text:
@@ -168,7 +176,7 @@ def verbose_lines(report: Report) -> list[Text]:
     lines.append(
         Text(
             f"  timing: {tm.get('check_s', 0):.2f}s (estimated {tm.get('estimate_s', 0):.2f}s), {tm.get('forward_calls', 0)} forward calls, "
-            f"{tm.get('points_evaluated', 0)} perturbed points ({'batched' if tm.get('batched') else 'one forward each'})",
+            f"{tm.get('points_evaluated', 0)} perturbed points ({evaluation_path(report)})",
             style="dim",
         )
     )

@@ -269,6 +269,10 @@ def test_the_cli_can_turn_grouping_off(tmp_path, run_cli):
     assert code_on == code_off == 0
     assert json.loads(out_on)["timing"]["grouped"] == {"input0": 1}
     assert json.loads(out_off)["timing"]["grouped"] == {}
+    code, out, _ = run_cli("run", f"{layer}:ew", "--input", "256", "--no-color", "-v", env={"COLUMNS": "250"})
+    assert code == 0
+    assert "(grouped) in " in out and "perturbed points (grouped)" in out  # the caption wraps at the table's width
+    assert "input0: elements moved in groups, each output credited to the one element it depends on (verified)" in out
 
 
 def test_the_corpus_gives_the_same_verdicts_grouped_as_one_at_a_time(monkeypatch):
