@@ -138,6 +138,8 @@ class Evaluator:
             self.mutated_buffers = tuple(k for k, v in self.buffers.items() if not torch.equal(v, self.pristine[k]))
             if self.mutated_buffers:
                 self.batched = False  # in-place buffer updates cannot run under vmap
+        if type(out) is torch.Tensor and out.dtype.is_floating_point and self.out_sizes:  # the usual case, fast
+            return out.detach().reshape(-1).clone()  # a copy: a layer may return a buffer it reuses
         ys = flatten_outputs(out, self.layer.name)
         self.out_sizes = [y.numel() for y in ys]
         return torch.cat([y.detach().reshape(-1) for y in ys])

@@ -78,3 +78,30 @@ def test_the_loop_moves_exactly_one_element_by_exactly_the_step_and_restores_it(
         want_m[i] -= 0.25
         assert torch.equal(yp[row], want_p) and torch.equal(ym[row], want_m)
     assert torch.equal(ev.inputs[0], x)  # restored
+
+
+class _ReusedBuffer(torch.autograd.Function):
+    """y = x^2, written into the same tensor at every call (some kernels reuse an output buffer)."""
+
+    buffer: torch.Tensor | None = None
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        if _ReusedBuffer.buffer is None or _ReusedBuffer.buffer.shape != x.shape or _ReusedBuffer.buffer.dtype != x.dtype:
+            _ReusedBuffer.buffer = torch.empty_like(x)
+        return torch.mul(x, x, out=_ReusedBuffer.buffer)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return 2 * x * g
+
+
+@pytest.mark.parametrize("coloring", [False, True])
+def test_a_layer_that_reuses_its_output_buffer_is_checked_correctly(coloring):
+    """Every forward's outputs are copied before the next forward overwrites them."""
+    from gradcheck_cli import check
+
+    report = check(_ReusedBuffer.apply, ["64"], batch=False, coloring=coloring)
+    assert report.passed, str(report)
