@@ -109,6 +109,7 @@ class Evaluator:
         self.points = 0
         self.uses_rng: bool | None = None  # does the forward draw from the global RNG?
         self._bound = None  # the layer bound to self.params (see Layer.bound)
+        self._aliased = False  # did the last _outputs() return a view of the layer's own tensor?
         self._race: dict[str, float] = {}  # seconds per element of each path, timed on real chunks
         self.batched: bool | None = None if batch else False  # None: not tried yet
         self.group_batched: bool | None = None if batch else False  # vmap for grouped moves, bit-exact
@@ -123,6 +124,11 @@ class Evaluator:
 
     def forward(self) -> torch.Tensor:
         """Flattened, concatenated floating outputs at the current point of the working copies."""
+        y = self._outputs()
+        return y.clone() if self._aliased else y
+
+    def _outputs(self) -> torch.Tensor:
+        """As :meth:`forward`, but possibly a view of the layer's own output tensor (valid until the next call)."""
         self._reseed()
         self.calls += 1
         if self._bound is None:
@@ -138,8 +144,11 @@ class Evaluator:
             self.mutated_buffers = tuple(k for k, v in self.buffers.items() if not torch.equal(v, self.pristine[k]))
             if self.mutated_buffers:
                 self.batched = False  # in-place buffer updates cannot run under vmap
-        if type(out) is torch.Tensor and out.dtype.is_floating_point and self.out_sizes:  # the usual case, fast
-            return out.detach().reshape(-1).clone()  # a copy: a layer may return a buffer it reuses
+        # A single floating tensor (the usual case) is returned as a view; forward() copies it,
+        # because a layer may return a buffer that it overwrites at the next call.
+        self._aliased = type(out) is torch.Tensor and out.dtype.is_floating_point and bool(self.out_sizes)
+        if self._aliased:
+            return out.detach().reshape(-1)
         ys = flatten_outputs(out, self.layer.name)
         self.out_sizes = [y.numel() for y in ys]
         return torch.cat([y.detach().reshape(-1) for y in ys])
@@ -196,7 +205,6 @@ class Evaluator:
 
     def _loop(self, leaf, idx, orig, plus, minus):
         flat = self.tensor(leaf).view(-1)
-        ys_plus, ys_minus = [], []
         # On the CPU, write through a numpy view with Python floats (a tenth of the cost of a
         # tensor index write; the values are already the dtype's, so nothing is rounded).
         # Elsewhere write on the device: no host synchronisation per element.
@@ -205,16 +213,21 @@ class Evaluator:
             plus, minus, before = plus.tolist(), minus.tolist(), orig.tolist()
         else:
             cells, before = flat, orig
+        rows_p = rows_m = None
         try:
             for b, i in enumerate(idx):
                 cells[i] = plus[b]
-                ys_plus.append(self.forward())
+                y = self._outputs()
+                if rows_p is None:
+                    rows_p = y.new_empty((len(idx), y.numel()))
+                    rows_m = y.new_empty((len(idx), y.numel()))
+                rows_p[b] = y  # copied before the next forward can overwrite it
                 cells[i] = minus[b]
-                ys_minus.append(self.forward())
+                rows_m[b] = self._outputs()
                 cells[i] = before[b]
         finally:
             flat[idx] = orig  # restore even if the layer raised
-        return torch.stack(ys_plus), torch.stack(ys_minus)
+        return rows_p, rows_m
 
     def joint(self, leaf: Leaf, idx: list[int], h: float):
         """Outputs with ALL elements in ``idx`` moved together by +h and by -h: (yp, ym, hp, hm)."""
