@@ -178,6 +178,11 @@ def build(family: str, size: int, dtype, device):
     return module.to(dtype=dtype, device=device), x.to(dtype=dtype, device=device)
 
 
+# A tool whose first run takes less than this is run up to REPEATS times; the fastest counts.
+REPEAT_BELOW_S = 1.0
+REPEATS = 5
+
+
 def run_child(spec: dict) -> None:
     import torch
 
@@ -300,8 +305,16 @@ def run_child(spec: dict) -> None:
             emit({"kind": "tool", "tool": name, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"})
             continue
         hwm = _status_kb("VmHWM")
-        out = {"kind": "tool", "tool": name, "time_s": elapsed, "ok": ok, "rss_before_mb": rss0 / 1024, "rss_peak_mb": hwm / 1024,
-               "rss_peak_inc_mb": (hwm - rss0) / 1024, "hwm_reset": reset_ok, **extra}
+        # Short runs are repeated (same tool, same inputs) and the fastest counts, as timeit does:
+        # one run of a few ms is mostly scheduling noise on a shared machine. Memory is the first run's.
+        runs = [elapsed]
+        while elapsed < REPEAT_BELOW_S and len(runs) < REPEATS:
+            t0 = time.perf_counter()
+            tools[name](module, x)
+            sync()
+            runs.append(time.perf_counter() - t0)
+        out = {"kind": "tool", "tool": name, "time_s": min(runs), "runs": len(runs), "ok": ok, "rss_before_mb": rss0 / 1024,
+               "rss_peak_mb": hwm / 1024, "rss_peak_inc_mb": (hwm - rss0) / 1024, "hwm_reset": reset_ok, **extra}
         if cuda:
             out["cuda_peak_inc_mb"] = (torch.cuda.max_memory_allocated(device) - cuda0) / 2**20
         emit(out)
@@ -600,10 +613,12 @@ def targets(rows, cli, markdown: bool) -> str:
                 continue
             ratio = o["time_s"] / (2 * row["n"] * row["t_fwd"])
             batched = o["timing"].get("batched") or o["timing"].get("grouped")
+            how = {"ours_single": "one element per forward pair", "ours_loop": "batch=False"}.get(name, "default")
             if name != "ours" or not batched:
-                add(f"{layer_label(row)} N={row['n']:,}, loop path: check ≤ 1.5 × 2(N+P)·t_fwd", f"{ratio:.2f}×", ratio <= 1.5)
+                add(f"{layer_label(row)} N={row['n']:,}, {how}: check ≤ 1.5 × 2(N+P)·t_fwd", f"{ratio:.2f}×", ratio <= 1.5)
             else:
-                add(f"{layer_label(row)} N={row['n']:,}, batched: check < 2(N+P)·t_fwd (below the loop bound)", f"{ratio:.2f}×", ratio < 1.0)
+                add(f"{layer_label(row)} N={row['n']:,}, {how} (batched or grouped): check < 2(N+P)·t_fwd (below the loop bound)",
+                    f"{ratio:.2f}×", ratio < 1.0)
     e = find("silu", 16384)
     if e:
         o = e["tools"]["ours"]
