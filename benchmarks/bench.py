@@ -9,8 +9,10 @@
 For every case (a layer at one size) four tools check the same layer, at the
 same point, in the same process, one after the other:
 
-* ``ours``        -- :func:`gradcheck_cli.check` (batched with vmap where possible);
-  ``ours loop`` is the same with ``batch=False`` (the one-forward-per-perturbation path);
+* ``ours``        -- :func:`gradcheck_cli.check` with its defaults (grouped moves where
+  verified, vmap where possible and faster); ``ours loop`` is the same with
+  ``batch=False``, ``ours single`` with ``batch=False, coloring=False`` (one element
+  per pair of forwards);
 * ``torch slow``  -- ``torch.autograd.gradcheck(fast_mode=False)``: full numerical
   and analytical N x M Jacobians, then compared;
 * ``torch fast``  -- ``torch.autograd.gradcheck(fast_mode=True)``: checks one random
@@ -44,9 +46,11 @@ is the maximum over *all* children ever waited for, so it is not per case
 On CUDA the column is ``torch.cuda.max_memory_allocated()`` minus the memory
 allocated before the tool (after ``reset_peak_memory_stats``).
 
-Every child first warms both tools up on a tiny instance of the same layer
-(one-time costs such as vmap's first use and lazy imports are not counted);
-the end-to-end CLI timing at the bottom includes all of them.
+Every child first warms every tool up on a small instance (256 elements) of the
+same layer (one-time costs such as vmap's first use and lazy imports are not
+counted); the end-to-end CLI timing at the bottom includes all of them.  A tool
+whose first call takes under a second is called up to five times and the
+fastest call is reported (memory is the first call's).
 
 Anchor runs that cannot finish are not waited for
 ---------------------------------------------------
