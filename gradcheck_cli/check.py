@@ -649,7 +649,8 @@ class _Checker:
         budget = int(coloring.BUDGET_FRACTION * 2 * n)
         if cap is not None:  # --budget: grouping may use no more than this tensor's share of it
             budget = min(budget, cap)
-        result, how = coloring.colour(evaluate, n, y0, out_err, budget, self.opts.seed + 2, assemble)
+        seed = self.opts.seed + 2 + len(self.grouping.get(tname, []))  # fresh random probes at every step, reproducibly
+        result, how = coloring.colour(evaluate, n, y0, out_err, budget, seed, assemble)
         self.grouping.setdefault(tname, []).append((n, how))
         return result
 
