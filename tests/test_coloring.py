@@ -372,3 +372,18 @@ def test_the_seed_gaussian_filter_is_grouped_at_stride_32_and_its_conv_bug_found
     for a, b in zip(on.tensors, off.tensors):
         np.testing.assert_array_equal(a.verdicts, b.verdicts)
     assert on.timing["points_evaluated"] < off.timing["points_evaluated"] / 2
+
+
+def test_every_grouped_step_draws_its_own_random_probes(monkeypatch):
+    """A miss of the probes at step h must not repeat itself at 2h and h/2 (same seed, same moves)."""
+    seeds = []
+    original = coloring.colour
+
+    def recording(evaluate, n, y0, tol, budget, seed, assemble):
+        seeds.append(seed)
+        return original(evaluate, n, y0, tol, budget, seed, assemble)
+
+    monkeypatch.setattr(coloring, "colour", recording)
+    report = check(_BuggyElementwise.apply, [_x(4096)])  # about half the elements fail: confirmed in groups
+    assert report.timing["grouped"] == {"input0": 1} and not report.passed
+    assert len(seeds) == 3 and len(set(seeds)) == 3  # h, 2h, h/2
