@@ -387,3 +387,19 @@ def test_every_grouped_step_draws_its_own_random_probes(monkeypatch):
     report = check(_BuggyElementwise.apply, [_x(4096)])  # about half the elements fail: confirmed in groups
     assert report.timing["grouped"] == {"input0": 1} and not report.passed
     assert len(seeds) == 3 and len(set(seeds)) == 3  # h, 2h, h/2
+
+
+def test_blocks_that_split_a_class_give_the_same_credits(monkeypatch):
+    """An odd number of moves per class (one probe) makes evaluation blocks split pairs of halves."""
+    n = 200
+    a = sum(torch.diag(torch.full((n - abs(k),), 1.0 + k / 8, dtype=torch.float64), k) for k in range(-1, 2))  # width 3
+    whole, how_whole, _ = _colour(a, budget=10_000)
+    monkeypatch.setattr(coloring, "PROBES", 1)
+    monkeypatch.setattr(coloring, "BLOCK_BYTES", 16 * (n + n) * 2)  # two moves per evaluation
+    split, how_split, calls = _colour(a, budget=10_000)
+    assert how_whole.stride == how_split.stride == 4
+    moves_per_class = 2 * (n // 4 - 1).bit_length() + coloring.PROBES  # 2 * 6 + 1 = 13: odd
+    assert moves_per_class % 2 == 1 and set(calls) == {2}  # so pairs of halves straddle blocks
+    _assert_credits_match(a, split)
+    for (m1, o1, p1, q1), (m2, o2, p2, q2) in zip(whole, split):
+        assert torch.equal(m1, m2) and torch.equal(o1, o2) and torch.equal(p1, p2) and torch.equal(q1, q2)
