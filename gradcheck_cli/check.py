@@ -19,7 +19,7 @@ import torch
 from . import coloring, fd
 from .config import InputSpec, LayerSpec
 from .diagnose import diagnose
-from .environment import deadline, preserved_rng, resolve_device
+from .environment import deadline, preserved_rng, resolve_device, seed_rng
 from .errors import LayerError, SpecError, UsageError, user_frame
 from .evaluate import Evaluator, Leaf, chunk_size, chunks, release_free_memory, rounding_error, seconds_since
 from .inputs import build_inputs, parse_input, torch_dtype
@@ -426,7 +426,7 @@ class _Checker:
                 tensors.append(params[key])
 
         def forward():
-            torch.manual_seed(self.opts.seed)
+            seed_rng(self.opts.seed, self.device)
             with torch.enable_grad():
                 buffers = {k: v.clone() for k, v in self.layer.buffers.items()}  # the forward may update them
                 return flatten_outputs(self.layer.call(params, inputs, buffers), self.target)

@@ -23,6 +23,7 @@ import time
 import torch
 from torch.autograd.function import Function, _SingleLevelFunction
 
+from .environment import seed_rng
 from .layer import Layer, flatten_outputs
 
 Leaf = tuple[str, object]  # ("input", position) or ("param", name)
@@ -118,9 +119,9 @@ class Evaluator:
 
     # -- single evaluations -------------------------------------------------
     def _reseed(self) -> None:
-        """Same random draws at every point -- only for layers that draw any (torch.manual_seed costs ~70 us)."""
+        """Same random draws at every point -- only for layers that draw any."""
         if self.uses_rng is None or self.uses_rng:  # None: the first call finds out
-            torch.manual_seed(self.seed)
+            seed_rng(self.seed, self.device)
 
     def forward(self) -> torch.Tensor:
         """Flattened, concatenated floating outputs at the current point of the working copies."""

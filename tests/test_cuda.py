@@ -60,3 +60,12 @@ def test_an_elementwise_layer_is_grouped_on_cuda():
     report = gradcheck_cli.check(f"{ROOT}/benchmarks/layers.py:SiLU", ["1x4096"], device="cuda")
     assert report.passed and report.timing["grouped"] == {"input0": 1}
     assert report.timing["points_evaluated"] < 200
+
+
+def test_a_cpu_check_leaves_every_cuda_rng_state_alone():
+    """The check seeds only the generators of its own device (torch.manual_seed would reseed CUDA too)."""
+    torch.cuda.init()
+    before = [torch.cuda.get_rng_state(i) for i in range(torch.cuda.device_count())]
+    report = gradcheck_cli.check(f"{ROOT}/layer_specs/gauss_filter.py:GaussFilter", ["2x64"], device="cpu")
+    assert report.passed
+    assert all(torch.equal(torch.cuda.get_rng_state(i), s) for i, s in enumerate(before))

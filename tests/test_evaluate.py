@@ -105,3 +105,14 @@ def test_a_layer_that_reuses_its_output_buffer_is_checked_correctly(coloring):
 
     report = check(_ReusedBuffer.apply, ["64"], batch=False, coloring=coloring)
     assert report.passed, str(report)
+
+
+def test_seeding_for_a_cpu_check_draws_what_torch_manual_seed_draws():
+    """seed_rng replaces torch.manual_seed (80 us a call where CUDA is not initialised) on the CPU."""
+    from gradcheck_cli.environment import seed_rng
+
+    torch.manual_seed(123)
+    want = torch.rand(5)
+    torch.manual_seed(0)
+    seed_rng(123, torch.device("cpu"))
+    assert torch.equal(torch.rand(5), want)
