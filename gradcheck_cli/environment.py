@@ -34,6 +34,8 @@ def resolve_device(text: str) -> torch.device:
     elif dev.type == "mps":
         if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
             raise UsageError(f"Device {text!r} (Apple MPS) is not available here.", "Run with --device cpu.")
+    elif dev.type == "cpu" and dev.index not in (None, 0):
+        raise UsageError(f"Device {text!r}: there is one CPU device, with no index to choose.", "Use --device cpu (or cuda:N for a GPU).")
     elif dev.type == "meta":
         raise UsageError("Device 'meta' holds no data, so gradients cannot be compared on it.", "Use cpu, cuda or mps.")
     elif dev.type != "cpu":

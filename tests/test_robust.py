@@ -299,6 +299,13 @@ def test_device_meta_is_exit_2(run_cli):
     expect(run_cli("run", s("Scale"), "--input", "2x4", "--device", "meta"), 2, "meta")
 
 
+def test_an_indexed_cpu_device_is_exit_2(run_cli):
+    """'cpu:5' (a typo for cuda:5?) used to be accepted and reported as if a sixth CPU had run the check."""
+    expect(run_cli("run", s("Scale"), "--input", "2x4", "--device", "cpu:5"), 2, "one CPU device")
+    code, _, _ = run_cli("run", s("Scale"), "--input", "2x4", "--device", "cpu:0")
+    assert code == 0
+
+
 @pytest.mark.parametrize("value", ["inf", "1e300"])
 def test_timeout_out_of_range_is_exit_2(run_cli, value):
     expect(run_cli("run", s("Scale"), "--input", "2x4", "--timeout", value), 2, "--timeout")
