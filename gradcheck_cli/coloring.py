@@ -27,20 +27,19 @@ Strides 1, 2, 4, ... are tried, each abandoned at its first contradiction; a
 tensor that no stride fits within the forward budget is checked one element per
 forward pair, as before.  Where a stride fits, each output's change is the one
 that moving its owner alone gives, so the per-element slopes are the numbers
-the one-at-a-time path computes, from 2 s (2 log2(n/s) + 2) forwards instead
-of 2n.
+the one-at-a-time path computes, from about 2 s (2 log2(n/s) + 2) forwards
+instead of 2n.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Iterator, TypeVar
 
 import torch
 
-# Evaluate moves: a list of (positions (k,), int8 signs (moves, k) in {-1, 0, +1}) -> float64
-# outputs, one row per move, with those elements at x + sign*h, and at x - sign*h.
+# Evaluate moves: a list of (positions (G, k), int8 signs (G, k) in {-1, 0, +1}) -> float64
+# outputs, one row per move g, with elements positions[g] at x + sign*h, and at x - sign*h.
 GroupFn = Callable[[list], tuple[torch.Tensor, torch.Tensor]]
 
 T = TypeVar("T")
@@ -73,10 +72,11 @@ class Colouring:
 
 
 def cost(n: int, s: int) -> int:
-    """Forwards for stride ``s`` on ``n`` elements: per class, two halves per bit and the probes, 2 each."""
+    """Forwards for stride ``s`` on ``n`` elements: per class, two halves per bit and the probes,
+    2 each, plus the screening pair of halves (see :func:`classes`)."""
     per_class = -(-n // s)  # ceil
     bits = (per_class - 1).bit_length()
-    return min(s, n) * 2 * (2 * bits + PROBES)
+    return min(s, n) * 2 * (2 * bits + PROBES) + (4 if bits else 0)
 
 
 def _moved(yp: torch.Tensor, ym: torch.Tensor, y0: torch.Tensor) -> torch.Tensor:
@@ -100,122 +100,111 @@ def _bit_order(bits: int) -> list[int]:
 
 
 def classes(evaluate: GroupFn, n: int, s: int, y0: torch.Tensor, tol: torch.Tensor, gen: torch.Generator) -> Iterator[tuple]:
-    """Per class of stride ``s``: (members, owner, yp, ym) as :func:`fd.attributed_differences` takes them.
+    """The classes of stride ``s``, a cohort at a time: (members (C, k), owner (C, M), yp (C, M), ym (C, M)).
 
-    Moves of consecutive classes share evaluations (few, large vmap calls), except the
-    first pair of halves, which goes alone: a local coupling is refused after two moves.
+    A cohort is a run of classes of the same size, evaluated and checked together. The
+    first pair of halves of class 0 is evaluated alone first, so that a local coupling
+    (the usual reason a stride does not fit) costs two moves, not a cohort's worth.
     Raises :class:`Unstructured` at the first contradiction.
     """
-    rows = max(2, min(256, BLOCK_BYTES // (16 * (n + y0.numel()))) // 2 * 2)  # moves per evaluation: bounded memory
-    pending = (_Class(r, n, s, y0, tol, gen) for r in range(min(s, n)))
-    queue: deque = deque()  # (class, first row, end row) still to evaluate
-    limit = 2
-    while True:
-        while sum(b - a for _, a, b in queue) < limit and (cls := next(pending, None)) is not None:
-            queue.append((cls, 0, len(cls.signs)))
-        if not queue:
-            return
-        block, size = [], 0
-        while queue and size < limit:
-            cls, a, b = queue.popleft()
-            take = min(b - a, limit - size)
-            block.append((cls, a, a + take))
-            if a + take < b:
-                queue.appendleft((cls, a + take, b))
-            size += take
-        yp, ym = evaluate([(cls.members, cls.signs[a:b]) for cls, a, b in block])
-        row = 0
-        for cls, a, b in block:
-            if cls.feed(yp[row : row + b - a], ym[row : row + b - a]):
-                yield cls.result()
-            row += b - a
-        limit = rows
+    screen = _Cohort(0, 1, n, s, y0, tol, gen)
+    if screen.bits:
+        yp, ym = evaluate(screen.block(0, 2))
+        screen.owners.add(screen.bits[:1], yp[None], ym[None])
+    for first, last in _cohorts(n, s):
+        cohort = _Cohort(first, last, n, s, y0, tol, gen)
+        step = max(2, BLOCK_BYTES // (16 * (last - first) * (n + y0.numel())) // 2 * 2)  # rows a class per evaluation
+        for a in range(0, cohort.rows, step):
+            b = min(cohort.rows, a + step)
+            cohort.feed(a, b, *evaluate(cohort.block(a, b)))
+        yield cohort.result()
 
 
-class _Class:
-    """One class of stride s: its moves (both halves of each bit, then random probes) and what they showed.
+def _cohorts(n: int, s: int) -> list[tuple[int, int]]:
+    """Runs of classes with equal member counts: the first n % s classes have one member more."""
+    split = n % s if n > s else n
+    return [(a, b) for a, b in ((0, split), (split, min(s, n))) if b > a]
 
-    ``signs`` holds one row per move over the class's members: +1 where a member moves
-    by +h (and then -h), -1 where it moves the other way, 0 where it stays.
+
+class _Cohort:
+    """Classes first..last-1 of stride s, all with k members: their moves and what the moves showed.
+
+    Every class makes the same moves over its own members: both halves of each bit,
+    then PROBES random moves (its own). ``signs`` is (C, rows, k): +1 where a member
+    moves by +h (and then -h), -1 where it moves the other way, 0 where it stays.
     """
 
-    def __init__(self, r: int, n: int, s: int, y0: torch.Tensor, tol: torch.Tensor, gen: torch.Generator) -> None:
+    def __init__(self, first: int, last: int, n: int, s: int, y0: torch.Tensor, tol: torch.Tensor, gen: torch.Generator) -> None:
         device = y0.device
-        self.members = torch.arange(r, n, s, device=device)
-        k = self.members.numel()
+        self.members = torch.arange(first, last, device=device)[:, None] + s * torch.arange(-(-(n - first) // s), device=device)[None, :]
+        c, k = self.members.shape
         self.bits = _bit_order((k - 1).bit_length())
-        if k == 1:  # a class of one element: it alone is moved
-            self.steps = torch.ones(1, 1, dtype=torch.int8, device=device)
-        else:
-            self.steps = torch.randint(-1, 2, (PROBES, k), generator=gen, dtype=torch.int8).to(device)
         upper = (torch.arange(k, device=device)[None, :] >> torch.tensor(self.bits, dtype=torch.long, device=device).reshape(-1, 1)) & 1
         halves = torch.stack([upper == 0, upper == 1], dim=1).reshape(-1, k).to(torch.int8)  # bit 0 half, bit 1 half, ...
         self.halves = len(halves)
-        self.signs = torch.cat([halves, self.steps])
-        self.owners = _Owners(y0, tol, s)
-        self.seen = 0  # rows used so far
-        self.carry: tuple | None = None  # the first half of a pair whose second is in the next block
+        if k == 1:  # classes of one element: it alone is moved
+            self.steps = torch.ones(c, 1, 1, dtype=torch.int8, device=device)
+        else:
+            self.steps = torch.randint(-1, 2, (c, PROBES, k), generator=gen, dtype=torch.int8).to(device)
+        self.signs = torch.cat([halves.expand(c, -1, -1), self.steps], dim=1)
+        self.rows = self.signs.shape[1]
+        self.owners = _Owners(y0, tol, s, c)
         self.probes: list[tuple[torch.Tensor, torch.Tensor]] = []
 
-    def feed(self, yp: torch.Tensor, ym: torch.Tensor) -> bool:
-        """The next rows of this class's moves, in order; True once all of them are in."""
-        if self.carry is not None:
-            yp, ym = torch.cat([self.carry[0], yp]), torch.cat([self.carry[1], ym])
-            self.carry = None
-        take = min(len(yp), self.halves - self.seen)
-        pairs = take - take % 2
-        if pairs:
-            first = self.seen // 2
-            self.owners.add(self.bits[first : first + pairs // 2], yp[:pairs], ym[:pairs])
-            self.seen += pairs
-        if take % 2:
-            self.carry = (yp[pairs:take], ym[pairs:take])
-            return False
-        if take < len(yp):
-            self.probes.append((yp[take:], ym[take:]))
-        self.seen += len(yp) - take
-        return self.seen == len(self.signs)
+    def block(self, a: int, b: int) -> list:
+        """Rows a..b-1 of every class, as the evaluator takes them: [(positions, signs)], one move a row."""
+        c, k = self.members.shape
+        return [(self.members[:, None, :].expand(c, b - a, k).reshape(-1, k), self.signs[:, a:b].reshape(-1, k))]
+
+    def feed(self, a: int, b: int, yp: torch.Tensor, ym: torch.Tensor) -> None:
+        """The outputs of rows a..b-1 (a and b even, so no pair of halves is split)."""
+        c = self.members.shape[0]
+        yp, ym = yp.reshape(c, b - a, -1), ym.reshape(c, b - a, -1)
+        halves = max(0, min(b, self.halves) - a)
+        if halves:
+            self.owners.add(self.bits[a // 2 : (a + halves) // 2], yp[:, :halves], ym[:, :halves])
+        if halves < b - a:
+            self.probes.append((yp[:, halves:], ym[:, halves:]))
 
     def result(self) -> tuple:
-        if self.probes:
-            sp = torch.cat([p for p, _ in self.probes])
-            sm = torch.cat([m for _, m in self.probes])
+        sp = torch.cat([p for p, _ in self.probes], dim=1) if self.probes else None
+        sm = torch.cat([m for _, m in self.probes], dim=1) if self.probes else None
         if not self.bits:
-            self.owners.solo(sp[0], sm[0])
-        self.owners.finish(self.members.numel())
+            self.owners.solo(sp[:, 0], sm[:, 0])
+        self.owners.finish(self.members.shape[1])
         if self.bits and self.probes:
             self.owners.probe(self.steps, sp, sm)
         return self.members, self.owners.owner, self.owners.yp, self.owners.ym
 
 
 class _Owners:
-    """What the halves of one class say: which member each output depends on, and its values."""
+    """What the halves of C classes say: which member each output depends on, and its values (all (C, M))."""
 
-    def __init__(self, y0: torch.Tensor, tol: torch.Tensor, stride: int) -> None:
+    def __init__(self, y0: torch.Tensor, tol: torch.Tensor, stride: int, classes: int) -> None:
         self.y0, self.tol, self.stride = y0, tol, stride
-        self.owner = torch.zeros(y0.shape, dtype=torch.long, device=y0.device)
+        self.owner = torch.zeros((classes, y0.numel()), dtype=torch.long, device=y0.device)
         self.moved = self.yp = self.ym = None
 
     def add(self, bits: list[int], yp: torch.Tensor, ym: torch.Tensor) -> None:
-        """Rows of ``yp``/``ym`` alternate: the half whose bit is 0, then the half whose bit is 1."""
+        """``yp``/``ym`` are (C, 2 * len(bits), M): the half whose bit is 0, then the half whose bit is 1."""
         moved = _moved(yp, ym, self.y0)
-        in0, in1 = moved[0::2], moved[1::2]
+        in0, in1 = moved[:, 0::2], moved[:, 1::2]
         if bool((in0 & in1).any()):
             raise Unstructured(f"an output depends on two elements {self.stride} apart")
         either = in0 | in1
-        bp, bm = torch.where(in1, yp[1::2], yp[0::2]), torch.where(in1, ym[1::2], ym[0::2])
+        bp, bm = torch.where(in1, yp[:, 1::2], yp[:, 0::2]), torch.where(in1, ym[:, 1::2], ym[:, 0::2])
         if self.moved is None:
-            self.moved, self.yp, self.ym = either[0], bp[0], bm[0]
-        if not bool((either == self.moved).all()):
+            self.moved, self.yp, self.ym = either[:, 0], bp[:, 0], bm[:, 0]
+        if not bool((either == self.moved[:, None]).all()):
             raise Unstructured("outputs changed in some pairs of halves but not in others")
-        same = _close(bp, self.yp, self.tol) & _close(bm, self.ym, self.tol)
-        if not bool(same[:, self.moved].all()):
+        same = _close(bp, self.yp[:, None], self.tol) & _close(bm, self.ym[:, None], self.tol)
+        if not bool((same | ~self.moved[:, None]).all()):
             raise Unstructured("an output's change depended on which other elements moved with its own")
         place = torch.tensor([1 << b for b in bits], dtype=torch.long, device=self.owner.device)
-        self.owner += (in1.long() * place[:, None]).sum(0)
+        self.owner += (in1.long() * place[:, None]).sum(1)
 
     def solo(self, yp: torch.Tensor, ym: torch.Tensor) -> None:
-        """A class of one element: every output that moved depends on it."""
+        """Classes of one element: every output that moved depends on it."""
         self.moved, self.yp, self.ym = _moved(yp, ym, self.y0), yp, ym
 
     def finish(self, k: int) -> None:
@@ -224,14 +213,16 @@ class _Owners:
             raise Unstructured("outputs changed in halves that name no element")
 
     def probe(self, steps: torch.Tensor, sp: torch.Tensor, sm: torch.Tensor) -> None:
-        """The class moved at random (each member by +h, -h or not at all): every output must follow its owner alone.
+        """Each class moved at random (each member by +h, -h or not at all): every output must follow its owner alone.
 
-        ``steps`` is (probes, members); ``sp``/``sm`` the outputs, one row per probe.
+        ``steps`` is (C, probes, members); ``sp``/``sm`` the outputs, (C, probes, M).
         """
-        mine = steps[:, self.owner.clamp(min=0)]
-        up, down = self.moved & (mine > 0), self.moved & (mine < 0)
-        want_p = torch.where(up, self.yp, torch.where(down, self.ym, self.y0))
-        want_m = torch.where(up, self.ym, torch.where(down, self.yp, self.y0))
+        mine = steps.gather(2, self.owner.clamp(min=0)[:, None, :].expand(-1, steps.shape[1], -1))
+        moved = self.moved[:, None]
+        up, down = moved & (mine > 0), moved & (mine < 0)
+        yp, ym = self.yp[:, None], self.ym[:, None]
+        want_p = torch.where(up, yp, torch.where(down, ym, self.y0))
+        want_m = torch.where(up, ym, torch.where(down, yp, self.y0))
         if not bool((_close(sp, want_p, self.tol) & _close(sm, want_m, self.tol)).all()):
             raise Unstructured("a random move of the class disagreed with the credited changes")
 

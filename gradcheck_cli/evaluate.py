@@ -37,6 +37,9 @@ VMAP_ELEMENTS = 1 << 17
 MAX_CHUNK = 1024
 # Chunks at least this long time the batched path against the loop (each on real work).
 RACE_MIN = 16
+# Shorter chunks (a bias, a sigma) always loop: two forwards an element cost less than the
+# two vmap calls (~0.3 ms each) that batching them would take.
+BATCH_MIN = 8
 # Grouped moves (see coloring.py) are batched when at least GROUP_BATCH_MIN moves fit in one
 # vmap call of at most GROUP_ROWS rows and VMAP_ELEMENTS inputs plus outputs: vmap over 16-32
 # rows ran a conv1d 2-3x faster per row than a loop, over 2 rows slower, over 128 rows (out
@@ -173,7 +176,7 @@ class Evaluator:
         orig, plus, minus, hp, hm = self.steps(leaf, index, h)
         self.points += 2 * len(idx)
         racing = self.batched is not False and len(idx) >= RACE_MIN and len(self._race) < 2
-        if self.batched is not False and (not racing or "batched" not in self._race):
+        if self.batched is not False and len(idx) >= BATCH_MIN and (not racing or "batched" not in self._race):
             try:
                 started = time.perf_counter()
                 with torch.no_grad():
@@ -235,18 +238,18 @@ class Evaluator:
         index = torch.tensor(idx, device=self.device, dtype=torch.long)
         orig, plus, minus, hp, hm = self.steps(leaf, index, h)
         self.points += 2
-        yp, ym = self._looped_moves(leaf, [(index, orig, plus[None], minus[None])])
+        yp, ym = self._looped_moves(leaf, [(index[None], orig[None], plus[None], minus[None])])
         # Steps taken differ per element only by rounding; the smallest is the honest one.
         return yp[0], ym[0], hp.min(), hm.min()
 
     def groups(self, leaf: Leaf, index: torch.Tensor, plus: torch.Tensor, minus: torch.Tensor, segments: list):
         """Outputs with many elements moved at once: (Yp, Ym), each (moves, M).
 
-        ``segments`` is a list of (positions, signs (moves, k)): in each move, element
+        ``segments`` is a list of (positions (G, k), signs (G, k)), a move a row: element
         ``index[p]`` is set to ``plus[p]`` where its sign is +1 and to ``minus[p]`` where
         it is -1 (then the other way round); 0 leaves it. Batched with vmap where that
-        reproduces the loop bit for bit (grouping compares outputs exactly), else one
-        forward per move and side.
+        reproduces the loop bit for bit (grouping compares outputs exactly) and is faster,
+        else one forward per move and side.
         """
         flat = self.tensor(leaf).view(-1)
         parts = []
@@ -272,7 +275,7 @@ class Evaluator:
                     cols, o, vp, vm = parts[0]
                     k = min(4, len(vp))
                     started = time.perf_counter()
-                    lp, lm = self._looped_moves(leaf, [(cols, o, vp[:k], vm[:k])])
+                    lp, lm = self._looped_moves(leaf, [(cols[:k], o[:k], vp[:k], vm[:k])])
                     same = torch.equal(lp, yp[:k]) and torch.equal(lm, ym[:k])
                     self.group_batched = same and batched_s < self._seconds(started) / k
                     if same:
@@ -288,26 +291,22 @@ class Evaluator:
         ys_plus, ys_minus = [], []
         with torch.no_grad():
             for cols, orig, to_plus, to_minus in parts:
-                try:
-                    for vp, vm in zip(to_plus, to_minus):
-                        flat[cols] = vp
+                for c, o, vp, vm in zip(cols, orig, to_plus, to_minus):
+                    try:
+                        flat[c] = vp
                         ys_plus.append(self.forward())
-                        flat[cols] = vm
+                        flat[c] = vm
                         ys_minus.append(self.forward())
-                finally:
-                    flat[cols] = orig
+                    finally:
+                        flat[c] = o
         return torch.stack(ys_plus), torch.stack(ys_minus)
 
     def _batched_moves(self, leaf: Leaf, parts, per_call: int) -> tuple[torch.Tensor, torch.Tensor]:
         flat = self.tensor(leaf).reshape(-1)
         rows_p, rows_m = [], []
         for cols, _, to_plus, to_minus in parts:
-            xp = flat.expand(len(to_plus), flat.numel()).clone()
-            xp[:, cols] = to_plus
-            xm = flat.expand(len(to_minus), flat.numel()).clone()
-            xm[:, cols] = to_minus
-            rows_p.append(xp)
-            rows_m.append(xm)
+            rows_p.append(flat.expand(len(to_plus), flat.numel()).clone().scatter_(1, cols, to_plus))
+            rows_m.append(flat.expand(len(to_minus), flat.numel()).clone().scatter_(1, cols, to_minus))
         xp, xm = torch.cat(rows_p), torch.cat(rows_m)
         plus_out, minus_out = [], []
         for start in range(0, len(xp), per_call):

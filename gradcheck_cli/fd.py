@@ -114,12 +114,12 @@ def attributed_differences(
 ) -> dict[str, Differences]:
     """:func:`loss_differences` for n elements whose outputs were moved in groups.
 
-    ``parts`` yields ``(members, owner, yp, ym)``: one group of elements moved together
-    (``members``: their positions 0..n-1), the one member each output depends on
-    (``owner[m]`` indexes ``members``; -1 for none) and the outputs at +h and -h
-    (length M).  Each output's terms are credited to its owner alone, so every
-    element gets the sums that moving it alone would have given.  ``hp``/``hm`` are
-    the per-element steps (length n).
+    ``parts`` yields ``(members, owner, yp, ym)`` for C groups of elements moved
+    together: ``members`` (C, k) their positions 0..n-1, ``owner`` (C, M) the one member
+    each output depends on (an index into the group's members; -1 for none) and the
+    outputs at +h and -h (C, M).  Each output's terms are credited to its owner alone,
+    so every element gets the sums that moving it alone would have given.
+    ``hp``/``hm`` are the per-element steps (length n).
     """
     y0 = y0.double()
     w = weights.double()
@@ -130,8 +130,9 @@ def attributed_differences(
     # Rows: l2 at +h, l2 at -h, weighted at +h, weighted at -h, and the two noise variances.
     sums = torch.zeros(6, n, dtype=torch.float64, device=y0.device)
     for members, owner, yp, ym in parts:
-        out = torch.nonzero(owner >= 0).reshape(-1)
-        yp, ym = yp.double()[out], ym.double()[out]
+        group, out = torch.nonzero(owner >= 0, as_tuple=True)
+        who = members[group, owner[group, out]]
+        yp, ym = yp.double()[group, out], ym.double()[group, out]
         yo, wo = y0[out], w[out]
         dp, dm = yp - yo, yo - ym
         changed = (yp != ym).double()
@@ -143,7 +144,7 @@ def attributed_differences(
             changed * l2_var_each[out],
             changed * w_var_each[out],
         ])
-        sums.index_add_(1, members[owner[out]], terms)
+        sums.index_add_(1, who, terms)
     return _slopes(*sums, y0, w, hidden2, hp.double(), hm.double())
 
 

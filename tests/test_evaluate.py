@@ -116,3 +116,15 @@ def test_seeding_for_a_cpu_check_draws_what_torch_manual_seed_draws():
     torch.manual_seed(0)
     seed_rng(123, torch.device("cpu"))
     assert torch.equal(torch.rand(5), want)
+
+
+def test_a_short_chunk_is_looped_without_trying_vmap(monkeypatch):
+    """A bias or a sigma: two forwards an element are cheaper than two vmap calls."""
+    ev = _evaluator()
+
+    def no_vmap(*args):
+        raise AssertionError("vmap tried for a chunk of 3")
+
+    monkeypatch.setattr(Evaluator, "_batched", no_vmap)
+    yp, ym, _, _ = ev.perturbed(("input", 0), [0, 1, 2], 1e-6)
+    assert yp.shape[0] == 3 and ev.batched is None  # undecided: a longer chunk may still batch

@@ -187,7 +187,7 @@ class SlowTwoParams(nn.Module):
         self.b = nn.Parameter(torch.linspace(-1.0, 1.0, 80, dtype=torch.float64))
 
     def forward(self):
-        float(self.a.detach().sum())  # data-dependent Python: not vmappable
+        float(self.a.detach().sum() + self.b.detach().sum())  # data-dependent Python: not vmappable in a or b
         time.sleep(0.05)
         return torch.cat([Double.apply(self.a), Double.apply(self.b).cumsum(0)])
 
@@ -286,7 +286,7 @@ class InterruptWhileCheckingB(nn.Module):
         self.b0 = self.b.detach().clone()
 
     def forward(self):
-        float(self.a.detach().sum())  # data-dependent Python: not vmappable
+        float(self.a.detach().sum() + self.b.detach().sum())  # data-dependent Python: not vmappable in a or b
         if not torch.equal(self.b.detach(), self.b0):
             raise KeyboardInterrupt
         return torch.cat([Double.apply(self.a), Double.apply(self.b).cumsum(0)])
