@@ -111,13 +111,16 @@ def classes(evaluate: GroupFn, n: int, s: int, y0: torch.Tensor, tol: torch.Tens
     if screen.bits:
         yp, ym = evaluate(screen.block(0, 2))
         screen.owners.add(screen.bits[:1], yp[None], ym[None])
+    per_cohort = max(1, BLOCK_BYTES // (48 * y0.numel()))  # classes whose (C, M) state fits the block size
     for first, last in _cohorts(n, s):
-        cohort = _Cohort(first, last, n, s, y0, tol, gen)
-        step = max(2, BLOCK_BYTES // (16 * (last - first) * (n + y0.numel())) // 2 * 2)  # rows a class per evaluation
-        for a in range(0, cohort.rows, step):
-            b = min(cohort.rows, a + step)
-            cohort.feed(a, b, *evaluate(cohort.block(a, b)))
-        yield cohort.result()
+        for start in range(first, last, per_cohort):
+            stop = min(last, start + per_cohort)
+            cohort = _Cohort(start, stop, n, s, y0, tol, gen)
+            step = max(2, BLOCK_BYTES // (16 * (stop - start) * (n + y0.numel())) // 2 * 2)  # rows a class per evaluation
+            for a in range(0, cohort.rows, step):
+                b = min(cohort.rows, a + step)
+                cohort.feed(a, b, *evaluate(cohort.block(a, b)))
+            yield cohort.result()
 
 
 def _cohorts(n: int, s: int) -> list[tuple[int, int]]:

@@ -403,3 +403,15 @@ def test_blocks_that_split_a_class_give_the_same_credits(monkeypatch):
     _assert_credits_match(a, split)
     for (m1, o1, p1, q1), (m2, o2, p2, q2) in zip(whole, split):
         assert torch.equal(m1, m2) and torch.equal(o1, o2) and torch.equal(p1, p2) and torch.equal(q1, q2)
+
+
+def test_memory_bounds_split_a_stride_into_small_cohorts(monkeypatch):
+    """Many classes times many outputs: classes are checked a few at a time, with the same credits."""
+    n = 256
+    a = sum(torch.diag(torch.full((n - abs(k),), 1.0 + k / 8, dtype=torch.float64), k) for k in range(-2, 3))  # width 5
+    whole, how_whole, _ = _colour(a, budget=10_000)
+    monkeypatch.setattr(coloring, "BLOCK_BYTES", 48 * n * 2)  # two classes' state at a time
+    small, how_small, _ = _colour(a, budget=10_000)
+    assert how_whole.stride == how_small.stride == 8
+    assert [len(m) for m, _, _, _ in whole] == [8] and [len(m) for m, _, _, _ in small] == [2, 2, 2, 2]
+    _assert_credits_match(a, small)
