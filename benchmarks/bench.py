@@ -514,7 +514,7 @@ class Notes:
 
 def path_of(tool: str, timing: dict) -> str:
     """How a run of ours evaluated: grouped tensors (stride), then the path of the rest."""
-    rest = "batched (vmap)" if timing.get("batched") else {"ours": "loop (vmap impossible or slower)", "ours_loop": "loop (batch=False)"}.get(
+    rest = "batched (vmap)" if timing.get("batched") else {"ours": "loop", "ours_loop": "loop (batch=False)"}.get(
         tool, "one element per forward pair (batch=False, coloring=False)")
     grouped = timing.get("grouped") or {}
     if not grouped:

@@ -23,9 +23,11 @@ pattern silently credits changes to the wrong element.  Here the pattern is
   Two members on one output are already caught by the halves; this catches
   three or more whose changes cancel exactly inside the halves.
 
-Strides 1, 2, 4, ... are tried, each abandoned at its first contradiction; a
+Strides 1, 2, 4, ... are tried, each screened first with one pair of halves of
+class 0 (a local coupling shows there) and abandoned at its first contradiction; a
 tensor that no stride fits within the forward budget is checked one element per
-forward pair, as before.  Where a stride fits, each output's change is the one
+forward pair, as before.  Classes of equal size are checked together, a cohort at
+a time, so the bookkeeping is a few tensor operations per block, not per class.  Where a stride fits, each output's change is the one
 that moving its owner alone gives, so the per-element slopes are the numbers
 the one-at-a-time path computes, from about 2 s (2 log2(n/s) + 2) forwards
 instead of 2n.
