@@ -10,31 +10,33 @@ pattern silently credits changes to the wrong element.  Here the pattern is
 *measured* from the forwards themselves and every credit is checked:
 
 * Class r of stride s holds the positions p = r, r+s, r+2s, ... of the checked
-  elements.  For each bit of q = p // s, the class is split into the members
-  whose bit is 0 and those whose bit is 1, and each half is moved by +h and by
-  -h.  An output that depends on exactly one member changes (any change at all
-  counts, bit for bit) in exactly one half at every bit, and those halves spell
-  that member's q in binary.  An output that depends on two members changes in
-  both halves at a bit where they differ: the stride is rejected.
-* An output's values must agree, to rounding, at every bit: the other members
+  elements; member q of a class gets a code, a w-subset of t moves (w odd, C(t, w)
+  at least the class size: 7 moves of 3 for 32 members, 19 of 9 for 65536).  Each
+  move shifts its members by +h and by -h.  An output that depends on exactly one
+  member changes (any change at all counts, bit for bit) in exactly that member's
+  w moves, which name it.  One that depends on two members changes in the moves of
+  both codes, more than w -- or, where their changes cancel exactly in the moves
+  they share, in an even number of moves, never the odd w: the stride is rejected.
+* An output's values must agree, to rounding, in all its moves: the other members
   moved with its owner must not have touched it.
-* Last, the class is moved at random twice (each member by +h, -h or not at
+* Last, each class is moved at random twice (each member by +h, -h or not at
   all), and every output must show the value its owner's move alone predicts.
-  Two members on one output are already caught by the halves; this catches
-  three or more whose changes cancel exactly inside the halves.
+  This catches three or more members whose changes cancel exactly inside the
+  coded moves.
 
-Strides 1, 2, 4, ... are tried, each screened first with one pair of halves of
-class 0 (a local coupling shows there) and abandoned at its first contradiction; a
-tensor that no stride fits within the forward budget is checked one element per
-forward pair, as before.  Classes of equal size are checked together, a cohort at
-a time, so the bookkeeping is a few tensor operations per block, not per class.  Where a stride fits, each output's change is the one
-that moving its owner alone gives, so the per-element slopes are the numbers
-the one-at-a-time path computes, from about 2 s (2 log2(n/s) + 2) forwards
-instead of 2n.
+Strides 1, 2, 4, ... are tried, each screened first by moving class 0's even and
+odd members apart (a local coupling shows there) and abandoned at its first
+contradiction; a tensor that no stride fits within the forward budget is checked
+one element per forward pair, as before.  Classes of equal size are checked
+together, a cohort at a time, so the bookkeeping is a few tensor operations per
+block, not per class.  Where a stride fits, each output's change is the one that
+moving its owner alone gives, so the per-element slopes are the numbers the
+one-at-a-time path computes, from about 2 s (t + 2) forwards instead of 2n.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Iterator, TypeVar
 
@@ -74,11 +76,12 @@ class Colouring:
 
 
 def cost(n: int, s: int) -> int:
-    """Forwards for stride ``s`` on ``n`` elements: per class, two halves per bit and the probes,
-    2 each, plus the screening pair of halves (see :func:`classes`)."""
+    """Forwards for stride ``s`` on ``n`` elements: per class, its coded moves and the probes,
+    2 each, plus the screen's two moves (see :func:`classes`)."""
     per_class = -(-n // s)  # ceil
-    bits = (per_class - 1).bit_length()
-    return min(s, n) * 2 * (2 * bits + PROBES) + (4 if bits else 0)
+    if per_class < 2:
+        return 2 * min(s, n)
+    return min(s, n) * 2 * (code_size(per_class)[0] + PROBES) + 4
 
 
 def _moved(yp: torch.Tensor, ym: torch.Tensor, y0: torch.Tensor) -> torch.Tensor:
@@ -90,39 +93,69 @@ def _close(a: torch.Tensor, b: torch.Tensor, tol: torch.Tensor) -> torch.Tensor:
     return (a == b) | ((a - b).abs() <= tol) | (a.isnan() & b.isnan())
 
 
-def _bit_order(bits: int) -> list[int]:
-    """Lowest bit first, then highest, and inwards: local and long-range couplings both show early."""
-    order, lo, hi = [], 0, bits - 1
-    while lo <= hi:
-        order.append(lo)
-        if hi != lo:
-            order.append(hi)
-        lo, hi = lo + 1, hi - 1
-    return order
-
-
 def classes(evaluate: GroupFn, n: int, s: int, y0: torch.Tensor, tol: torch.Tensor, gen: torch.Generator) -> Iterator[tuple]:
     """The classes of stride ``s``, a cohort at a time: (members (C, k), owner (C, M), yp (C, M), ym (C, M)).
 
-    A cohort is a run of classes of the same size, evaluated and checked together. The
-    first pair of halves of class 0 is evaluated alone first, so that a local coupling
-    (the usual reason a stride does not fit) costs two moves, not a cohort's worth.
+    A cohort is a run of classes of the same size, evaluated and checked together.
     Raises :class:`Unstructured` at the first contradiction.
     """
-    screen = _Cohort(0, 1, n, s, y0, tol, gen)
-    if screen.bits:
-        yp, ym = evaluate(screen.block(0, 2))
-        screen.owners.add(screen.bits[:1], yp[None], ym[None])
+    _screen(evaluate, n, s, y0)
     per_cohort = max(1, BLOCK_BYTES // (48 * y0.numel()))  # classes whose (C, M) state fits the block size
     for first, last in _cohorts(n, s):
         for start in range(first, last, per_cohort):
             stop = min(last, start + per_cohort)
             cohort = _Cohort(start, stop, n, s, y0, tol, gen)
-            step = max(2, BLOCK_BYTES // (16 * (stop - start) * (n + y0.numel())) // 2 * 2)  # rows a class per evaluation
+            step = max(1, BLOCK_BYTES // (16 * (stop - start) * (n + y0.numel())))  # rows a class per evaluation
             for a in range(0, cohort.rows, step):
                 b = min(cohort.rows, a + step)
                 cohort.feed(a, b, *evaluate(cohort.block(a, b)))
             yield cohort.result()
+
+
+def _screen(evaluate: GroupFn, n: int, s: int, y0: torch.Tensor) -> None:
+    """Class 0's even and odd members, moved apart: an output that changes both times refuses the stride.
+
+    A local coupling (the usual reason a stride does not fit: neighbours s apart on one
+    output) shows here after two moves, before any cohort is evaluated.
+    """
+    members = torch.arange(0, n, s, device=y0.device)
+    if members.numel() < 2:
+        return
+    odd = (torch.arange(members.numel(), device=y0.device) % 2).to(torch.int8)
+    yp, ym = evaluate([(members.expand(2, -1), torch.stack([1 - odd, odd]))])
+    moved = _moved(yp, ym, y0)
+    if bool((moved[0] & moved[1]).any()):
+        raise Unstructured(f"an output depends on two elements {s} apart")
+
+
+def code_size(k: int) -> tuple[int, int]:
+    """(t, w): the fewest moves t with C(t, w) >= k codes of an odd weight w (see :class:`_Cohort`)."""
+    t = 1
+    while True:
+        w = max(range(1, t + 1, 2), key=lambda v: math.comb(t, v))
+        if math.comb(t, w) >= k:
+            return t, w
+        t += 1
+
+
+def _codes(k: int, t: int, w: int, device: torch.device) -> torch.Tensor:
+    """(t, k) bool: member q takes part in move j when j is in the q-th w-subset of range(t) (colex order)."""
+    binom = _binomials(t, w, device)
+    q = torch.arange(k, device=device)
+    left = torch.full((k,), w, dtype=torch.long, device=device)
+    code = torch.zeros((t, k), dtype=torch.bool, device=device)
+    for j in range(t - 1, -1, -1):  # the combinatorial number system, greedily from the top
+        c = binom[j, left]
+        take = (left > 0) & (q >= c)
+        code[j] = take
+        q = q - torch.where(take, c, 0)
+        left = left - take.long()
+    return code
+
+
+def _binomials(t: int, w: int, device: torch.device) -> torch.Tensor:
+    """(t, w + 2) long: C(j, i) for j < t, i <= w + 1."""
+    return torch.tensor([[math.comb(j, i) for i in range(w + 2)] for j in range(t)], dtype=torch.long, device=device)
 
 
 def _cohorts(n: int, s: int) -> list[tuple[int, int]]:
@@ -134,26 +167,26 @@ def _cohorts(n: int, s: int) -> list[tuple[int, int]]:
 class _Cohort:
     """Classes first..last-1 of stride s, all with k members: their moves and what the moves showed.
 
-    Every class makes the same moves over its own members: both halves of each bit,
-    then PROBES random moves (its own). ``signs`` is (C, rows, k): +1 where a member
-    moves by +h (and then -h), -1 where it moves the other way, 0 where it stays.
+    Every class makes the same t coded moves over its own members -- member q takes part
+    in the moves of its code, a w-subset of range(t) -- then PROBES random moves of its
+    own. ``signs`` is (C, rows, k): +1 where a member moves by +h (and then -h), -1
+    where it moves the other way, 0 where it stays.
     """
 
     def __init__(self, first: int, last: int, n: int, s: int, y0: torch.Tensor, tol: torch.Tensor, gen: torch.Generator) -> None:
         device = y0.device
         self.members = torch.arange(first, last, device=device)[:, None] + s * torch.arange(-(-(n - first) // s), device=device)[None, :]
         c, k = self.members.shape
-        self.bits = _bit_order((k - 1).bit_length())
-        upper = (torch.arange(k, device=device)[None, :] >> torch.tensor(self.bits, dtype=torch.long, device=device).reshape(-1, 1)) & 1
-        halves = torch.stack([upper == 0, upper == 1], dim=1).reshape(-1, k).to(torch.int8)  # bit 0 half, bit 1 half, ...
-        self.halves = len(halves)
         if k == 1:  # classes of one element: it alone is moved
-            self.steps = torch.ones(c, 1, 1, dtype=torch.int8, device=device)
+            self.tests, self.steps, codes = 0, torch.ones(c, 1, 1, dtype=torch.int8, device=device), torch.zeros(0, 1, dtype=torch.int8, device=device)
+            self.owners = _Owners(y0, tol, s, c, 0, 0)
         else:
+            self.tests, weight = code_size(k)
+            codes = _codes(k, self.tests, weight, device).to(torch.int8)
             self.steps = torch.randint(-1, 2, (c, PROBES, k), generator=gen, dtype=torch.int8).to(device)
-        self.signs = torch.cat([halves.expand(c, -1, -1), self.steps], dim=1)
+            self.owners = _Owners(y0, tol, s, c, self.tests, weight)
+        self.signs = torch.cat([codes.expand(c, -1, -1), self.steps], dim=1)
         self.rows = self.signs.shape[1]
-        self.owners = _Owners(y0, tol, s, c)
         self.probes: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def block(self, a: int, b: int) -> list:
@@ -162,60 +195,76 @@ class _Cohort:
         return [(self.members[:, None, :].expand(c, b - a, k).reshape(-1, k), self.signs[:, a:b].reshape(-1, k))]
 
     def feed(self, a: int, b: int, yp: torch.Tensor, ym: torch.Tensor) -> None:
-        """The outputs of rows a..b-1 (a and b even, so no pair of halves is split)."""
+        """The outputs of rows a..b-1."""
         c = self.members.shape[0]
         yp, ym = yp.reshape(c, b - a, -1), ym.reshape(c, b - a, -1)
-        halves = max(0, min(b, self.halves) - a)
-        if halves:
-            self.owners.add(self.bits[a // 2 : (a + halves) // 2], yp[:, :halves], ym[:, :halves])
-        if halves < b - a:
-            self.probes.append((yp[:, halves:], ym[:, halves:]))
+        tests = max(0, min(b, self.tests) - a)
+        if tests:
+            self.owners.add(a, yp[:, :tests], ym[:, :tests])
+        if tests < b - a:
+            self.probes.append((yp[:, tests:], ym[:, tests:]))
 
     def result(self) -> tuple:
         sp = torch.cat([p for p, _ in self.probes], dim=1) if self.probes else None
         sm = torch.cat([m for _, m in self.probes], dim=1) if self.probes else None
-        if not self.bits:
+        if not self.tests:
             self.owners.solo(sp[:, 0], sm[:, 0])
         self.owners.finish(self.members.shape[1])
-        if self.bits and self.probes:
+        if self.tests and self.probes:
             self.owners.probe(self.steps, sp, sm)
         return self.members, self.owners.owner, self.owners.yp, self.owners.ym
 
 
 class _Owners:
-    """What the halves of C classes say: which member each output depends on, and its values (all (C, M))."""
+    """What the coded moves of C classes say: which member each output depends on, and its values (all (C, M)).
 
-    def __init__(self, y0: torch.Tensor, tol: torch.Tensor, stride: int, classes: int) -> None:
-        self.y0, self.tol, self.stride = y0, tol, stride
-        self.owner = torch.zeros((classes, y0.numel()), dtype=torch.long, device=y0.device)
-        self.moved = self.yp = self.ym = None
+    An output that depends on one member changes in exactly the w moves of that member's
+    code, and those moves name the member (its rank in colex order). One that depends on
+    two changes in the moves of both codes: more than w, as two distinct codes of w
+    moves cover more than w; and if their changes cancelled exactly in the moves they
+    share, in an even number, never the odd w.
+    """
 
-    def add(self, bits: list[int], yp: torch.Tensor, ym: torch.Tensor) -> None:
-        """``yp``/``ym`` are (C, 2 * len(bits), M): the half whose bit is 0, then the half whose bit is 1."""
+    def __init__(self, y0: torch.Tensor, tol: torch.Tensor, stride: int, classes: int, tests: int, weight: int) -> None:
+        self.y0, self.tol, self.stride, self.weight = y0, tol, stride, weight
+        shape = (classes, y0.numel())
+        self.count = torch.zeros(shape, dtype=torch.long, device=y0.device)  # moves each output changed in
+        self.rank = torch.zeros(shape, dtype=torch.long, device=y0.device)
+        self.yp = torch.zeros(shape, dtype=y0.dtype, device=y0.device)
+        self.ym = torch.zeros(shape, dtype=y0.dtype, device=y0.device)
+        self.binom = _binomials(tests, weight, y0.device) if tests else None
+        self.moved = self.owner = None
+
+    def add(self, first: int, yp: torch.Tensor, ym: torch.Tensor) -> None:
+        """``yp``/``ym`` are (C, r, M): the outputs of coded moves first..first+r-1."""
         moved = _moved(yp, ym, self.y0)
-        in0, in1 = moved[:, 0::2], moved[:, 1::2]
-        if bool((in0 & in1).any()):
+        seen = self.count[:, None] + moved.long().cumsum(1)  # changes so far, this move included
+        if bool((seen[:, -1] > self.weight).any()):
             raise Unstructured(f"an output depends on two elements {self.stride} apart")
-        either = in0 | in1
-        bp, bm = torch.where(in1, yp[:, 1::2], yp[:, 0::2]), torch.where(in1, ym[:, 1::2], ym[:, 0::2])
-        if self.moved is None:
-            self.moved, self.yp, self.ym = either[:, 0], bp[:, 0], bm[:, 0]
-        if not bool((either == self.moved[:, None]).all()):
-            raise Unstructured("outputs changed in some pairs of halves but not in others")
-        same = _close(bp, self.yp[:, None], self.tol) & _close(bm, self.ym[:, None], self.tol)
-        if not bool((same | ~self.moved[:, None]).all()):
+        move = torch.arange(first, first + moved.shape[1], device=moved.device)[None, :, None].expand_as(seen)
+        self.rank += (moved * self.binom[move, seen]).sum(1)  # colex rank: sum of C(move, i) over the i-th change
+        new = moved.any(1) & (self.count == 0)
+        at = moved.long().argmax(1, keepdim=True)  # the first move in this block that changed the output
+        self.yp = torch.where(new, yp.gather(1, at).squeeze(1), self.yp)
+        self.ym = torch.where(new, ym.gather(1, at).squeeze(1), self.ym)
+        same = _close(yp, self.yp[:, None], self.tol) & _close(ym, self.ym[:, None], self.tol)
+        if not bool((same | ~moved).all()):
             raise Unstructured("an output's change depended on which other elements moved with its own")
-        place = torch.tensor([1 << b for b in bits], dtype=torch.long, device=self.owner.device)
-        self.owner += (in1.long() * place[:, None]).sum(1)
+        self.count = seen[:, -1]
 
     def solo(self, yp: torch.Tensor, ym: torch.Tensor) -> None:
         """Classes of one element: every output that moved depends on it."""
         self.moved, self.yp, self.ym = _moved(yp, ym, self.y0), yp, ym
+        self.rank = torch.zeros_like(self.rank)
 
     def finish(self, k: int) -> None:
-        self.owner = torch.where(self.moved, self.owner, -1)
+        if self.moved is None:
+            if bool(((self.count != 0) & (self.count != self.weight)).any()):
+                raise Unstructured("an output changed in a number of moves that no element's code has")
+            self.moved = self.count == self.weight
+        self.owner = torch.where(self.moved, self.rank, -1)
         if bool((self.owner >= k).any()):
-            raise Unstructured("outputs changed in halves that name no element")
+            raise Unstructured("outputs changed in moves that name no element")
 
     def probe(self, steps: torch.Tensor, sp: torch.Tensor, sm: torch.Tensor) -> None:
         """Each class moved at random (each member by +h, -h or not at all): every output must follow its owner alone.

@@ -4,8 +4,8 @@ Two levels:
 
 * ``coloring.colour`` on exact linear maps (dyadic numbers, so every sum is exact):
   which strides it accepts, which owners it credits, what it costs, and that it
-  rejects structures that would misattribute -- including changes that cancel
-  exactly inside the halves, which only the random probes can see.
+  rejects structures that would misattribute -- including changes of three elements
+  that cancel exactly inside the coded moves, which only the random probes can see.
 * ``check`` on real layers: the grouped path gives the verdicts the
   one-element-per-forward path gives (correct layers, bugs, kinks, steps that leave
   the domain, long-range couplings), and it is refused where it cannot be trusted.
@@ -14,6 +14,7 @@ Two levels:
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -72,7 +73,8 @@ def test_elementwise_fits_stride_1_in_a_logarithmic_number_of_forwards():
     a = torch.diag(torch.linspace(1, 2, n, dtype=torch.float64))
     parts, how, calls = _colour(a)
     assert how.stride == 1
-    assert how.forwards == coloring.cost(n, 1) == 2 * (2 * 6 + coloring.PROBES) + 4  # + the screening pair
+    assert coloring.code_size(n) == (9, 5)  # C(9, 5) = 126 codes of 5 moves among 9, for 64 elements
+    assert how.forwards == coloring.cost(n, 1) == 2 * (9 + coloring.PROBES) + 4  # + the screen's two moves
     _assert_credits_match(a, parts)
 
 
@@ -90,7 +92,7 @@ def test_a_wide_output_is_not_grouped_and_the_attempts_stay_within_budget():
     parts, how, calls = _colour(a, budget=n)
     assert parts is None and how.stride == 0
     assert how.forwards == 2 * sum(calls) <= n
-    assert set(calls) == {2}  # each stride is refused at its first pair of halves, evaluated alone
+    assert set(calls) == {2}  # each stride is refused by its screen: two moves, evaluated alone
 
 
 def test_a_long_range_coupling_is_refused_within_budget():
@@ -102,19 +104,21 @@ def test_a_long_range_coupling_is_refused_within_budget():
     assert how.forwards == 2 * sum(calls) <= n
 
 
-def test_changes_that_cancel_exactly_inside_the_halves_are_caught_by_the_random_probes(monkeypatch):
-    """y_0 = x_0 - x_1 + x_3: every pair of halves shows one change, spelling element 2.
+def test_changes_that_cancel_exactly_inside_the_coded_moves_are_caught_by_the_random_probes(monkeypatch):
+    """y_0 = x_0 - x_1 + x_11: the coded moves alone credit y_0 to element 7.
 
-    bit 0: {0} moves y_0 by +h, {1, 3} by -h + h = 0; bit 1: {0, 1} by 0, {3} by +h.  The halves
-    alone would credit y_0 to element 2, which it does not depend on at all.
+    With 64 elements each one takes part in 5 of 9 moves. Where 0, 1 and 11 move together
+    the changes of 0 and 1 cancel exactly, and y_0 changes by +h in exactly the 5 moves of
+    element 7's code -- which it does not depend on at all. (Even and odd members, the
+    screen: +h and -h + h = 0, so that passes too.)
     """
     n = 64
     a = torch.eye(n, dtype=torch.float64)
-    a[0, 1], a[0, 3] = -1.0, 1.0
+    a[0, 1], a[0, 11] = -1.0, 1.0
 
     monkeypatch.setattr(coloring, "PROBES", 0)
     parts, how, _ = _colour(a, budget=1000)
-    assert how.stride == 1 and _credits(parts)[0] == [2]  # the hazard the probes exist for
+    assert how.stride == 1 and _credits(parts)[0] == [7]  # the hazard the probes exist for
 
     monkeypatch.setattr(coloring, "PROBES", 2)
     misattributed = 0
@@ -123,7 +127,7 @@ def test_changes_that_cancel_exactly_inside_the_halves_are_caught_by_the_random_
         if how.stride == 1:
             misattributed += 1
         else:
-            assert how.stride == 4  # the first stride that separates 0, 1 and 3
+            assert how.stride == 4  # the first stride that puts 0, 1 and 11 in different classes
             _assert_credits_match(a, parts)
     assert misattributed <= 10, misattributed  # ~6% expected for this one contrived output
 
@@ -293,24 +297,24 @@ def test_the_corpus_gives_the_same_verdicts_grouped_as_one_at_a_time(monkeypatch
 
 
 class _Stencil(torch.autograd.Function):
-    """y = x, except y_0 = x_0 - x_1 + x_3 (the exactly cancelling output of the probe test)."""
+    """y = x, except y_0 = x_0 - x_1 + x_11 (the exactly cancelling output of the probe test)."""
 
     @staticmethod
     def forward(ctx, x):
         y = x.clone()
-        y[0] = x[0] - x[1] + x[3]
+        y[0] = x[0] - x[1] + x[11]
         return y
 
     @staticmethod
     def backward(ctx, g):
         grad = g.clone()
         grad[1] = g[1] - g[0]
-        grad[3] = g[3] + g[0]
+        grad[11] = g[11] + g[0]
         return grad
 
 
 def test_a_misattribution_the_probes_miss_cannot_fail_a_correct_layer(monkeypatch):
-    """Without probes the halves credit y_0 to element 2; re-evaluating flagged elements alone rescues the verdict."""
+    """Without probes the coded moves credit y_0 to element 7; re-evaluating flagged elements alone rescues the verdict."""
     monkeypatch.setattr(coloring, "PROBES", 0)
     monkeypatch.setattr(coloring, "BUDGET_FRACTION", 100.0)
     x = torch.arange(64, dtype=torch.float64) / 4 + 1  # dyadic, and a power-of-two step: exact cancellation
@@ -398,7 +402,7 @@ def test_blocks_that_split_a_class_give_the_same_credits(monkeypatch):
     monkeypatch.setattr(coloring, "BLOCK_BYTES", 16 * 4 * (n + n) * 2)  # two rows of each of the 4 classes per evaluation
     split, how_split, calls = _colour(a, budget=10_000)
     assert how_whole.stride == how_split.stride == 4
-    rows_per_class = 2 * (n // 4 - 1).bit_length() + coloring.PROBES  # 2 * 6 + 1 = 13
+    rows_per_class = coloring.code_size(n // 4)[0] + coloring.PROBES  # 8 coded moves + 1 probe = 9
     assert max(calls) <= 2 * 4 and sum(calls) >= 4 * rows_per_class  # many small blocks, the last one odd
     _assert_credits_match(a, split)
     for (m1, o1, p1, q1), (m2, o2, p2, q2) in zip(whole, split):
@@ -415,3 +419,32 @@ def test_memory_bounds_split_a_stride_into_small_cohorts(monkeypatch):
     assert how_whole.stride == how_small.stride == 8
     assert [len(m) for m, _, _, _ in whole] == [8] and [len(m) for m, _, _, _ in small] == [2, 2, 2, 2]
     _assert_credits_match(a, small)
+
+
+@pytest.mark.parametrize("k", [2, 3, 5, 32, 64, 1000])
+def test_every_member_gets_its_own_code_of_odd_weight_and_the_code_names_it(k):
+    t, w = coloring.code_size(k)
+    assert w % 2 == 1 and math.comb(t, w) >= k
+    codes = coloring._codes(k, t, w, torch.device("cpu"))
+    assert codes.shape == (t, k) and bool((codes.sum(0) == w).all())
+    assert len({tuple(col) for col in codes.T.tolist()}) == k  # all distinct
+    ranks = [sum(math.comb(j, i + 1) for i, j in enumerate(torch.nonzero(codes[:, q]).reshape(-1).tolist())) for q in range(k)]
+    assert ranks == list(range(k))  # what _Owners decodes
+
+
+def test_two_elements_whose_changes_cancel_exactly_are_refused_without_any_probe(monkeypatch):
+    """y_0 = x_a - x_b, exactly: where both move, y_0 stays; where one moves, it moves by +h or by -h.
+
+    Such an output changes in an even number of coded moves (never the odd weight) and by
+    values of both signs (never one element's single value): refused either way.
+    """
+    monkeypatch.setattr(coloring, "PROBES", 0)
+    n = 64
+    for a_, b_ in [(0, 2), (4, 10), (1, 63), (20, 22), (7, 9), (30, 62)]:  # same parity: the screen cannot see them
+        a = torch.eye(n, dtype=torch.float64)
+        a[0, 0] = 0.0
+        a[0, a_], a[0, b_] = 1.0, -1.0
+        parts, how, _ = _colour(a, budget=10_000)
+        assert how.stride != 1, (a_, b_)
+        if parts is not None:
+            _assert_credits_match(a, parts)
