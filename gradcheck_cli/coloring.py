@@ -53,8 +53,8 @@ MIN_ELEMENTS = 32
 # Forwards that colouring may spend, failed attempts included, as a fraction of the
 # element-by-element path's 2n: a layer no stride fits costs at most this much extra.
 BUDGET_FRACTION = 0.5
-# Moved inputs and outputs held at once (float64, at +h and -h): moves are evaluated in
-# blocks of at most this many bytes (and 256 moves).
+# Moved inputs and outputs held at once (float64, at +h and -h): a cohort's moves are
+# evaluated in blocks of at most this many bytes, and its per-class state fits in it too.
 BLOCK_BYTES = 8 << 20
 # Random moves of a whole class that every credit must predict (see _Owners.probe).
 PROBES = 2
