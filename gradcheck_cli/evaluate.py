@@ -193,8 +193,7 @@ class Evaluator:
                 reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
                 self.batch_note = f"batched evaluation not possible ({reason}); used one forward per perturbation"
         started = time.perf_counter()
-        with torch.no_grad():
-            yp, ym = self._loop(leaf, idx, orig, plus, minus)
+        yp, ym = self._loop(leaf, idx, orig, plus, minus)
         if racing and self.batched:
             # Both paths have now run a real chunk: keep the faster (vmap is not always faster,
             # e.g. a batched conv1d on the CPU costs more per perturbation than plain forwards).
@@ -214,23 +213,35 @@ class Evaluator:
         # Elsewhere write on the device: no host synchronisation per element.
         cells = _numpy_view(flat)
         if cells is not None:
-            plus, minus, before = plus.tolist(), minus.tolist(), orig.tolist()
+            plus, minus, orig = plus.tolist(), minus.tolist(), orig.tolist()
         else:
-            cells, before = flat, orig
+            cells = flat
+        values = (orig, plus, minus)  # indexed by side: 0 restores, 1 is +h, -1 is -h
+
+        def put(row: int, side: int) -> None:
+            cells[idx[row]] = values[side][row]
+
+        return self._two_sided(len(idx), put)
+
+    def _two_sided(self, count: int, put) -> tuple[torch.Tensor, torch.Tensor]:
+        """Outputs after ``put(row, 1)`` and after ``put(row, -1)`` for each row; ``put(row, 0)`` restores.
+
+        One forward per row and side, each copied straight into a preallocated row (the
+        layer's output may be a buffer that the next forward overwrites).
+        """
         rows_p = rows_m = None
-        try:
-            for b, i in enumerate(idx):
-                cells[i] = plus[b]
-                y = self._outputs()
-                if rows_p is None:
-                    rows_p = y.new_empty((len(idx), y.numel()))
-                    rows_m = y.new_empty((len(idx), y.numel()))
-                rows_p[b] = y  # copied before the next forward can overwrite it
-                cells[i] = minus[b]
-                rows_m[b] = self._outputs()
-                cells[i] = before[b]
-        finally:
-            flat[idx] = orig  # restore even if the layer raised
+        with torch.no_grad():
+            for row in range(count):
+                try:
+                    put(row, 1)
+                    y = self._outputs()
+                    if rows_p is None:
+                        rows_p, rows_m = y.new_empty((count, y.numel())), y.new_empty((count, y.numel()))
+                    rows_p[row] = y
+                    put(row, -1)
+                    rows_m[row] = self._outputs()
+                finally:
+                    put(row, 0)  # restore even if the layer raised
         return rows_p, rows_m
 
     def joint(self, leaf: Leaf, idx: list[int], h: float):
@@ -260,8 +271,7 @@ class Evaluator:
             parts.append((cols, o, torch.where(up, p, torch.where(down, m, o)), torch.where(up, m, torch.where(down, p, o))))
         moves = sum(len(signs) for _, signs in segments)
         self.points += 2 * moves
-        out_size = sum(self.out_sizes) or self.forward().numel()
-        per_call = min(GROUP_ROWS, VMAP_ELEMENTS // max(1, flat.numel() + out_size)) // 2  # moves per vmap call
+        per_call = self._vmap_rows(flat.numel(), GROUP_ROWS) // 2  # moves per vmap call
         deciding = self.group_batched is None
         if self.group_batched is not False and self.batched is not False and min(per_call, moves) >= GROUP_BATCH_MIN and not (deciding and moves < GROUP_RACE_MIN):
             try:
@@ -288,18 +298,13 @@ class Evaluator:
 
     def _looped_moves(self, leaf: Leaf, parts) -> tuple[torch.Tensor, torch.Tensor]:
         flat = self.tensor(leaf).view(-1)
-        ys_plus, ys_minus = [], []
-        with torch.no_grad():
-            for cols, orig, to_plus, to_minus in parts:
-                for c, o, vp, vm in zip(cols, orig, to_plus, to_minus):
-                    try:
-                        flat[c] = vp
-                        ys_plus.append(self.forward())
-                        flat[c] = vm
-                        ys_minus.append(self.forward())
-                    finally:
-                        flat[c] = o
-        return torch.stack(ys_plus), torch.stack(ys_minus)
+        rows = [row for part in parts for row in zip(*part)]  # (cols, orig, to_plus, to_minus) a move
+
+        def put(row: int, side: int) -> None:
+            cols, orig, to_plus, to_minus = rows[row]
+            flat[cols] = (orig, to_plus, to_minus)[side]
+
+        return self._two_sided(len(rows), put)
 
     def _batched_moves(self, leaf: Leaf, parts, per_call: int) -> tuple[torch.Tensor, torch.Tensor]:
         flat = self.tensor(leaf).reshape(-1)
@@ -320,8 +325,7 @@ class Evaluator:
         flat = self.tensor(leaf).reshape(-1)
         n = flat.numel()
         rows = torch.arange(index.numel(), device=self.device)
-        out_size = sum(self.out_sizes) or self.forward().numel()  # known after the base forward
-        chunk = max(1, min(MAX_CHUNK, VMAP_ELEMENTS // max(1, n + out_size)))
+        chunk = max(1, self._vmap_rows(n, MAX_CHUNK))
         results = []
         for start in range(0, index.numel(), chunk):
             sl = slice(start, start + chunk)
@@ -329,6 +333,11 @@ class Evaluator:
             xs[rows[sl] - start, index[sl]] = values[sl]
             results.append(self._vmapped(leaf, xs))
         return torch.cat(results)
+
+    def _vmap_rows(self, n: int, cap: int) -> int:
+        """Rows of an n-element leaf per vmap call: inputs plus outputs within VMAP_ELEMENTS, at most ``cap``."""
+        out_size = sum(self.out_sizes) or self.forward().numel()  # known after the base forward
+        return min(cap, VMAP_ELEMENTS // max(1, n + out_size))
 
     def _vmapped(self, leaf: Leaf, xs: torch.Tensor) -> torch.Tensor:
         """One vmap call: the layer's flattened outputs for each row of ``xs`` (a flat value of the leaf)."""
@@ -355,8 +364,7 @@ class Evaluator:
     def _probe(self, leaf, idx, orig, plus, minus, yp, ym) -> None:
         """Trust the batched path only if it reproduces the loop on a few elements."""
         k = min(3, len(idx))
-        with torch.no_grad():
-            lp, lm = self._loop(leaf, idx[:k], orig[:k], plus[:k], minus[:k])
+        lp, lm = self._loop(leaf, idx[:k], orig[:k], plus[:k], minus[:k])
         ref = torch.cat([lp, lm]).cpu().double()
         got = torch.cat([yp[:k], ym[:k]]).cpu().double()
         finfo = torch.finfo(yp.dtype)
