@@ -328,7 +328,7 @@ class _Checker:
                 apart = "" if how.stride == 1 else f" of any {how.stride} apart"
                 self.notes.append(
                     f"{tname}: elements moved in groups, each output credited to the one element{apart} it depends on "
-                    f"(verified): {how.forwards} forwards instead of {2 * n}"
+                    f"(verified): {how.forwards} forwards instead of {2 * n}; --no-coloring checks one element at a time"
                 )
         kinks = sum(r.counts.get("KINK", 0) for r in reports)
         if kinks and self.opts.kinks == "pass":
