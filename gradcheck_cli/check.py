@@ -119,6 +119,7 @@ class _Checker:
         self.notes: list[str] = []
         self.grouping: dict[str, list[tuple[int, coloring.Colouring]]] = {}  # per tensor: (elements, how) per step
         self._fwd_s: float | None = None  # one forward's time, once measured
+        self.first_pass: dict[str, dict[str, fd.Differences]] = {}  # grouped tensors' slopes at h, from the plan
         base = make_layer(obj, target, tuple(args), kwargs)
         self.layer = base.cast(self.dtype, device)
         if params:
@@ -257,7 +258,6 @@ class _Checker:
         shapes = {tname: tuple(ev.tensor(leaf).shape) for tname, leaf in leaves}
         limit = self.opts.max_elements
         plan = {tname: select(shape, limit, self.opts.seed) for tname, shape in shapes.items()}
-        self.first_pass: dict[str, dict[str, fd.Differences]] = {}
         cap = None
         if self.opts.budget is not None:
             cap = int(self.opts.budget / max(self._forward_seconds(ev), 1e-9) / len(leaves))
