@@ -24,14 +24,30 @@ pattern silently credits changes to the wrong element.  Here the pattern is
   This catches three or more members whose changes cancel exactly inside the
   coded moves.
 
+Decoding every class costs t + 2 moves a class.  Most layers repeat themselves:
+in a convolution class r is class 0 shifted by r, and so are the outputs it moves.
+So only the first two classes are decoded; if class 1's owners are class 0's shifted
+by some number of outputs, each further class is *guessed* to be class 0 shifted
+accordingly, and the guess is checked before anything is credited:
+
+* In about log3(2k) moves (4 for 32 members) every member moves by its own pattern
+  of signs, +h, -h or not at all, no two patterns equal or opposite.  Every output
+  must change in exactly its guessed owner's moves, bit for bit, and show the
+  owner's two values in all of them.  An output credited to the wrong member, or
+  depending on a second one too, fails that (the two patterns differ in some move),
+  and no exact cancellation of two or three members' (linear) changes can hold in
+  every move.
+* A class whose trial fails is decoded from its coded moves like the first two.
+
 Strides 1, 2, 4, ... are tried, each screened first by moving class 0's even and
-odd members apart (a local coupling shows there) and abandoned at its first
-contradiction; a tensor that no stride fits within the forward budget is checked
-one element per forward pair, as before.  Classes of equal size are checked
-together, a cohort at a time, so the bookkeeping is a few tensor operations per
-block, not per class.  Where a stride fits, each output's change is the one that
-moving its owner alone gives, so the per-element slopes are the numbers the
-one-at-a-time path computes, from about 2 s (t + 2) forwards instead of 2n.
+odd members apart (a local coupling shows there; the screens of several strides
+share one evaluation) and abandoned at its first contradiction; a tensor that no
+stride fits within the forward budget is checked one element per forward pair, as
+before.  Classes of equal size are checked together, a cohort at a time, so the
+bookkeeping is a few tensor operations per block, not per class.  Where a stride
+fits, each output's change is the one that moving its owner alone gives, so the
+per-element slopes are the numbers the one-at-a-time path computes -- for the seed
+Gaussian filter (N = 1000, stride 32) from about 300 forwards instead of 2000.
 """
 
 from __future__ import annotations
@@ -58,6 +74,11 @@ BUDGET_FRACTION = 0.5
 BLOCK_BYTES = 8 << 20
 # Random moves of a whole class that every credit must predict (see _Owners.probe).
 PROBES = 2
+# Strides whose screens (see _screens) are evaluated in one call: 2 moves each.
+SCREENS_PER_CALL = 8
+# Classes decoded from their own coded moves before the others are tried on a guess
+# (see _Guess): the pattern of class 0, shifted as class 1 shows; 0 turns guessing off.
+SEED_CLASSES = 2
 # Up to this many elements flagged by a grouped first pass are re-evaluated one at a
 # time (the caller's choice; see check.py), so a verdict never rests on grouping alone.
 REEVALUATE_MAX = 64
@@ -76,12 +97,20 @@ class Colouring:
 
 
 def cost(n: int, s: int) -> int:
-    """Forwards for stride ``s`` on ``n`` elements: per class, its coded moves and the probes,
-    2 each, plus the screen's two moves (see :func:`classes`)."""
+    """Most forwards stride ``s`` on ``n`` elements can take: per class, its coded moves and the
+    probes, 2 each, and for the classes after the seeds a failed trial of a guess before
+    them; plus the screen's two moves (see :func:`classes`)."""
     per_class = -(-n // s)  # ceil
     if per_class < 2:
         return 2 * min(s, n)
-    return min(s, n) * 2 * (code_size(per_class)[0] + PROBES) + 4
+    count = min(s, n)
+    trials = count - SEED_CLASSES if _guessing(count) else 0
+    return count * 2 * (code_size(per_class)[0] + PROBES) + trials * 2 * trial_size(per_class) + 4
+
+
+def _guessing(count: int) -> bool:
+    """Guess the classes after the seeds only where there are a few to guess."""
+    return SEED_CLASSES > 0 and count >= SEED_CLASSES + 2
 
 
 def _moved(yp: torch.Tensor, ym: torch.Tensor, y0: torch.Tensor) -> torch.Tensor:
@@ -97,35 +126,61 @@ def classes(evaluate: GroupFn, n: int, s: int, y0: torch.Tensor, tol: torch.Tens
     """The classes of stride ``s``, a cohort at a time: (members (C, k), owner (C, M), yp (C, M), ym (C, M)).
 
     A cohort is a run of classes of the same size, evaluated and checked together.
-    Raises :class:`Unstructured` at the first contradiction.
+    The first SEED_CLASSES classes are decoded from their coded moves; where their
+    patterns are one pattern shifted (see :class:`_Guess`), every other class is tried
+    on that pattern (see :class:`_Trial`), and decoded only if the trial fails.
+    Raises :class:`Unstructured` at the first contradiction. (The stride's screen, see
+    :func:`_screens`, has passed before.)
     """
-    _screen(evaluate, n, s, y0)
-    per_cohort = max(1, BLOCK_BYTES // (48 * y0.numel()))  # classes whose (C, M) state fits the block size
-    for first, last in _cohorts(n, s):
-        for start in range(first, last, per_cohort):
-            stop = min(last, start + per_cohort)
-            cohort = _Cohort(start, stop, n, s, y0, tol, gen)
-            step = max(1, BLOCK_BYTES // (16 * (stop - start) * (n + y0.numel())))  # rows a class per evaluation
-            for a in range(0, cohort.rows, step):
-                b = min(cohort.rows, a + step)
-                cohort.feed(a, b, *evaluate(cohort.block(a, b)))
-            yield cohort.result()
+    count = min(s, n)
+    seeds = SEED_CLASSES if _guessing(count) else count
+    decode_cap = max(1, BLOCK_BYTES // (48 * y0.numel()))  # classes whose (C, M) state fits the block size
+    trial_cap = max(1, BLOCK_BYTES // (16 * (1 + trial_size(-(-n // s))) * y0.numel()))
+    seen = []
+    for ids in _runs(0, seeds, n, s, decode_cap):
+        seen.append(_evaluated(evaluate, _Cohort(ids, n, s, y0, tol, gen), n, y0))
+        yield seen[-1]
+    guess = _Guess.fit(torch.cat([owner for _, owner, _, _ in seen]), n, s) if seeds < count else None
+    for ids in _runs(seeds, count, n, s, trial_cap if guess is not None else decode_cap):
+        if guess is not None:
+            passed, found = _evaluated(evaluate, _Trial(ids, n, s, y0, tol, gen, guess), n, y0)
+            if bool(passed.any()):
+                yield tuple(t[passed] for t in found)
+            ids = ids[~passed.cpu()]
+        for part in ids.split(decode_cap) if ids.numel() else ():
+            yield _evaluated(evaluate, _Cohort(part, n, s, y0, tol, gen), n, y0)
 
 
-def _screen(evaluate: GroupFn, n: int, s: int, y0: torch.Tensor) -> None:
-    """Class 0's even and odd members, moved apart: an output that changes both times refuses the stride.
+def _evaluated(evaluate: GroupFn, cohort, n: int, y0: torch.Tensor):
+    """Every move of a cohort, in blocks of at most BLOCK_BYTES; then what they showed."""
+    step = max(1, BLOCK_BYTES // (16 * len(cohort.members) * (n + y0.numel())))  # rows a class per evaluation
+    for a in range(0, cohort.rows, step):
+        b = min(cohort.rows, a + step)
+        cohort.feed(a, b, *evaluate(cohort.block(a, b)))
+    return cohort.result()
 
-    A local coupling (the usual reason a stride does not fit: neighbours s apart on one
-    output) shows here after two moves, before any cohort is evaluated.
+
+def _screens(evaluate: GroupFn, n: int, strides: list[int], y0: torch.Tensor) -> dict[int, bool]:
+    """For each stride, whether it passes its screen: class 0's even and odd members, moved apart.
+
+    An output that changes both times refuses the stride: a local coupling (the usual
+    reason a stride does not fit: neighbours s apart on one output) shows here after two
+    moves, before any cohort is evaluated. The screens of several strides are evaluated
+    in one call (one vmap call where the layer is batched).
     """
-    members = torch.arange(0, n, s, device=y0.device)
-    if members.numel() < 2:
-        return
-    odd = (torch.arange(members.numel(), device=y0.device) % 2).to(torch.int8)
-    yp, ym = evaluate([(members.expand(2, -1), torch.stack([1 - odd, odd]))])
-    moved = _moved(yp, ym, y0)
-    if bool((moved[0] & moved[1]).any()):
-        raise Unstructured(f"an output depends on two elements {s} apart")
+    result, segments = {}, []
+    for s in strides:
+        members = torch.arange(0, n, s, device=y0.device)
+        result[s] = True  # a class of one member has no two members to couple
+        if members.numel() >= 2:
+            odd = (torch.arange(members.numel(), device=y0.device) % 2).to(torch.int8)
+            segments.append((s, (members.expand(2, -1), torch.stack([1 - odd, odd]))))
+    if segments:
+        yp, ym = evaluate([segment for _, segment in segments])
+        moved = _moved(yp, ym, y0).reshape(len(segments), 2, -1)
+        coupled = (moved[:, 0] & moved[:, 1]).any(1).tolist()
+        result.update({s: not c for (s, _), c in zip(segments, coupled)})
+    return result
 
 
 def code_size(k: int) -> tuple[int, int]:
@@ -158,14 +213,22 @@ def _binomials(t: int, w: int, device: torch.device) -> torch.Tensor:
     return torch.tensor([[math.comb(j, i) for i in range(w + 2)] for j in range(t)], dtype=torch.long, device=device)
 
 
-def _cohorts(n: int, s: int) -> list[tuple[int, int]]:
-    """Runs of classes with equal member counts: the first n % s classes have one member more."""
+def _runs(first: int, last: int, n: int, s: int, cap: int) -> Iterator[torch.Tensor]:
+    """Classes first..last-1 in runs of equal member counts (the first n % s classes have one
+    member more), at most ``cap`` classes a run."""
     split = n % s if n > s else n
-    return [(a, b) for a, b in ((0, split), (split, min(s, n))) if b > a]
+    for a, b in ((first, min(last, split)), (max(first, split), last)):
+        yield from torch.arange(a, b).split(cap) if b > a else ()
+
+
+def _members(ids: torch.Tensor, n: int, s: int, device: torch.device) -> torch.Tensor:
+    """(C, k): the positions of classes ``ids`` of stride s, which all have k members."""
+    ids = ids.to(device)
+    return ids[:, None] + s * torch.arange(-(-(n - int(ids[0])) // s), device=device)[None, :]
 
 
 class _Cohort:
-    """Classes first..last-1 of stride s, all with k members: their moves and what the moves showed.
+    """Classes ``ids`` of stride s, all with k members: their moves and what the moves showed.
 
     Every class makes the same t coded moves over its own members -- member q takes part
     in the moves of its code, a w-subset of range(t) -- then PROBES random moves of its
@@ -173,9 +236,9 @@ class _Cohort:
     where it moves the other way, 0 where it stays.
     """
 
-    def __init__(self, first: int, last: int, n: int, s: int, y0: torch.Tensor, tol: torch.Tensor, gen: torch.Generator) -> None:
+    def __init__(self, ids: torch.Tensor, n: int, s: int, y0: torch.Tensor, tol: torch.Tensor, gen: torch.Generator) -> None:
         device = y0.device
-        self.members = torch.arange(first, last, device=device)[:, None] + s * torch.arange(-(-(n - first) // s), device=device)[None, :]
+        self.members = _members(ids, n, s, device)
         c, k = self.members.shape
         if k == 1:  # classes of one element: it alone is moved
             self.tests, self.steps, codes = 0, torch.ones(c, 1, 1, dtype=torch.int8, device=device), torch.zeros(0, 1, dtype=torch.int8, device=device)
@@ -271,14 +334,137 @@ class _Owners:
 
         ``steps`` is (C, probes, members); ``sp``/``sm`` the outputs, (C, probes, M).
         """
-        mine = steps.gather(2, self.owner.clamp(min=0)[:, None, :].expand(-1, steps.shape[1], -1))
-        moved = self.moved[:, None]
-        up, down = moved & (mine > 0), moved & (mine < 0)
-        yp, ym = self.yp[:, None], self.ym[:, None]
-        want_p = torch.where(up, yp, torch.where(down, ym, self.y0))
-        want_m = torch.where(up, ym, torch.where(down, yp, self.y0))
-        if not bool((_close(sp, want_p, self.tol) & _close(sm, want_m, self.tol)).all()):
+        if not bool(_follow(self.owner, self.yp, self.ym, self.y0, self.tol, steps, sp, sm).all()):
             raise Unstructured("a random move of the class disagreed with the credited changes")
+
+
+def _follow(owner, yp, ym, y0, tol, steps, sp, sm) -> torch.Tensor:
+    """(C,) bool: in every random move of class c (``steps`` (C, P, k) signs; outputs ``sp``/``sm``
+    (C, P, M)), every output shows what moving its owner alone gives -- ``yp``/``ym`` where
+    the owner moved, ``y0`` where it did not, and ``y0`` for outputs that have none."""
+    mine = steps.gather(2, owner.clamp(min=0)[:, None, :].expand(-1, steps.shape[1], -1))
+    moved = (owner >= 0)[:, None]
+    up, down = moved & (mine > 0), moved & (mine < 0)
+    yp, ym = yp[:, None], ym[:, None]
+    want_p = torch.where(up, yp, torch.where(down, ym, y0))
+    want_m = torch.where(up, ym, torch.where(down, yp, y0))
+    return (_close(sp, want_p, tol) & _close(sm, want_m, tol)).flatten(1).all(1)
+
+
+class _Guess:
+    """Which member of class r each output depends on, guessed from the seed classes.
+
+    In a convolution class r is class 0 shifted by r positions, and so are the outputs
+    it moves; in a linear layer's weight every class moves the outputs of the same rows.
+    Both are "class 0's owners, shifted by r * shift outputs". The shift is read off
+    classes 0 and 1 (where each member's first output moved to) and must reproduce class
+    1's decoded owners exactly, or nothing is guessed. Outputs between class 0's owned
+    ones (and beyond its ends) take the nearest owned output's member, so edges that cut
+    a class's outputs short are guessed too. A guess is only a guess: :class:`_Trial`
+    checks it before anything is credited.
+    """
+
+    def __init__(self, fill: torch.Tensor, shift: int) -> None:
+        self.fill, self.shift = fill, shift
+
+    @classmethod
+    def fit(cls, owners: torch.Tensor, n: int, s: int) -> "_Guess | None":
+        """``owners``: (SEED_CLASSES, M) decoded owners of classes 0, 1, ... (-1 for none)."""
+        device = owners.device
+        o0, o1 = owners[0].cpu(), owners[1].cpu()  # small, and on the CPU every operation below exists
+        m = o0.numel()
+        owned = torch.nonzero(o0 >= 0).reshape(-1)
+        if not owned.numel() or not bool((o1 >= 0).any()):
+            return None
+        out = torch.arange(m, device=o0.device)
+        right = torch.searchsorted(owned, out).clamp(max=owned.numel() - 1)
+        left = (right - 1).clamp(min=0)
+        nearest = torch.where((owned[left] - out).abs() <= (owned[right] - out).abs(), owned[left], owned[right])
+        fill = o0[nearest]
+        k = -(-n // s)
+        first0 = torch.full((k,), m, device=o0.device).scatter_reduce(0, o0[owned], owned, "amin")
+        owned1 = torch.nonzero(o1 >= 0).reshape(-1)
+        first1 = torch.full((k,), m, device=o0.device).scatter_reduce(0, o1[owned1], owned1, "amin")
+        both = (first0 < m) & (first1 < m)
+        if not bool(both.any()):
+            return None
+        guess = cls(fill, int((first1 - first0)[both].mode().values))
+        if not bool(((guess.owners(torch.tensor([1]))[0] == o1) | (o1 < 0)).all()):
+            return None
+        return cls(fill.to(device), guess.shift)
+
+    def owners(self, ids: torch.Tensor) -> torch.Tensor:
+        """(C, M): the guessed owner of every output, for classes ``ids``."""
+        m = self.fill.numel()
+        at = torch.arange(m, device=self.fill.device)[None, :] - ids.to(self.fill.device)[:, None] * self.shift
+        return self.fill[at.clamp(0, m - 1)]
+
+
+class _Trial:
+    """Classes ``ids`` tried on a guess: a few moves in which every member has its own pattern of signs.
+
+    Member q of a class moves by sign * h in move j (and then the other way), its signs a
+    nonzero ternary code (+1, -1 or 0 in each of the moves); no two members' codes are equal
+    or opposite, and which member gets which code is drawn at random per class. An output
+    that depends on its guessed owner alone must then change in exactly that member's
+    moves, bit for bit, and show the owner's two values (swapped where the sign is -1) in
+    every one of them. An output that depends on another member instead, or on another
+    one too, fails that: the two codes differ somewhere, and no exact cancellation of two
+    or three members' (linear) changes can hold in every move (it would need equal or opposite
+    codes). A class whose outputs do not all follow is not credited; it is decoded from
+    coded moves instead. About log3(2k) moves a class, against the t + PROBES of a decode.
+    """
+
+    def __init__(self, ids: torch.Tensor, n: int, s: int, y0: torch.Tensor, tol: torch.Tensor, gen: torch.Generator, guess: _Guess) -> None:
+        self.members = _members(ids, n, s, y0.device)
+        c, k = self.members.shape
+        self.ids, self.y0, self.tol, self.guess = ids, y0, tol, guess
+        codes = _ternary_codes(trial_size(k))  # (moves, codes)
+        pick = torch.stack([torch.randperm(codes.shape[1], generator=gen)[:k] for _ in range(c)])  # (C, k)
+        self.signs = codes[:, pick].permute(1, 0, 2).contiguous().to(y0.device)  # (C, moves, k)
+        self.first = (self.signs != 0).to(torch.int8).argmax(1)  # (C, k): each member's first move, a +1
+        self.rows = self.signs.shape[1]
+        self.out: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    block = _Cohort.block
+
+    def feed(self, a: int, b: int, yp: torch.Tensor, ym: torch.Tensor) -> None:
+        c = self.members.shape[0]
+        self.out.append((yp.reshape(c, b - a, -1), ym.reshape(c, b - a, -1)))
+
+    def result(self) -> tuple[torch.Tensor, tuple]:
+        """(passed (C,) bool, (members, owner, yp, ym)) -- only the passed classes may be credited."""
+        sp, sm = (torch.cat([o[i] for o in self.out], dim=1) for i in (0, 1))  # (C, moves, M)
+        k = self.members.shape[1]
+        moved = _moved(sp, sm, self.y0[None, None])
+        changed = moved.any(1)
+        guessed = self.guess.owners(self.ids)
+        named = (~changed | ((guessed >= 0) & (guessed < k))).all(1)
+        owner = torch.where(changed & named[:, None], guessed, -1)
+        mine = self.signs.gather(2, owner.clamp(min=0)[:, None, :].expand(-1, self.rows, -1))  # the owner's signs
+        exact = ((moved == (mine != 0)) | (owner < 0)[:, None]).flatten(1).all(1)
+        # The owner's values, from its first move (where every code has a +1).
+        first = self.first.gather(1, owner.clamp(min=0))[:, None, :]
+        yp, ym = sp.gather(1, first).squeeze(1), sm.gather(1, first).squeeze(1)
+        passed = named & exact & _follow(owner, yp, ym, self.y0, self.tol, self.signs, sp, sm)
+        return passed, (self.members, owner, yp, ym)
+
+
+def trial_size(k: int) -> int:
+    """Moves of a trial: the fewest with (3^moves - 1) / 2 >= k codes (nonzero, none the opposite of another)."""
+    moves = 1
+    while (3**moves - 1) // 2 < k:
+        moves += 1
+    return moves
+
+
+def _ternary_codes(moves: int) -> torch.Tensor:
+    """(moves, (3^moves - 1) / 2) int8: every nonzero vector of signs whose first nonzero sign is +1."""
+    digits = torch.arange(3**moves)[None, :] // (3 ** torch.arange(moves - 1, -1, -1))[:, None] % 3
+    signs = torch.where(digits == 2, -1, digits)  # 0, +1, -1
+    first = (signs != 0).long().argmax(0)
+    keep = (signs != 0).any(0) & (signs.gather(0, first[None])[0] > 0)
+    return signs[:, keep].to(torch.int8)
 
 
 def colour(evaluate: GroupFn, n: int, y0: torch.Tensor, tol: torch.Tensor, budget: int, seed: int, assemble: Callable[[Iterator], T]) -> tuple[T | None, Colouring]:
@@ -293,11 +479,19 @@ def colour(evaluate: GroupFn, n: int, y0: torch.Tensor, tol: torch.Tensor, budge
         spent += 2 * sum(len(signs) for _, signs in segments)
         return evaluate(segments)
 
-    s = 1
-    while s < n and cost(n, s) <= budget - spent:
+    strides = [1 << i for i in range(max(0, n - 1).bit_length())]  # 1, 2, 4, ... below n
+    screened: dict[int, bool] = {}
+    for i, s in enumerate(strides):
+        if cost(n, s) > budget - spent:
+            break
+        if s not in screened:
+            batch = [t for t in strides[i : i + SCREENS_PER_CALL] if cost(n, t) + 4 * SCREENS_PER_CALL <= budget - spent]
+            screened.update(_screens(counted, n, batch or [s], y0))
+        if not screened[s]:
+            continue
         gen = torch.Generator().manual_seed(seed)
         try:
             return assemble(classes(counted, n, s, y0, tol, gen)), Colouring(s, spent)
         except Unstructured:
-            s *= 2
+            continue
     return None, Colouring(0, spent)
