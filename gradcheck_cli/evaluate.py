@@ -117,6 +117,7 @@ class Evaluator:
         self._race: dict[str, float] = {}  # seconds per element of each path, timed on real chunks
         self.batched: bool | None = None if batch else False  # None: not tried yet
         self.group_batched: bool | None = None if batch else False  # vmap for grouped moves, bit-exact
+        self._group_race: list[tuple[float, float]] = []  # (vmap, loop) seconds per move, per raced block
         self.batch_note: str | None = None  # why the loop is used, for the report's notes
         self.probe_error: torch.Tensor | None = None
 
@@ -281,13 +282,18 @@ class Evaluator:
                 if deciding:
                     # Trust vmap only if it reproduces the loop bit for bit, and keep it only if
                     # it is faster per move (a batched conv1d can be slower than single calls).
+                    # Where the loop wins, a second block is raced before the loop is chosen:
+                    # one block's time is easily doubled by a cold allocator on a busy machine.
                     batched_s = self._seconds(started) / moves
                     cols, o, vp, vm = parts[0]
                     k = min(4, len(vp))
                     started = time.perf_counter()
                     lp, lm = self._looped_moves(leaf, [(cols[:k], o[:k], vp[:k], vm[:k])])
+                    looped_s = self._seconds(started) / k
                     same = torch.equal(lp, yp[:k]) and torch.equal(lm, ym[:k])
-                    self.group_batched = same and batched_s < self._seconds(started) / k
+                    self._group_race.append((batched_s, looped_s))
+                    if not same or batched_s < looped_s or len(self._group_race) >= 2:
+                        self.group_batched = same and min(b for b, _ in self._group_race) < min(lo for _, lo in self._group_race)
                     if same:
                         return yp, ym
                 elif self.group_batched:

@@ -128,3 +128,42 @@ def test_a_short_chunk_is_looped_without_trying_vmap(monkeypatch):
     monkeypatch.setattr(Evaluator, "_batched", no_vmap)
     yp, ym, _, _ = ev.perturbed(("input", 0), [0, 1, 2], 1e-6)
     assert yp.shape[0] == 3 and ev.batched is None  # undecided: a longer chunk may still batch
+
+
+def _grouped_block(ev):
+    """Ten grouped moves of the input (two elements each), as coloring.py asks for them."""
+    leaf = ("input", 0)
+    index = torch.arange(X.numel())
+    _, plus, minus, _, _ = ev.steps(leaf, index, 1e-6)
+    positions = torch.arange(20).reshape(10, 2)
+    signs = torch.ones(10, 2, dtype=torch.int8)
+    return ev.groups(leaf, index, plus, minus, [(positions, signs)])
+
+
+@pytest.mark.parametrize("slow_blocks, batched", [(1, True), (2, False)])
+def test_grouped_moves_switch_to_the_loop_only_when_vmap_loses_two_races(monkeypatch, slow_blocks, batched):
+    """One slow vmap block (a cold allocator, a busy machine) does not condemn vmap for the whole check."""
+    ev = _evaluator()
+    original = Evaluator._batched_moves
+    calls = []
+
+    def sometimes_slow(self, *args):
+        calls.append(1)
+        if len(calls) <= slow_blocks:
+            time.sleep(0.05)
+        return original(self, *args)
+
+    looped = Evaluator._looped_moves
+
+    def slow_loop(self, *args):
+        time.sleep(0.01)  # 2.5 ms a move over the race's four: slower than vmap, unless vmap sleeps
+        return looped(self, *args)
+
+    monkeypatch.setattr(Evaluator, "_batched_moves", sometimes_slow)
+    monkeypatch.setattr(Evaluator, "_looped_moves", slow_loop)
+    first = _grouped_block(ev)
+    assert ev.group_batched is None  # the loop won once: undecided
+    second = _grouped_block(ev)
+    assert ev.group_batched is batched
+    for a, b in zip(first, second):
+        assert torch.equal(a, b)  # either path, the same outputs
