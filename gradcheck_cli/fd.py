@@ -128,24 +128,24 @@ def attributed_differences(
     l2_var_each = 2.0 * y0.square() * (err2 - hidden2)
     w_var_each = 2.0 * w.square() * (err2 - hidden2)
     # Rows: l2 at +h, l2 at -h, weighted at +h, weighted at -h, and the two noise variances.
-    sums = torch.zeros(6, n, dtype=torch.float64, device=y0.device)
+    # Column n collects the terms of outputs that depend on no member (discarded): no
+    # nonzero(), so nothing waits for the device.
+    sums = torch.zeros(6, n + 1, dtype=torch.float64, device=y0.device)
     for members, owner, yp, ym in parts:
-        group, out = torch.nonzero(owner >= 0, as_tuple=True)
-        who = members[group, owner[group, out]]
-        yp, ym = yp.double()[group, out], ym.double()[group, out]
-        yo, wo = y0[out], w[out]
-        dp, dm = yp - yo, yo - ym
+        who = torch.where(owner >= 0, members.gather(1, owner.clamp(min=0)), n)
+        yp, ym = yp.double(), ym.double()
+        dp, dm = yp - y0, y0 - ym
         changed = (yp != ym).double()
         terms = torch.stack([
-            0.5 * dp * dp + dp * yo,
-            dm * yo - 0.5 * dm * dm,
-            dp * wo,
-            dm * wo,
-            changed * l2_var_each[out],
-            changed * w_var_each[out],
+            0.5 * dp * dp + dp * y0,
+            dm * y0 - 0.5 * dm * dm,
+            dp * w,
+            dm * w,
+            changed * l2_var_each,
+            changed * w_var_each,
         ])
-        sums.index_add_(1, who, terms)
-    return _slopes(*sums, y0, w, hidden2, hp.double(), hm.double())
+        sums.index_add_(1, who.reshape(-1), terms.reshape(6, -1))
+    return _slopes(*sums[:, :n], y0, w, hidden2, hp.double(), hm.double())
 
 
 def ulp_of(y: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
