@@ -317,20 +317,20 @@ class Evaluator:
         return self._two_sided(len(rows), put)
 
     def _batched_moves(self, leaf: Leaf, parts, per_call: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """vmap over the moved inputs, +h and -h rows interleaved: one copy of the leaf a row, and
+        each call's rows a contiguous slice of them."""
         flat = self.tensor(leaf).reshape(-1)
-        rows_p, rows_m = [], []
+        moves = sum(len(to_plus) for _, _, to_plus, _ in parts)
+        xs = flat.expand(2 * moves, flat.numel()).clone()
+        at = 0
         for cols, _, to_plus, to_minus in parts:
-            rows_p.append(flat.expand(len(to_plus), flat.numel()).clone().scatter_(1, cols, to_plus))
-            rows_m.append(flat.expand(len(to_minus), flat.numel()).clone().scatter_(1, cols, to_minus))
-        xp, xm = torch.cat(rows_p), torch.cat(rows_m)
-        per_call = -(-len(xp) // -(-len(xp) // per_call))  # as many calls as needed, of equal size
-        plus_out, minus_out = [], []
-        for start in range(0, len(xp), per_call):
-            k = len(xp[start : start + per_call])
-            out = self._vmapped(leaf, torch.cat([xp[start : start + per_call], xm[start : start + per_call]]))
-            plus_out.append(out[:k])
-            minus_out.append(out[k:])
-        return torch.cat(plus_out), torch.cat(minus_out)
+            g = len(to_plus)
+            xs[2 * at : 2 * (at + g) : 2].scatter_(1, cols, to_plus)
+            xs[2 * at + 1 : 2 * (at + g) : 2].scatter_(1, cols, to_minus)
+            at += g
+        per_call = -(-moves // -(-moves // per_call))  # as many calls as needed, of equal size
+        out = torch.cat([self._vmapped(leaf, xs[2 * start : 2 * (start + per_call)]) for start in range(0, moves, per_call)])
+        return out[0::2], out[1::2]
 
     def _batched(self, leaf: Leaf, index: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         flat = self.tensor(leaf).reshape(-1)
