@@ -75,7 +75,7 @@ BLOCK_BYTES = 8 << 20
 # Random moves of a whole class that every credit must predict (see _Owners.probe).
 PROBES = 2
 # Strides whose screens (see _screens) are evaluated in one call: 2 moves each.
-SCREENS_PER_CALL = 8
+SCREENS_PER_CALL = 6
 # Classes decoded from their own coded moves before the others are tried on a guess
 # (see _Guess): the pattern of class 0, shifted as class 1 shows; 0 turns guessing off.
 SEED_CLASSES = 2

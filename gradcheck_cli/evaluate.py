@@ -354,17 +354,17 @@ class Evaluator:
         """One vmap call: the layer's flattened outputs for each row of ``xs`` (a flat value of the leaf)."""
         shape = self.tensor(leaf).shape
         kind, key = leaf
+        if self._bound is None:
+            self._bound = self.layer.bound(self.params, self.buffers)
 
         def one(x_flat: torch.Tensor) -> torch.Tensor:
             x = x_flat.view(shape)
-            if kind == "param":
-                params = {**self.params, key: x}
-                inputs = self.inputs
-            else:
-                params = self.params
+            if kind == "param":  # batched parameters: swapped in for the call
+                out = self.layer.call({**self.params, key: x}, self.inputs, self.buffers)
+            else:  # batched inputs: the private copy bound to the parameters, no functional_call
                 inputs = list(self.inputs)
                 inputs[key] = x
-            out = self.layer.call(params, inputs, self.buffers)
+                out = self._bound(inputs)
             return tuple(y.reshape(-1) for y in flatten_outputs(out, self.layer.name))
 
         self._reseed()

@@ -83,7 +83,9 @@ def test_elementwise_fits_stride_1_in_a_logarithmic_number_of_forwards():
     parts, how, calls = _colour(a)
     assert how.stride == 1
     assert coloring.code_size(n) == (9, 5)  # C(9, 5) = 126 codes of 5 moves among 9, for 64 elements
-    assert how.forwards == coloring.cost(n, 1) == 2 * (9 + coloring.PROBES) + 4  # + the screen's two moves
+    assert coloring.cost(n, 1) == 2 * (9 + coloring.PROBES) + 4  # + the screen's two moves
+    screened = calls[0] // 2  # strides whose screens shared the first evaluation, within the budget
+    assert how.forwards == 2 * sum(calls) == coloring.cost(n, 1) + 4 * (screened - 1)
     _assert_credits_match(a, parts)
 
 
@@ -101,7 +103,7 @@ def test_a_wide_output_is_not_grouped_and_the_attempts_stay_within_budget():
     parts, how, calls = _colour(a, budget=n)
     assert parts is None and how.stride == 0
     assert how.forwards == 2 * sum(calls) <= n
-    assert set(calls) == {2}  # each stride is refused by its screen: two moves, evaluated alone
+    assert all(c % 2 == 0 for c in calls) and len(calls) <= 2  # refused by their screens: two moves each, a few per call
 
 
 def test_a_long_range_coupling_is_refused_within_budget():
@@ -415,7 +417,7 @@ def test_blocks_that_split_a_class_give_the_same_credits(monkeypatch):
     seed_rows = coloring.code_size(n // 4)[0] + coloring.PROBES  # 8 coded moves + 1 probe = 9
     trial_rows = coloring.trial_size(n // 4)  # 5
     screens = calls[0]
-    assert screens == 2 * coloring.SCREENS_PER_CALL  # strides 1 .. 128 screened in one call, two moves each
+    assert screens == 2 * coloring.SCREENS_PER_CALL  # strides 1 .. 32 screened in one call, two moves each
     assert max(calls[1:]) <= 2 * 2 and sum(calls[1:]) == 2 * seed_rows + 2 * trial_rows  # many small blocks, some odd
     assert len(calls[1:]) >= -(-seed_rows // 2) + -(-trial_rows // 2)
     _assert_credits_match(a, split)
@@ -453,7 +455,7 @@ def test_classes_after_the_seeds_are_guessed_and_checked_in_fewer_forwards(monke
     assert [len(m) for m, _, _, _ in parts] == [2, 30]
     _assert_credits_match(a, parts)
     k = n // 32
-    screens = 2 * 2 * coloring.SCREENS_PER_CALL  # strides 1 .. 128 screened in one call
+    screens = 2 * 2 * coloring.SCREENS_PER_CALL  # strides 1 .. 32 screened in one call
     assert how.forwards == screens + 2 * 2 * (coloring.code_size(k)[0] + coloring.PROBES) + 30 * 2 * coloring.trial_size(k)
     monkeypatch.setattr(coloring, "SEED_CLASSES", 0)  # every class decoded from its own coded moves
     decoded, how_decoded, _ = _colour(a, budget=10_000)
