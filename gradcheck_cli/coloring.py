@@ -420,7 +420,7 @@ class _Trial:
         c, k = self.members.shape
         self.ids, self.y0, self.tol, self.guess = ids, y0, tol, guess
         codes = _ternary_codes(trial_size(k))  # (moves, codes)
-        pick = torch.stack([torch.randperm(codes.shape[1], generator=gen)[:k] for _ in range(c)])  # (C, k)
+        pick = torch.rand(c, codes.shape[1], generator=gen).argsort(1)[:, :k]  # (C, k): k codes at random, per class
         self.signs = codes[:, pick].permute(1, 0, 2).contiguous().to(y0.device)  # (C, moves, k)
         self.first = (self.signs != 0).to(torch.int8).argmax(1)  # (C, k): each member's first move, a +1
         self.rows = self.signs.shape[1]
