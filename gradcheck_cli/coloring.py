@@ -492,8 +492,9 @@ def colour(evaluate: GroupFn, n: int, y0: torch.Tensor, tol: torch.Tensor, budge
         if cost(n, s) > budget - spent:
             break
         if s not in screened:
-            batch = [t for t in strides[i : i + SCREENS_PER_CALL] if cost(n, t) + 4 * SCREENS_PER_CALL <= budget - spent]
-            screened.update(_screens(counted, n, batch or [s], y0))
+            # With the next few strides that the budget could still afford after their screens.
+            more = [t for t in strides[i + 1 : i + SCREENS_PER_CALL] if cost(n, t) + 4 * SCREENS_PER_CALL <= budget - spent]
+            screened.update(_screens(counted, n, [s, *more], y0))
         if not screened[s]:
             continue
         gen = torch.Generator().manual_seed(seed)
