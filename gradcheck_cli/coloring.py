@@ -307,7 +307,9 @@ class _Owners:
         move = torch.arange(first, first + moved.shape[1], device=moved.device)[None, :, None].expand_as(seen)
         self.rank += (moved * self.binom[move, seen]).sum(1)  # colex rank: sum of C(move, i) over the i-th change
         new = moved.any(1) & (self.count == 0)
-        at = moved.long().argmax(1, keepdim=True)  # the first move in this block that changed the output
+        # The first move in this block that changed the output (argmax over a contiguous last
+        # axis: over the middle one it cost 10x more).
+        at = moved.transpose(1, 2).to(torch.uint8).contiguous().argmax(-1).unsqueeze(1)
         self.yp = torch.where(new, yp.gather(1, at).squeeze(1), self.yp)
         self.ym = torch.where(new, ym.gather(1, at).squeeze(1), self.ym)
         same = _close(yp, self.yp[:, None], self.tol) & _close(ym, self.ym[:, None], self.tol)
@@ -422,7 +424,7 @@ class _Trial:
         codes = _ternary_codes(trial_size(k))  # (moves, codes)
         pick = torch.rand(c, codes.shape[1], generator=gen).argsort(1)[:, :k]  # (C, k): k codes at random, per class
         self.signs = codes[:, pick].permute(1, 0, 2).contiguous().to(y0.device)  # (C, moves, k)
-        self.first = (self.signs != 0).to(torch.int8).argmax(1)  # (C, k): each member's first move, a +1
+        self.first = (self.signs != 0).transpose(1, 2).to(torch.uint8).contiguous().argmax(-1)  # (C, k): each member's first move, a +1
         self.rows = self.signs.shape[1]
         self.out: list[tuple[torch.Tensor, torch.Tensor]] = []
 
