@@ -52,6 +52,7 @@ Gaussian filter (N = 1000, stride 32) from about 300 forwards instead of 2000.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Callable, Iterator, TypeVar
@@ -183,6 +184,7 @@ def _screens(evaluate: GroupFn, n: int, strides: list[int], y0: torch.Tensor) ->
     return result
 
 
+@functools.lru_cache(maxsize=None)
 def code_size(k: int) -> tuple[int, int]:
     """(t, w): the fewest moves t with C(t, w) >= k codes of an odd weight w (see :class:`_Cohort`)."""
     t = 1
@@ -193,8 +195,12 @@ def code_size(k: int) -> tuple[int, int]:
         t += 1
 
 
+@functools.lru_cache(maxsize=64)
 def _codes(k: int, t: int, w: int, device: torch.device) -> torch.Tensor:
-    """(t, k) bool: member q takes part in move j when j is in the q-th w-subset of range(t) (colex order)."""
+    """(t, k) bool: member q takes part in move j when j is in the q-th w-subset of range(t) (colex order).
+
+    Cached, like :func:`_binomials` and :func:`_ternary_codes`: read, never changed.
+    """
     binom = _binomials(t, w, device)
     q = torch.arange(k, device=device)
     left = torch.full((k,), w, dtype=torch.long, device=device)
@@ -208,6 +214,7 @@ def _codes(k: int, t: int, w: int, device: torch.device) -> torch.Tensor:
     return code
 
 
+@functools.lru_cache(maxsize=64)
 def _binomials(t: int, w: int, device: torch.device) -> torch.Tensor:
     """(t, w + 2) long: C(j, i) for j < t, i <= w + 1."""
     return torch.tensor([[math.comb(j, i) for i in range(w + 2)] for j in range(t)], dtype=torch.long, device=device)
@@ -459,6 +466,7 @@ class _Trial:
         return passed, (self.members, owner, yp, ym)
 
 
+@functools.lru_cache(maxsize=None)
 def trial_size(k: int) -> int:
     """Moves of a trial: the fewest with (3^moves - 1) / 2 >= k codes (nonzero, none the opposite of another)."""
     moves = 1
@@ -467,8 +475,12 @@ def trial_size(k: int) -> int:
     return moves
 
 
+@functools.lru_cache(maxsize=None)
 def _ternary_codes(moves: int) -> torch.Tensor:
-    """(moves, (3^moves - 1) / 2) int8: every nonzero vector of signs whose first nonzero sign is +1."""
+    """(moves, (3^moves - 1) / 2) int8: every nonzero vector of signs whose first nonzero sign is +1.
+
+    Cached: callers index it (a copy), never change it.
+    """
     digits = torch.arange(3**moves)[None, :] // (3 ** torch.arange(moves - 1, -1, -1))[:, None] % 3
     signs = torch.where(digits == 2, -1, digits)  # 0, +1, -1
     first = (signs != 0).long().argmax(0)
