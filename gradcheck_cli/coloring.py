@@ -316,7 +316,7 @@ class _Owners:
         new = moved.any(1) & (self.count == 0)
         # The first move in this block that changed the output (argmax over a contiguous last
         # axis: over the middle one it cost 10x more).
-        at = moved.transpose(1, 2).to(torch.uint8).contiguous().argmax(-1).unsqueeze(1)
+        at = moved.transpose(1, 2).long().contiguous().argmax(-1).unsqueeze(1)
         self.yp = torch.where(new, yp.gather(1, at).squeeze(1), self.yp)
         self.ym = torch.where(new, ym.gather(1, at).squeeze(1), self.ym)
         same = _close(yp, self.yp[:, None], self.tol) & _close(ym, self.ym[:, None], self.tol)
@@ -431,7 +431,7 @@ class _Trial:
         codes = _ternary_codes(trial_size(k))  # (moves, codes)
         pick = torch.rand(c, codes.shape[1], generator=gen).argsort(1)[:, :k]  # (C, k): k codes at random, per class
         self.signs = codes[:, pick].permute(1, 0, 2).contiguous().to(y0.device)  # (C, moves, k)
-        self.first = (self.signs != 0).transpose(1, 2).to(torch.uint8).contiguous().argmax(-1)  # (C, k): each member's first move, a +1
+        self.first = (self.signs != 0).transpose(1, 2).long().contiguous().argmax(-1)  # (C, k): each member's first move, a +1
         self.rows = self.signs.shape[1]
         self.out: list[tuple[torch.Tensor, torch.Tensor]] = []
 
