@@ -389,6 +389,23 @@ def test_the_seed_gaussian_filter_is_grouped_at_stride_32_and_its_conv_bug_found
     assert on.timing["points_evaluated"] < off.timing["points_evaluated"] / 2
 
 
+@pytest.mark.parametrize("layer", ["GaussFilter", "GaussFilterConvBug"])
+def test_a_batch_of_signals_is_guessed_across_row_ends_with_the_verdicts_of_one_at_a_time(layer):
+    """Four signals of 250 in one input: classes of stride 32 straddle the ends of the rows, where
+    the filter's outputs are cut short. Guessed classes must still give exactly the one-at-a-time
+    verdicts, for the correct filter and for the convolution bug."""
+    from pathlib import Path
+
+    target = f"{Path(__file__).resolve().parents[1] / 'layer_specs' / 'gauss_filter.py'}:{layer}"
+    on = check(target, ["4x250"], kwargs={"sigma": 2.0, "mu": 1.5})
+    off = check(target, ["4x250"], kwargs={"sigma": 2.0, "mu": 1.5}, coloring=False)
+    assert on.timing["grouped"] == {"input0": 32}
+    assert on.passed == off.passed == (layer == "GaussFilter")
+    for a, b in zip(on.tensors, off.tensors):
+        np.testing.assert_array_equal(a.verdicts, b.verdicts)
+    assert on.timing["points_evaluated"] < off.timing["points_evaluated"] / 2
+
+
 def test_every_grouped_step_draws_its_own_random_probes(monkeypatch):
     """A miss of the probes at step h must not repeat itself at 2h and h/2 (same seed, same moves)."""
     seeds = []
