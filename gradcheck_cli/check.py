@@ -119,7 +119,6 @@ class _Checker:
         self.notes: list[str] = []
         self.grouping: dict[str, list[tuple[int, coloring.Colouring]]] = {}  # per tensor: (elements, how) per step
         self._fwd_s: float | None = None  # one forward's time, once measured
-        self._base_fwd_s: float | None = None  # the base point's second forward, timed
         self.first_pass: dict[str, dict[str, fd.Differences]] = {}  # grouped tensors' slopes at h, from the plan
         base = make_layer(obj, target, tuple(args), kwargs)
         self.layer = base.cast(self.dtype, device)
@@ -211,7 +210,8 @@ class _Checker:
         self._check_finite(y0)
         t0 = time.perf_counter()
         y0_again = self._guarded("forward", evaluator.forward)
-        self._base_fwd_s = seconds_since(t0, self.device)  # one warm forward: enough for an estimate
+        if self.opts.budget is None:  # one warm forward is enough for the time estimate (see _forward_seconds)
+            self._fwd_s = seconds_since(t0, self.device)
         y0, y0_again = self._f64(y0), self._f64(y0_again)
         fwd_spread = (y0 - y0_again).abs()
         if bool((fwd_spread > 0).any()):
@@ -304,13 +304,10 @@ class _Checker:
     def _forward_seconds(self, ev: Evaluator) -> float:
         """Median time of a few plain forward calls (the loop path's unit of cost), measured once a check.
 
-        Without --budget it only feeds the time estimate, and the base point's second forward
-        (timed in :meth:`run`) serves; --budget sizes the sample on it, so it is measured.
+        Without --budget it only feeds the time estimate, and :meth:`run` sets it from the base
+        point's second forward; --budget sizes the sample on it, so it is measured here.
         """
         if self._fwd_s is not None:
-            return self._fwd_s
-        if self.opts.budget is None and self._base_fwd_s is not None:
-            self._fwd_s = self._base_fwd_s
             return self._fwd_s
         times = []
         with torch.no_grad():
