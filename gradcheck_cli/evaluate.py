@@ -139,13 +139,12 @@ class Evaluator:
         """As :meth:`forward`, but possibly a view of the layer's own output tensor (valid until the next call)."""
         self._reseed()
         self.calls += 1
-        if self._bound is None:
-            self._bound = self.layer.bound(self.params, self.buffers)
+        bound = self._bound_layer()
         first = self.uses_rng is None
         if self.mutated_buffers:
             for name in self.mutated_buffers:
                 self.buffers[name].copy_(self.pristine[name])
-        out = self._bound(self.inputs)
+        out = bound(self.inputs)
         if first:
             seeded = torch.Generator().manual_seed(self.seed).get_state()
             self.uses_rng = not torch.equal(torch.get_rng_state(), seeded) or self.device.type != "cpu"
@@ -160,6 +159,12 @@ class Evaluator:
         ys = flatten_outputs(out, self.layer.name)
         self.out_sizes = [y.numel() for y in ys]
         return torch.cat([y.detach().reshape(-1) for y in ys])
+
+    def _bound_layer(self):
+        """The layer bound to the working copies of the parameters (see Layer.bound), made once."""
+        if self._bound is None:
+            self._bound = self.layer.bound(self.params, self.buffers)
+        return self._bound
 
     def tensor(self, leaf: Leaf) -> torch.Tensor:
         kind, key = leaf
@@ -354,8 +359,7 @@ class Evaluator:
         """One vmap call: the layer's flattened outputs for each row of ``xs`` (a flat value of the leaf)."""
         shape = self.tensor(leaf).shape
         kind, key = leaf
-        if self._bound is None:
-            self._bound = self.layer.bound(self.params, self.buffers)
+        bound = self._bound_layer()
 
         def one(x_flat: torch.Tensor) -> torch.Tensor:
             x = x_flat.view(shape)
@@ -364,7 +368,7 @@ class Evaluator:
             else:  # batched inputs: the private copy bound to the parameters, no functional_call
                 inputs = list(self.inputs)
                 inputs[key] = x
-                out = self._bound(inputs)
+                out = bound(inputs)
             return tuple(y.reshape(-1) for y in flatten_outputs(out, self.layer.name))
 
         self._reseed()
@@ -413,7 +417,6 @@ def chunks(items: list[int], size: int) -> list[list[int]]:
 
 def chunk_size(n_outputs: int) -> int:
     return max(1, min(512, int(math.ceil(CHUNK_ELEMENTS / max(1, n_outputs)))))
-
 
 
 def _libc_trim():
