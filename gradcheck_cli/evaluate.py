@@ -47,10 +47,12 @@ BATCH_MIN = 8
 GROUP_BATCH_MIN = 2
 GROUP_ROWS = 32
 # The first evaluation of at least this many moves decides, by timing, whether vmap or the
-# loop runs the rest; the loop must win by LOOP_MARGIN, on two blocks. Its sample (4 moves)
-# is the noisier one, and vmap's first block of a check pays for allocations the later,
-# larger blocks reuse: in the benchmark, near-ties went to the loop, 2-3x slower per row.
+# loop runs the rest; the loop must win on two blocks.
 GROUP_RACE_MIN = 8
+# In every race (single elements and grouped moves) the loop takes over only when it is this
+# much faster: vmap's first block of a check pays for allocations and warm-up that later,
+# larger blocks reuse, and the grouped race's loop sample is 4 moves. In the benchmark,
+# near-ties went to the loop, 2-3x slower per row where vmap works.
 LOOP_MARGIN = 1.25
 
 
@@ -207,7 +209,7 @@ class Evaluator:
             # Both paths have now run a real chunk: keep the faster (vmap is not always faster,
             # e.g. a batched conv1d on the CPU costs more per perturbation than plain forwards).
             self._race["loop"] = self._seconds(started) / len(idx)
-            if self._race["loop"] < self._race["batched"]:
+            if LOOP_MARGIN * self._race["loop"] < self._race["batched"]:
                 self.batched = False
                 self.batch_note = "one forward per perturbation was faster than vmap for this layer"
         return yp, ym, hp, hm

@@ -167,3 +167,16 @@ def test_grouped_moves_switch_to_the_loop_only_when_vmap_loses_two_races(monkeyp
     assert ev.group_batched is batched
     for a, b in zip(first, second):
         assert torch.equal(a, b)  # either path, the same outputs
+
+
+@pytest.mark.parametrize("loop_share, batched", [(0.9, True), (0.5, False)])
+def test_the_loop_takes_over_single_elements_only_when_clearly_faster(monkeypatch, loop_share, batched):
+    """The same rule as for grouped moves: a loop 10% faster than vmap's first (cold) chunk is a
+    near-tie and vmap stays; twice as fast, the loop takes over."""
+    ev = _evaluator()
+    timings = iter([1.0, loop_share])  # the vmap chunk, then the loop chunk
+    monkeypatch.setattr(Evaluator, "_seconds", lambda self, started: next(timings))
+    idx = list(range(RACE_MIN))
+    ev.perturbed(("input", 0), idx, 1e-6)
+    ev.perturbed(("input", 0), idx, 1e-6)
+    assert ev.batched is batched
