@@ -136,7 +136,7 @@ def classes(evaluate: GroupFn, n: int, s: int, y0: torch.Tensor, tol: torch.Tens
     count = min(s, n)
     seeds = SEED_CLASSES if _guessing(count) else count
     decode_cap = max(1, BLOCK_BYTES // (48 * y0.numel()))  # classes whose (C, M) state fits the block size
-    trial_cap = max(1, BLOCK_BYTES // (16 * (1 + trial_size(-(-n // s))) * y0.numel()))
+    trial_cap = max(1, BLOCK_BYTES // (16 * trial_size(-(-n // s)) * y0.numel()))  # a trial's (C, moves, M) outputs
     seen = []
     for ids in _runs(0, seeds, n, s, decode_cap):
         seen.append(_evaluated(evaluate, _Cohort(ids, n, s, y0, tol, gen), n, y0))
@@ -343,21 +343,14 @@ class _Owners:
 
         ``steps`` is (C, probes, members); ``sp``/``sm`` the outputs, (C, probes, M).
         """
-        if not bool(_follow(self.owner, self.yp, self.ym, self.y0, self.tol, steps, sp, sm).all()):
+        mine = steps.gather(2, self.owner.clamp(min=0)[:, None, :].expand(-1, steps.shape[1], -1))
+        moved = self.moved[:, None]
+        up, down = moved & (mine > 0), moved & (mine < 0)
+        yp, ym = self.yp[:, None], self.ym[:, None]
+        want_p = torch.where(up, yp, torch.where(down, ym, self.y0))
+        want_m = torch.where(up, ym, torch.where(down, yp, self.y0))
+        if not bool((_close(sp, want_p, self.tol) & _close(sm, want_m, self.tol)).all()):
             raise Unstructured("a random move of the class disagreed with the credited changes")
-
-
-def _follow(owner, yp, ym, y0, tol, steps, sp, sm) -> torch.Tensor:
-    """(C,) bool: in every random move of class c (``steps`` (C, P, k) signs; outputs ``sp``/``sm``
-    (C, P, M)), every output shows what moving its owner alone gives -- ``yp``/``ym`` where
-    the owner moved, ``y0`` where it did not, and ``y0`` for outputs that have none."""
-    mine = steps.gather(2, owner.clamp(min=0)[:, None, :].expand(-1, steps.shape[1], -1))
-    moved = (owner >= 0)[:, None]
-    up, down = moved & (mine > 0), moved & (mine < 0)
-    yp, ym = yp[:, None], ym[:, None]
-    want_p = torch.where(up, yp, torch.where(down, ym, y0))
-    want_m = torch.where(up, ym, torch.where(down, yp, y0))
-    return (_close(sp, want_p, tol) & _close(sm, want_m, tol)).flatten(1).all(1)
 
 
 class _Guess:
@@ -400,7 +393,8 @@ class _Guess:
         guess = cls(fill, int((first1 - first0)[both].mode().values))
         if not bool(((guess.owners(torch.tensor([1]))[0] == o1) | (o1 < 0)).all()):
             return None
-        return cls(fill.to(device), guess.shift)
+        guess.fill = fill.to(device)
+        return guess
 
     def owners(self, ids: torch.Tensor) -> torch.Tensor:
         """(C, M): the guessed owner of every output, for classes ``ids``."""
