@@ -19,8 +19,9 @@ import torch
 from . import coloring, fd
 from .config import InputSpec, LayerSpec
 from .diagnose import diagnose
-from .environment import deadline, preserved_rng, resolve_device, seed_rng
-from .errors import LayerError, SpecError, UsageError, user_frame
+from .environment import deadline, interrupts, preserved_state, resolve_device, seed_rng
+from .guard import guarded
+from .errors import LayerError, SpecError, UsageError
 from .evaluate import Evaluator, Leaf, chunk_size, chunks, release_free_memory, rounding_error, seconds_since
 from .inputs import build_inputs, parse_input, torch_dtype
 from .layer import Layer, flatten_outputs, make_layer, set_params
@@ -36,11 +37,12 @@ ProgressFn = Callable[[str, int, int, float], None]
 
 
 class Interrupted(Exception):
-    """Ctrl-C during a check; ``report`` holds the tensors checked so far."""
+    """Ctrl-C (or SIGTERM) during a check; ``report`` holds the tensors checked so far."""
 
-    def __init__(self, report: "Report") -> None:
+    def __init__(self, report: "Report", signum: int = 2) -> None:
         super().__init__("interrupted")
         self.report = report
+        self.signum = signum
 
 
 def check(
@@ -65,8 +67,10 @@ def check(
     opts = CheckOptions(**options).validated()
     target = name or (layer if isinstance(layer, str) else _name_of(layer))
     device = resolve_device(opts.device)
-    with preserved_rng(device), deadline(opts.timeout, target):
-        # Importing the layer file runs it: keep its RNG use away from the caller's state too.
+    # Whatever the caller's context: gradcheck needs autograd (no_grad, inference_mode) and
+    # tells a real Ctrl-C from a layer raising KeyboardInterrupt. Importing the layer file runs
+    # it: its RNG use, chdir and default dtype are kept away from the caller's state too.
+    with preserved_state(device), interrupts(), torch.inference_mode(False), torch.enable_grad(), deadline(opts.timeout, target):
         obj = load_target(layer) if isinstance(layer, str) else layer
         return _Checker(obj, target, list(inputs), args, kwargs, params or {}, opts, device, progress).run()
 
@@ -245,10 +249,10 @@ class _Checker:
                 rep = self._check_tensor(tname, leaf, plan[tname], numeric_eval, at, analytic[tname], grad_spread[tname], losses, done, total)
                 done += rep.n_checked
                 reports.append(rep)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:  # a real signal (see _guarded), or Ctrl-C where gradcheck cannot tell
             self.notes.append(f"interrupted: {len(reports)} of {len(leaves)} tensor(s) checked")
             partial = replace(self._report(reports, losses, started, evaluator, numeric_eval), interrupted=True)
-            raise Interrupted(partial) from None
+            raise Interrupted(partial, getattr(exc, "signum", 2)) from None
         return self._report(reports, losses, started, evaluator, numeric_eval)
 
     def _plan(self, leaves, ev: Evaluator, at) -> dict[str, list[int]]:
@@ -368,24 +372,7 @@ class _Checker:
 
     def _guarded(self, stage: str, fn, *args):
         """Run the user's code; anything it raises becomes a LayerError naming the layer."""
-        try:
-            return fn(*args)
-        except (LayerError, UsageError, KeyboardInterrupt):
-            raise
-        except SystemExit as exc:  # never let the layer end the run as if it had passed
-            raise LayerError(
-                f"The {stage} of {self.target} called sys.exit({exc.code!r}); no verdict could be reached.",
-                "Remove sys.exit from the layer's code.",
-            ) from exc
-        except Exception as exc:
-            text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            # torch.OutOfMemoryError (CUDA), the CPU allocator's RuntimeError, Python's MemoryError.
-            if isinstance(exc, MemoryError) or "out of memory" in text.lower() or "DefaultCPUAllocator" in text:
-                raise LayerError(f"Out of memory during the {stage} of {self.target}: {text}", self._sizes_hint()) from exc
-            raise LayerError(
-                f"The {stage} of {self.target} raised {type(exc).__name__}: {text} ({user_frame(exc, skip=('/torch/',))}).",
-                "Run with --debug for the full traceback.",
-            ) from exc
+        return guarded(f"The {stage} of {self.target}", fn, *args, sizes_hint=self._sizes_hint)
 
     def _f64(self, t: torch.Tensor) -> torch.Tensor:
         """A float64 copy on the accumulation device."""

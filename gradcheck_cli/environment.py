@@ -1,13 +1,21 @@
 """Where a check runs, and what it must leave as it was.
 
-The device must exist; the global RNG states (torch, CUDA, numpy, random) are
-restored whatever happens; a hung layer is stopped by a deadline.
+The device must exist; the global state a layer can touch (RNG states, the
+working folder, ``sys.path``, torch's default dtype and device) is restored
+whatever happens; a hung layer is stopped by a deadline; a real Ctrl-C (or
+SIGTERM) is told apart from a layer that raises KeyboardInterrupt itself.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import random
+import signal
+import sys
+import threading
+import time
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -51,7 +59,7 @@ def seed_rng(seed: int, device: torch.device) -> None:
     """Seed the generators a layer on ``device`` draws from: the CPU's and, off the CPU, the device's.
 
     Not ``torch.manual_seed``: that also seeds every CUDA device -- whose states a CPU check
-    does not save and restore (see :func:`preserved_rng`) -- and, where CUDA is not
+    does not save and restore (see :func:`preserved_state`) -- and, where CUDA is not
     initialised, queues lazy seeding with a captured stack trace: ~80 us a call instead of
     1 us, paid at every forward of a layer that draws random numbers.
     """
@@ -64,10 +72,20 @@ def seed_rng(seed: int, device: torch.device) -> None:
 
 
 @contextlib.contextmanager
-def preserved_rng(device: torch.device):
-    """Leave the global RNG states (torch, CUDA, numpy, random) exactly as they were."""
+def preserved_state(device: torch.device) -> Iterator[None]:
+    """Leave what a layer (or its import) can change globally exactly as it was.
+
+    The RNG states (torch, the device's, numpy, random), the working folder (a layer
+    that calls ``os.chdir``), ``sys.path`` (the layer's folder is put on it while it is
+    loaded and checked), torch's default dtype and default device, and ``sys.stdout``.
+    """
     py_state = random.getstate()
     np_state = np.random.get_state()
+    cwd = _cwd()
+    path = list(sys.path)
+    default_dtype = torch.get_default_dtype()
+    default_device = _default_device()
+    stdout = sys.stdout
     devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices, device_type=device.type if devices else "cuda"):
         try:
@@ -75,36 +93,216 @@ def preserved_rng(device: torch.device):
         finally:
             random.setstate(py_state)
             np.random.set_state(np_state)
+            if cwd is not None and _cwd() != cwd:
+                with contextlib.suppress(OSError):
+                    os.chdir(cwd)
+            sys.path[:] = path
+            torch.set_default_dtype(default_dtype)
+            if _default_device() != default_device:
+                torch.set_default_device(None if default_device == torch.device("cpu") else default_device)
+            sys.stdout = stdout
 
 
-class _Timeout(BaseException):
-    """Raised by the alarm inside the user's code; BaseException so `except Exception` there cannot swallow it."""
+def _cwd() -> str | None:
+    try:
+        return os.getcwd()
+    except OSError:  # the folder was removed under us
+        return None
+
+
+def _default_device() -> torch.device:
+    return torch.get_default_device() if hasattr(torch, "get_default_device") else torch.device("cpu")
+
+
+# --------------------------------------------------------------------------- signals
+
+
+class Interrupt(KeyboardInterrupt):
+    """A real signal arrived: Ctrl-C's SIGINT, or SIGTERM (a CI job cancelled).
+
+    A layer that raises KeyboardInterrupt itself is not an interrupt: it is the layer's
+    error, and only this class stops a check as interrupted.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+def _raise_interrupt(signum, frame):
+    raise Interrupt(signum)
 
 
 @contextlib.contextmanager
-def deadline(seconds: float | None, target: str):
-    """Stop the check after ``seconds`` (SIGALRM; main thread of a Unix process only)."""
-    import signal
-    import threading
+def interrupts(signums: tuple[int, ...] = (signal.SIGINT,)) -> Iterator[None]:
+    """While active, each of ``signums`` raises :class:`Interrupt` in the main thread.
 
-    if seconds is None:
+    Only signals left at their default are taken over: an ignored SIGINT (a background
+    job) stays ignored, and a handler the caller installed keeps working. Elsewhere than
+    the main thread this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
         yield
+        return
+    saved = {}
+    for signum in signums:
+        current = signal.getsignal(signum)
+        if current in (signal.SIG_DFL, signal.default_int_handler):
+            saved[signum] = current
+            signal.signal(signum, _raise_interrupt)
+    try:
+        yield
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+
+
+def watching_interrupts() -> bool:
+    """Does a real Ctrl-C raise :class:`Interrupt` here (so a plain KeyboardInterrupt is the layer's)?"""
+    try:
+        return signal.getsignal(signal.SIGINT) is _raise_interrupt
+    except ValueError:
+        return False
+
+
+# --------------------------------------------------------------------------- the deadline
+
+
+class Timeout(BaseException):
+    """Raised by the alarm inside the layer's code; a BaseException, so `except Exception` there cannot swallow it."""
+
+
+# After the deadline the alarm fires again at this interval for as long as the layer's code
+# runs: a layer that catches one stop (a bare `except:`) meets the next.
+REARM_S = 0.05
+
+
+class Deadline:
+    """``--timeout``: stop the layer's code after ``seconds``, and give the caller's own alarm back.
+
+    The alarm (SIGALRM) raises :class:`Timeout` only while the layer's code runs (see
+    :meth:`user_code`); in gradcheck's own code it just marks the deadline passed, and the
+    next :meth:`user_code` boundary turns that into a :class:`LayerError`, so gradcheck's
+    clean-up never sees it. An alarm the caller had set (pytest-timeout's signal mode) is
+    honoured: it still fires at its time, with the caller's handler, and is re-armed with
+    its remaining time afterwards.
+    """
+
+    _active: "Deadline | None" = None
+
+    def __init__(self, seconds: float, target: str) -> None:
+        self.seconds, self.target = seconds, target
+        self.expired = False
+        self.handed_back = False  # the caller's alarm came due: its handler decides now
+        self._depth = 0
+        self._started = time.monotonic()
+        self._caller_handler = None
+        self._caller_at: float | None = None
+        self._caller_interval = 0.0
+
+    @classmethod
+    def current(cls) -> "Deadline | None":
+        return cls._active
+
+    @contextlib.contextmanager
+    def user_code(self) -> Iterator[None]:
+        """Around a call into the layer's code: the alarm may stop it; a passed deadline is reported."""
+        self.raise_if_expired()
+        self._depth += 1
+        try:
+            yield
+        except Timeout:
+            if self.handed_back:
+                raise
+            raise self._error() from None
+        finally:
+            self._depth -= 1
+        self.raise_if_expired()
+
+    def raise_if_expired(self) -> None:
+        if self.expired and not self.handed_back:
+            raise self._error()
+
+    def _error(self) -> LayerError:
+        return LayerError(
+            f"The check of {self.target} did not finish within --timeout {self.seconds:g}s (the layer hangs or is too slow).",
+            "Look for an endless loop or a blocking call in the layer; or raise --timeout, or use --max-elements/--budget.",
+        )
+
+    def _on_alarm(self, signum, frame) -> None:
+        now = time.monotonic()
+        if self._caller_at is not None and now >= self._caller_at - 1e-4:
+            # The caller's alarm: hand everything back and let its handler act.
+            self.handed_back = True
+            self._restore(now)
+            handler = self._caller_handler
+            if callable(handler):
+                handler(signum, frame)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(signal.SIGALRM)
+            return
+        self.expired = True
+        signal.setitimer(signal.ITIMER_REAL, REARM_S)  # and again, while the layer's code runs
+        if self._depth > 0:
+            raise Timeout()
+
+    def _arm(self) -> None:
+        remaining, interval = signal.getitimer(signal.ITIMER_REAL)
+        self._caller_handler = signal.signal(signal.SIGALRM, self._on_alarm)
+        if remaining > 0:
+            self._caller_at, self._caller_interval = self._started + remaining, interval
+        ours = self._started + self.seconds
+        fire = min(ours, self._caller_at) if self._caller_at is not None else ours
+        signal.setitimer(signal.ITIMER_REAL, max(fire - time.monotonic(), 1e-6))
+
+    def _restore(self, now: float) -> None:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, self._caller_handler if self._caller_handler is not None else signal.SIG_DFL)
+        if self._caller_at is not None and not self.handed_back:
+            signal.setitimer(signal.ITIMER_REAL, max(self._caller_at - now, 1e-6), self._caller_interval)
+        elif self._caller_at is not None and self._caller_interval > 0:
+            signal.setitimer(signal.ITIMER_REAL, self._caller_interval, self._caller_interval)
+        if Deadline._active is self:
+            Deadline._active = None
+
+
+@contextlib.contextmanager
+def deadline(seconds: float | None, target: str) -> Iterator[Deadline | None]:
+    """Stop the check after ``seconds`` (SIGALRM; the main thread of a Unix process only)."""
+    if seconds is None:
+        yield None
         return
     if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
         raise UsageError("--timeout needs the main thread of a Unix process.", "Run without --timeout here.")
-
-    def on_alarm(signum, frame):
-        raise _Timeout()
-
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    if Deadline._active is not None:  # a check inside a check: the outer deadline holds
+        yield Deadline._active
+        return
+    watch = Deadline(seconds, target)
+    Deadline._active = watch
     try:
-        yield
-    except _Timeout:
-        raise LayerError(
-            f"The check of {target} did not finish within --timeout {seconds:g}s (the layer hangs or is too slow).",
-            "Look for an endless loop or a blocking call in the layer; or raise --timeout, or use --max-elements/--budget.",
-        ) from None
+        watch._arm()
+        yield watch
+        watch.raise_if_expired()
+    except Timeout:
+        if watch.handed_back:
+            raise
+        raise watch._error() from None
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+        if not watch.handed_back:
+            watch._restore(time.monotonic())
+        Deadline._active = None
+
+
+@contextlib.contextmanager
+def user_code() -> Iterator[None]:
+    """Around every call into the layer's code (import, construction, forward, backward)."""
+    watch = Deadline.current()
+    if watch is None:
+        yield
+        return
+    with watch.user_code():
+        yield

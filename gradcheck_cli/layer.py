@@ -139,10 +139,15 @@ def instantiate(cls: type, name: str, args: tuple, kwargs: dict) -> torch.nn.Mod
                 f"Cannot construct {name}: {exc}{needs}.",
                 "Give constructor arguments in a YAML spec with 'args:' / 'kwargs:' (see README, 'Spec format').",
             ) from None
-    try:
-        return cls(*args, **kwargs)
-    except Exception as exc:  # the user's constructor raised
-        raise LayerError(f"Constructing {name} raised {type(exc).__name__}: {exc}") from exc
+    from .guard import guarded
+
+    module = guarded(f"Constructing {name}", cls, *args, **kwargs)
+    if "_parameters" not in vars(module):
+        raise LayerError(
+            f"{name} was constructed without nn.Module's own set-up: its __init__ never called super().__init__().",
+            "Call super().__init__() first in the layer's __init__.",
+        )
+    return module
 
 
 def set_params(layer: Layer, values: dict[str, Any], where: str = "params") -> None:

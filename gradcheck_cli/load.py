@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-from .errors import UsageError, user_frame
+from .errors import GradcheckError, LayerError, UsageError, user_frame
 
 FORMS = "'path/to/file.py:Name', 'package.module:Name' or 'package.module.Name'"
 
@@ -63,24 +63,37 @@ def load_target(text: str) -> object:
 
 
 def import_file(path: Path) -> ModuleType:
-    """Import a Python file under a unique module name; its folder becomes importable."""
+    """Import a Python file under a unique module name; its folder becomes importable.
+
+    The module is kept for the next check of the same file, unless the file changed
+    since: then it is imported afresh (an API caller who fixed the layer checks the fix).
+    """
     path = path.expanduser()
     if not path.exists():
         raise UsageError(f"Layer file {str(path)!r} does not exist.", f"Check the path; targets look like {FORMS}.")
     if not path.is_file():
         raise UsageError(f"Layer file {str(path)!r} is not a file.", f"Targets look like {FORMS}.")
     path = path.resolve()
+    try:
+        source = path.read_bytes()
+    except OSError as exc:
+        raise UsageError(
+            f"Layer file {str(path)!r} cannot be read ({exc.strerror or exc}).", "Check the file's permissions."
+        ) from None
     digest = hashlib.sha1(str(path).encode()).hexdigest()[:10]
     name = f"gradcheck_target_{digest}_{path.stem}".replace("-", "_").replace(".", "_")
-    if name in sys.modules:
-        return sys.modules[name]
     folder = str(path.parent)
     if folder not in sys.path:
         sys.path.insert(0, folder)
+    content = hashlib.sha1(source).hexdigest()
+    cached = sys.modules.get(name)
+    if cached is not None and getattr(cached, "__gradcheck_source__", None) == content:
+        return cached
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise UsageError(f"Cannot import {str(path)!r} as Python code.", "Layer files must end in '.py'.")
     module = importlib.util.module_from_spec(spec)
+    module.__gradcheck_source__ = content
     sys.modules[name] = module
     try:
         _run_import(lambda: spec.loader.exec_module(module), str(path))
@@ -108,11 +121,18 @@ def _prefixes(dotted: str) -> set[str]:
 
 
 def _run_import(do_import, where: str):
-    """Run an import; turn whatever the imported code does wrong into UsageError."""
+    """Run an import; say what went wrong when the imported code fails.
+
+    A file that is not Python, or imports a module that is not installed, is a usage
+    problem (exit 2); anything else the imported code raises -- any BaseException,
+    sys.exit included -- is the layer's own error (exit 1).
+    """
+    from .environment import Interrupt, user_code, watching_interrupts
+
     dont_write = sys.dont_write_bytecode
     sys.dont_write_bytecode = True  # no __pycache__ left in the user's folders
     try:
-        with contextlib.redirect_stdout(sys.stderr):
+        with contextlib.redirect_stdout(sys.stderr), user_code():
             return do_import()
     except SyntaxError as exc:
         if exc.lineno is None:  # e.g. NUL bytes: not Python source at all
@@ -126,15 +146,17 @@ def _run_import(do_import, where: str):
             f"Importing {where} failed: no module named {exc.name!r}.",
             f"Install {exc.name!r} or fix the import in the layer file.",
         ) from exc
+    except (GradcheckError, Interrupt):
+        raise
     except SystemExit as exc:
-        raise UsageError(
+        raise LayerError(
             f"Importing {where} called sys.exit({exc.code!r}); no check was run.",
             "Move script code under `if __name__ == \"__main__\":`.",
         ) from exc
-    except KeyboardInterrupt:
-        raise
     except BaseException as exc:
-        raise UsageError(
+        if isinstance(exc, KeyboardInterrupt) and not watching_interrupts():
+            raise  # cannot tell it from a real Ctrl-C here
+        raise LayerError(
             f"Importing {where} raised {type(exc).__name__}: {exc} ({user_frame(exc, skip=('importlib',))}).",
             "Fix the layer file; run with --debug for the full traceback.",
         ) from exc

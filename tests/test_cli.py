@@ -215,7 +215,7 @@ def test_exception_at_import(run_cli, tmp_path):
     path = tmp_path / "boom.py"
     path.write_text("raise KeyError('missing setting')\n")
     code, out, err = run_cli("run", f"{path}:f", "--input", "3")
-    assert code == 2
+    assert code == 1  # the layer's own code raised
     assert_short_error(out, err, "KeyError", "missing setting", "boom.py")
 
 
@@ -223,7 +223,7 @@ def test_sys_exit_at_import(run_cli, tmp_path):
     path = tmp_path / "script.py"
     path.write_text("import sys\nsys.exit(0)\n")  # exit 0 at import must not look like a passing check
     code, out, err = run_cli("run", f"{path}:f", "--input", "3")
-    assert code == 2
+    assert code == 1
     assert_short_error(out, err, "sys.exit")
 
 
@@ -282,7 +282,7 @@ def test_debug_shows_traceback_for_import_errors(run_cli, tmp_path):
     path = tmp_path / "boom2.py"
     path.write_text("def helper():\n    raise KeyError('deep')\nhelper()\n")
     code, _, err = run_cli("run", f"{path}:f", "--input", "3", "--debug")
-    assert code == 2
+    assert code == 1
     assert "Traceback (most recent call last)" in err and "helper" in err
 
 

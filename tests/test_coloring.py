@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 
 import numpy as np
 import pytest
@@ -366,7 +367,7 @@ def test_ctrl_c_while_grouping_gives_an_interrupted_report():
     def interrupted(x):
         calls["n"] += 1
         if calls["n"] == 4:  # two base forwards and one for the backward come first
-            raise KeyboardInterrupt
+            signal.raise_signal(signal.SIGINT)  # Ctrl-C
         return _Elementwise.apply(x)
 
     with pytest.raises(Interrupted) as caught:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from gradcheck_cli.errors import UsageError
+from gradcheck_cli.errors import LayerError, UsageError
 from gradcheck_cli.load import load_target
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,6 +28,16 @@ def usage_error(text: str) -> UsageError:
         load_target(text)
     err = info.value
     assert err.exit_code == 2
+    assert "Traceback" not in str(err)
+    return err
+
+
+def layer_error(text: str) -> LayerError:
+    """The layer file's own code raised while it was imported: the layer's error (exit 1)."""
+    with pytest.raises(LayerError) as info:
+        load_target(text)
+    err = info.value
+    assert err.exit_code == 1
     assert "Traceback" not in str(err)
     return err
 
@@ -230,20 +240,20 @@ def test_missing_module(unique):
 
 def test_sys_exit_at_import(tmp_path):
     path = write(tmp_path / "script_like.py", "import sys\nprint('running as a script')\nsys.exit(3)\n")
-    err = usage_error(f"{path}:Layer")  # a SystemExit must not escape and end the caller's process
+    err = layer_error(f"{path}:Layer")  # a SystemExit must not escape and end the caller's process
     assert "sys.exit" in err.message and "__main__" in (err.hint or "")
 
 
 def test_exception_at_import_names_error_file_and_line(tmp_path):
     path = write(tmp_path / "raises_at_import.py", "import torch\n\nraise ValueError('bad config value')\n")
-    err = usage_error(f"{path}:Layer")
+    err = layer_error(f"{path}:Layer")
     assert "ValueError" in err.message and "bad config value" in err.message
     assert "raises_at_import.py" in err.message and "line 3" in err.message
 
 
 def test_failed_import_can_be_retried_after_a_fix(tmp_path):
     path = write(tmp_path / "fixme.py", "raise RuntimeError('not yet')\n")
-    usage_error(f"{path}:f")
+    layer_error(f"{path}:f")
     write(path, "def f(x):\n    return x\n")
     assert callable(load_target(f"{path}:f"))
 

@@ -6,6 +6,7 @@ nothing here breaks a linter or an import of this folder.
 """
 
 import random
+import signal
 import time
 
 import numpy as np
@@ -13,6 +14,11 @@ import torch
 from torch import nn
 
 NOT_CALLABLE = 42  # a module-level int: not a layer
+
+
+def ctrl_c():
+    """What pressing Ctrl-C does: a real SIGINT to this process (a layer raising KeyboardInterrupt is not one)."""
+    signal.raise_signal(signal.SIGINT)
 
 
 class Double(torch.autograd.Function):
@@ -227,7 +233,7 @@ class Stateful(nn.Module):
     * it draws from the global torch, numpy and random generators in forward.
 
     ``mode`` picks a behaviour: ok, bad_grad, forward_raises, backward_raises, sleep.
-    ``interrupt_at`` raises KeyboardInterrupt on that forward call (1-based), counted over
+    ``interrupt_at`` sends a real Ctrl-C (SIGINT) on that forward call (1-based), counted over
     every forward of the check, whichever copy of the module gradcheck calls (a shared list).
     """
 
@@ -256,7 +262,7 @@ class Stateful(nn.Module):
     def forward(self, x):
         self.calls[0] += 1
         if self.interrupt_at is not None and self.calls[0] >= self.interrupt_at:
-            raise KeyboardInterrupt
+            ctrl_c()
         if self.mode == "forward_raises":
             raise ValueError("planted failure in forward")
         if self.mode == "sleep":
@@ -273,7 +279,7 @@ class Stateful(nn.Module):
 
 
 class InterruptWhileCheckingB(nn.Module):
-    """Raises KeyboardInterrupt (as Ctrl-C would) as soon as its parameter ``b`` is perturbed.
+    """Sends itself a real Ctrl-C (SIGINT) as soon as its parameter ``b`` is perturbed.
 
     ``a`` is checked first and completes; the check of ``b`` is interrupted.  ``float(...)``
     keeps vmap out, so every forward sees concrete values.
@@ -288,5 +294,5 @@ class InterruptWhileCheckingB(nn.Module):
     def forward(self):
         float(self.a.detach().sum() + self.b.detach().sum())  # data-dependent Python: not vmappable in a or b
         if not torch.equal(self.b.detach(), self.b0):
-            raise KeyboardInterrupt
+            ctrl_c()
         return torch.cat([Double.apply(self.a), Double.apply(self.b).cumsum(0)])
