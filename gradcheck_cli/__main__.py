@@ -1,6 +1,6 @@
 """``python -m gradcheck_cli`` is the same as the ``gradcheck`` command."""
 
-from .cli import main
+from .cli import entry
 
 if __name__ == "__main__":
-    main(prog_name="gradcheck")
+    entry()

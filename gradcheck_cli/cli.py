@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
 import time
 import traceback
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 import click
 from rich.console import Console
@@ -23,8 +24,11 @@ from rich.text import Text
 from . import __version__
 from .config import FLOAT_DTYPES
 from .errors import GradcheckError, UsageError
+from .outputs import Outputs, atomic_write
+from .report import EXIT_USAGE, RunResult, SuiteResult, to_json
+from .streams import SafeStream, printable
 
-EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_INTERRUPTED = 130
 
 RUN_EPILOG = """\b
 Examples:
@@ -98,13 +102,14 @@ class CliError(click.ClickException):
     """A core error shown as one paragraph (plus hint) with the core's exit status."""
 
     def __init__(self, error: GradcheckError) -> None:
-        super().__init__(str(error))
+        super().__init__(printable(str(error)))
         self.exit_code = error.exit_code
 
 
 def _console(stream, color: bool | None) -> Console:
     # NO_COLOR (no-color.org): any non-empty value turns colour off; no styling escapes either.
     plain = color is False or (color is None and bool(os.environ.get("NO_COLOR")))
+    stream = stream if isinstance(stream, SafeStream) else SafeStream(stream)
     return Console(
         file=stream,
         force_terminal=True if color else None,
@@ -116,7 +121,99 @@ def _console(stream, color: bool | None) -> Console:
     )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class Gradcheck(click.Group):
+    """The command group, with exit statuses a CI step can trust.
+
+    Whatever happens, ``main`` ends with gradcheck's own status: a bad option is 2
+    (and leaves no stale report behind, see :func:`_reports_after_usage_error`), Ctrl-C
+    is 130 -- not click's "Aborted!" with 1 -- and nothing escapes as a traceback.
+    """
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        args = list(sys.argv[1:] if args is None else args)
+        try:
+            code = super().main(args, prog_name or "gradcheck", complete_var, standalone_mode=False, **extra)
+        except click.exceptions.Exit as exc:
+            code = exc.exit_code
+        except click.ClickException as exc:
+            exc.show()
+            code = exc.exit_code
+            if isinstance(exc, click.UsageError):
+                _reports_after_usage_error(args, exc)
+        except (click.exceptions.Abort, KeyboardInterrupt):
+            with contextlib.suppress(OSError, ValueError):
+                print("\nInterrupted.", file=sys.stderr)
+            code = EXIT_INTERRUPTED
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+        code = code if isinstance(code, int) else 0
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+def _reports_after_usage_error(args: list[str], exc: click.UsageError) -> None:
+    """A command line click refused: leave no stale report in the files it asked for.
+
+    The command line could not be parsed, so what counts as the run's inputs is not known:
+    only a report file of an earlier run (or a path where nothing is yet) is replaced by
+    one that says why this run did not check anything.
+    """
+    if not args or args[0] != "run":
+        return
+    paths = {"json": _option_value(args, "--json"), "junit": _option_value(args, "--junit-xml")}
+    error = UsageError(f"the command line was refused: {exc.format_message()}", "Run 'gradcheck run --help' for the options.")
+    result = RunResult((SuiteResult("gradcheck run", error=error),))
+    from .junit import junit_xml
+
+    for kind, text in paths.items():
+        if not text or text == "-":
+            continue
+        with contextlib.suppress(GradcheckError, OSError):
+            path = Outputs.resolve(**{kind: text}).files()[0][1]
+            if path.exists() and not _is_a_report(path):
+                continue
+            atomic_write(path, result.to_json() + "\n" if kind == "json" else junit_xml(result.results))
+
+
+def _option_value(args: list[str], name: str) -> str | None:
+    value = None
+    for i, arg in enumerate(args):
+        if arg == "--":
+            break
+        if arg == name and i + 1 < len(args):
+            value = args[i + 1]
+        elif arg.startswith(name + "="):
+            value = arg[len(name) + 1 :]
+    return value
+
+
+def _is_a_report(path: Path) -> bool:
+    """Does the file hold a gradcheck report (JSON or JUnit) -- one it may replace?"""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return False
+    return b'"passed"' in head or b'<testsuites name="gradcheck"' in head
+
+
+def entry() -> None:
+    """The ``gradcheck`` console script: the command, with the process's streams made safe first.
+
+    Ends with ``os._exit``: a thread the layer started and never stopped cannot keep the
+    process alive after the report, and an ``atexit`` hook of the layer's cannot change
+    the exit status.
+    """
+    from .streams import finish, protect_stdout
+
+    protect_stdout()
+    code = main.main(standalone_mode=False)
+    finish()
+    os._exit(code)
+
+
+@click.group(cls=Gradcheck, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, "--version", prog_name="gradcheck")
 def main() -> None:
     """Is my backward right?  Compare a layer's hand-written gradients with
@@ -207,7 +304,7 @@ def plot_option(what: str) -> Callable:
 
 @dataclass(frozen=True)
 class View:
-    """Where a run's results go: stdout (the report), stderr (diagnostics) and the files asked for."""
+    """Where a run's results are shown: stdout (the report) and stderr (diagnostics), and how much."""
 
     out: Console
     err: Console
@@ -215,29 +312,20 @@ class View:
     verbose: bool = False
     show_errors: bool = False
     debug: bool = False
-    json_path: str | None = None
-    junit_path: str | None = None
-    plot_path: str | None = None
 
     def note(self, text: str) -> None:
         """A diagnostic line on stderr (not with --quiet)."""
         if not self.quiet:
-            self.err.print(text, style="dim", highlight=False, markup=False)
+            self.err.print(printable(text), style="dim", highlight=False, markup=False)
 
 
-def _view(color: bool | None, quiet: bool, verbose: bool, **kwargs: Any) -> View:
-    """Consoles and output files, after checking the flags agree and every output folder exists."""
+def _view(color: bool | None, quiet: bool, verbose: bool, json_stdout: bool = False, **kwargs: Any) -> View:
+    """The consoles, after checking the flags agree."""
     if quiet and verbose:
         raise UsageError("--quiet and --verbose exclude each other.", "Give one of them.")
-    for key in ("json_path", "junit_path", "plot_path"):
-        _check_output_path(kwargs.get(key))
-    if kwargs.get("plot_path"):
-        from .errormap import require_matplotlib
-
-        require_matplotlib()
     err = _console(sys.stderr, color)
     # With --json -, stdout carries the JSON alone; the rendered report moves to stderr.
-    out = err if kwargs.get("json_path") == "-" else _console(sys.stdout, color)
+    out = err if json_stdout else _console(sys.stdout, color)
     return View(out, err, quiet, verbose, **kwargs)
 
 
@@ -258,43 +346,198 @@ def _view(color: bool | None, quiet: bool, verbose: bool, **kwargs: Any) -> View
 @verbose_option
 @color_option
 @debug_option
-def run_command(target: str, inputs: tuple, color: bool | None, quiet: bool, verbose: bool, **opts: Any) -> None:
+@click.pass_context
+def run_command(ctx: click.Context, target: str, inputs: tuple, color: bool | None, quiet: bool, verbose: bool, **opts: Any) -> None:
     """Check TARGET: a layer ('file.py:Name', 'pkg.mod:Name', 'pkg.mod.Name'),
     a YAML spec ('spec.yaml') or a folder of specs."""
-    from .check import Interrupted  # imports torch: not at module level, so --help and --version stay fast
-    from .spec import is_spec_path
-
-    outputs = {k: opts.pop(k) for k in ("json_path", "junit_path", "plot_path", "show_errors", "debug")}
+    paths = {k: opts.pop(k) for k in ("json_path", "junit_path", "plot_path")}
+    show_errors, debug = opts.pop("show_errors"), opts.pop("debug")
     options = _options(opts)
-    with _translated_errors(outputs["debug"], color, " before any tensor was checked"):
-        view = _view(color, quiet, verbose, **outputs)
-        try:
-            if is_spec_path(target) and Path(target).is_dir():
-                if view.plot_path:
-                    raise UsageError("--plot takes one layer or spec, not a folder.", "Run the failing spec on its own with --plot.")
-                code = _run_folder(Path(target), inputs, options, view)
-            else:
-                code = _run_one(target, inputs, options, view)
-        except Interrupted as exc:
-            _render(view, exc.report, {})
-            _write_json(view.json_path, exc.report.to_dict())
-            _write_junit(view.junit_path, [_suite(target, report=exc.report, started=time.perf_counter())])
-            view.err.print("[bold yellow]Interrupted[/]: the report above covers only what was checked before Ctrl-C.")
-            sys.exit(EXIT_INTERRUPTED)
-    sys.exit(code)
+    err = _console(sys.stderr, color)
+    # The report files are known (and resolved) before anything else can go wrong, so that
+    # every later problem still leaves a report of this run in them, never a stale one.
+    outputs, problem = _outputs(paths)
+    code = _guarded_run(target, err, outputs, problem, debug, lambda: _run(target, inputs, options, outputs, color, quiet, verbose, show_errors, debug))
+    ctx.exit(code)
 
 
-@contextlib.contextmanager
-def _translated_errors(debug: bool, color: bool | None, when: str = ""):
-    """Core errors become a short message with the core's exit status; Ctrl-C exits 130."""
+def _outputs(paths: dict) -> tuple[Outputs, GradcheckError | None]:
+    """The output paths that can be used, and the first problem with any of them."""
     try:
-        yield
+        return Outputs.resolve(paths["json_path"], paths["junit_path"], paths["plot_path"]), None
+    except GradcheckError as exc:
+        usable = {}
+        for key, kind in (("json_path", "json"), ("junit_path", "junit")):
+            with contextlib.suppress(GradcheckError):
+                usable[kind] = Outputs.resolve(**{kind: paths[key]}).files()[0][1] if paths[key] not in (None, "-") else paths[key]
+        return Outputs(**usable), exc
+
+
+def _guarded_run(target: str, err: Console, outputs: Outputs, problem: GradcheckError | None, debug: bool, run: Callable[[], int]) -> int:
+    """Run, and turn what escapes into an exit status, a message and a report of this run.
+
+    A real SIGINT or SIGTERM stops the run as interrupted (exit 130 or 143); anything
+    else gradcheck raises on purpose is a one-paragraph error with the core's exit status.
+    """
+    from .environment import Interrupt, interrupts
+
+    try:
+        with interrupts((signal.SIGINT, signal.SIGTERM)):
+            if problem is not None:
+                raise problem
+            return run()
     except GradcheckError as exc:
         _trace(exc, debug)
-        raise CliError(exc) from None
-    except KeyboardInterrupt:
-        _console(sys.stderr, color).print(f"[bold yellow]Interrupted[/]{when}.")
-        sys.exit(EXIT_INTERRUPTED)
+        _error(err, exc)
+        result = RunResult((SuiteResult(target, error=exc),))
+    except KeyboardInterrupt as exc:  # Interrupt, or a Ctrl-C that came where none was watched for
+        signum = exc.signum if isinstance(exc, Interrupt) else signal.SIGINT
+        err.print(Text.assemble(("Interrupted", "bold yellow"), f" ({signal.Signals(signum).name}) before any tensor was checked."))
+        result = RunResult((), signum=signum)
+    return _write_reports(err, outputs, result, result.exit_code)
+
+
+def _run(target: str, inputs: tuple, options: dict, outputs: Outputs, color, quiet: bool, verbose: bool, show_errors: bool, debug: bool) -> int:
+    from .targets import plan_run
+
+    view = _view(color, quiet, verbose, show_errors=show_errors, debug=debug, json_stdout=outputs.json == "-")
+    if outputs.plot:
+        from .errormap import require_matplotlib
+
+        require_matplotlib()
+    plan = plan_run(target)
+    if outputs.plot and plan.folder:
+        raise UsageError("--plot takes one layer or spec, not a folder.", "Run the failing spec on its own with --plot.")
+    outputs.refuse_inputs(plan.inputs)
+    _start_reports(outputs)
+    result = _check_all(plan, inputs, options, view)
+    _render_run(view, result)
+    code = _write_reports(view.err, outputs, result, result.exit_code, view=view)
+    if outputs.plot and result.results and result.results[0].report is not None:
+        from .errormap import plot_error_maps
+
+        plot_error_maps(result.results[0].report, outputs.plot)
+        view.note(f"wrote {outputs.plot}")
+    return code
+
+
+def _check_all(plan, inputs: tuple, options: dict, view: View) -> RunResult:
+    """Check every target of the plan in order; a signal stops the run after the partial result."""
+    from .check import Interrupted
+    from .environment import Interrupt
+
+    results: list[SuiteResult] = []
+    for entry in plan.entries:
+        started = time.perf_counter()
+        try:
+            if entry.error is not None:
+                raise entry.error
+            with _progress(view.err, enabled=not view.quiet) as progress:
+                report = _check(entry, inputs, options, progress)
+            result = SuiteResult(entry.name, report=report, time=time.perf_counter() - started, repro=_repro(report, entry.name, inputs))
+        except Interrupted as exc:
+            result = SuiteResult(entry.name, report=exc.report, time=time.perf_counter() - started, signum=exc.signum)
+        except Interrupt as exc:
+            result = SuiteResult(entry.name, time=time.perf_counter() - started, signum=exc.signum)
+        except KeyboardInterrupt:  # where no real signal could be told apart (not the main thread)
+            result = SuiteResult(entry.name, time=time.perf_counter() - started, signum=signal.SIGINT)
+        except GradcheckError as exc:
+            _trace(exc, view.debug)
+            result = SuiteResult(entry.name, error=exc, time=time.perf_counter() - started)
+        results.append(result)
+        _render_result(view, result, plan.folder)
+        if result.interrupted:
+            break
+    return RunResult(tuple(results), folder=plan.folder, planned=len(plan.entries))
+
+
+def _check(entry, inputs: tuple, options: dict, progress) -> Any:
+    """Call the core on a layer target or a spec (whose inputs --input replaces), the user's prints sent to stderr."""
+    from .check import check, check_spec
+
+    with contextlib.redirect_stdout(sys.stderr):
+        if entry.spec is not None:
+            spec = replace(entry.spec, inputs=tuple(inputs)) if inputs else entry.spec
+            return check_spec(spec, progress=progress, **options)
+        return check(entry.target, list(inputs), name=entry.name, progress=progress, **options)
+
+
+def _render_result(view: View, result: SuiteResult, folder: bool) -> None:
+    """One target's outcome, as it finishes: its report, or its error."""
+    from .render import render_report, verdict_line
+
+    label = Path(result.name).name if folder else ""
+    if result.report is not None:
+        if view.quiet:
+            line = verdict_line(result.report)
+            view.out.print(Text(f"{printable(label, one_line=True)}: ").append_text(line) if folder else line, soft_wrap=True)
+        else:
+            render_report(view.out, result.report, verbose=view.verbose, show_errors=view.show_errors, repro=result.repro)
+            if folder:
+                view.out.print()
+        if result.interrupted:
+            name = signal.Signals(result.signum or signal.SIGINT).name
+            view.err.print(Text.assemble(("Interrupted", "bold yellow"), f" ({name}): the report above covers only what was checked before it."))
+    elif result.error is not None:
+        if folder:
+            view.err.print(Text.assemble((printable(label, one_line=True), "bold magenta"), ": ", printable(str(result.error))))
+        else:
+            _error(view.err, result.error)
+    elif result.interrupted:
+        view.err.print(Text.assemble(("Interrupted", "bold yellow"), " before the check of ", printable(result.name, one_line=True), " began."))
+
+
+def _render_run(view: View, result: RunResult) -> None:
+    """A folder run's summary table and verdict line."""
+    from .render import run_verdict_line, summary_table
+
+    if result.folder:
+        view.out.print(summary_table(result))
+        view.out.print(run_verdict_line(result), soft_wrap=True)
+
+
+def _start_reports(outputs: Outputs) -> None:
+    """Replace every requested report file by one that says this run has not finished (yet)."""
+    from .junit import junit_xml
+
+    unfinished = GradcheckError(INCOMPLETE, "Look at the job's log; the run may have been killed (SIGKILL, out of memory).")
+    result = RunResult((SuiteResult("gradcheck run", error=unfinished),))
+    if isinstance(outputs.json, Path):
+        data = {**result.to_dict(), "status": "INCOMPLETE", "exit_code": None}
+        atomic_write(outputs.json, to_json(data) + "\n", "JSON report")
+    if outputs.junit is not None:
+        atomic_write(outputs.junit, junit_xml(result.results), "JUnit XML report")
+
+
+INCOMPLETE = "gradcheck started this report but did not finish the run: no verdict."
+
+
+def _write_reports(err: Console, outputs: Outputs, result: RunResult, code: int, view: View | None = None) -> int:
+    """Every requested report of this run, whatever its outcome; a report that cannot be written is exit 2."""
+    from .junit import junit_xml
+
+    try:
+        if outputs.json == "-":
+            sys.stdout.write(result.to_json() + "\n")
+            sys.stdout.flush()
+            stream = sys.stdout
+            if isinstance(stream, SafeStream) and stream.failure:
+                raise UsageError(f"Cannot write the JSON report to stdout: {stream.failure}.", "Write it to a file with --json PATH.")
+        elif outputs.json is not None:
+            atomic_write(outputs.json, result.to_json() + "\n", "JSON report")
+        if outputs.junit is not None:
+            atomic_write(outputs.junit, junit_xml(result.results), "JUnit XML report")
+    except GradcheckError as exc:
+        _error(err, exc)
+        return max(code, exc.exit_code) if code not in (0, 1) else exc.exit_code
+    return code
+
+
+def _error(err: Console, exc: GradcheckError) -> None:
+    """The one-paragraph 'Error: ... / Hint: ...' of a core error, shown literally."""
+    err.print(Text.assemble(("Error", "bold red"), ": ", printable(exc.message)), soft_wrap=True)
+    if exc.hint:
+        err.print(Text.assemble(("Hint", "bold"), ": ", printable(exc.hint)), soft_wrap=True)
 
 
 def _trace(exc: BaseException, debug: bool) -> None:
@@ -310,168 +553,10 @@ def _options(opts: dict) -> dict:
     return options
 
 
-def _check_output_path(path: str | None) -> None:
-    if path and path != "-":
-        folder = Path(path).expanduser().resolve().parent
-        if not folder.is_dir():
-            raise UsageError(f"Cannot write {path!r}: folder {str(folder)!r} does not exist.", "Create the folder first, or choose another path.")
-
-
-def _core(target: str, inputs: tuple, on_layer: Callable, on_spec: Callable, **kwargs: Any) -> Any:
-    """Call the core on a layer target or a spec file (whose inputs --input replaces), the user's prints sent to stderr."""
-    from .spec import is_spec_path, load_spec
-
-    with contextlib.redirect_stdout(sys.stderr):
-        if is_spec_path(target):
-            spec = load_spec(target)
-            if inputs:
-                spec = replace(spec, inputs=tuple(inputs))
-            return on_spec(spec, **kwargs)
-        return on_layer(target, list(inputs), **kwargs)
-
-
-def _check(target: str, inputs: tuple, options: dict, progress) -> Any:
-    from .check import check, check_spec
-
-    return _core(target, inputs, check, check_spec, progress=progress, **options)
-
-
-def _run_one(target: str, inputs: tuple, options: dict, view: View) -> int:
-    started = time.perf_counter()
-    try:
-        with _progress(view.err, enabled=not view.quiet) as progress:
-            report = _check(target, inputs, options, progress)
-    except GradcheckError as exc:
-        _write_junit(view.junit_path, [_suite(target, error=exc, started=started)])
-        raise
-    repro = _repro(report, target, inputs)
-    _render(view, report, repro)
-    _write_json(view.json_path, report.to_dict())
-    _write_junit(view.junit_path, [_suite(target, report=report, started=started, repro=repro)])
-    if view.plot_path:
-        from .errormap import plot_error_maps
-
-        plot_error_maps(report, view.plot_path)
-        view.note(f"wrote {view.plot_path}")
-    return EXIT_PASS if report.passed else EXIT_FAIL
-
-
 def _repro(report, target: str, inputs: tuple) -> dict[str, str]:
     from .render import repro_commands
 
     return repro_commands(report, target, inputs)
-
-
-def _suite(name: str, started: float, **kwargs: Any) -> Any:
-    from .junit import SuiteResult
-
-    return SuiteResult(name, time=time.perf_counter() - started, **kwargs)
-
-
-def _render(view: View, report, repro: Mapping[str, str]) -> None:
-    from .render import render_report, verdict_line
-
-    if view.quiet:
-        view.out.print(verdict_line(report), soft_wrap=True)  # one line, however long, for CI logs and grep
-    else:
-        render_report(view.out, report, verbose=view.verbose, show_errors=view.show_errors, repro=repro)
-
-
-def _run_folder(folder: Path, inputs, options, view: View) -> int:
-    from .check import Interrupted
-    from .render import summary_table, verdict_line
-    from .spec import find_specs
-
-    out, err = view.out, view.err
-    specs = find_specs(folder)
-    if not specs:
-        raise UsageError(
-            f"Folder {str(folder)!r} holds no *.yaml or *.yml spec (subfolders are not searched).",
-            "Point at the folder that holds the specs, or give a layer target such as mylayer.py:MyLayer --input 4x3.",
-        )
-
-    rows, entries, suites, worst = [], [], [], EXIT_PASS
-    interrupted = False
-    for path in specs:
-        started = time.perf_counter()
-        entry: dict[str, Any] = {"spec": str(path)}
-        row: dict[str, Any] = {"spec": path.name}
-        report = None
-        try:
-            with _progress(err, enabled=not view.quiet) as progress:
-                report = _check(str(path), inputs, options, progress)
-        except Interrupted as exc:  # Ctrl-C inside a spec: keep its partial report, stop the folder
-            report, interrupted = exc.report, True
-        except KeyboardInterrupt:  # Ctrl-C before the spec's check began
-            interrupted = True
-            break
-        except GradcheckError as exc:
-            code = exc.exit_code
-            _trace(exc, view.debug)
-            err.print(f"[bold magenta]{path.name}[/]: {exc}", markup=True, highlight=False)
-            entry.update(passed=False, status="ERROR", error=str(exc), exit_code=code, tensors=[])
-            row.update(status="ERROR")
-            suites.append(_suite(str(path), error=exc, started=started))
-        if report is not None:
-            code = EXIT_INTERRUPTED if report.interrupted else EXIT_PASS if report.passed else EXIT_FAIL
-            status = "INTERRUPTED" if report.interrupted else "PASS" if report.passed else "FAIL"
-            repro = _repro(report, str(path), inputs)
-            if view.quiet:
-                out.print(Text(f"{path.name}: ").append_text(verdict_line(report)))
-            else:
-                _render(view, report, repro)
-                out.print()
-            entry.update(report.to_dict(), status=status, exit_code=code)
-            worst_t = report.worst
-            row.update(
-                status=status,
-                worst_tensor=worst_t.name if worst_t else None,
-                worst_rel_error=worst_t.max_rel_error if worst_t else None,
-            )
-            suites.append(_suite(str(path), report=report, started=started, repro=repro))
-        row["time"] = time.perf_counter() - started
-        worst = max(worst, code)
-        rows.append(row)
-        entries.append(entry)
-        if interrupted:
-            break
-    out.print(summary_table(rows))
-    passed = worst == EXIT_PASS and not interrupted
-    n_bad = sum(1 for r in rows if r["status"] != "PASS")
-    if interrupted:
-        out.print(f"[bold yellow]INTERRUPTED[/]: Ctrl-C after {len(rows)} of {len(specs)} specs; {n_bad} of them did not pass.")
-    else:
-        out.print(f"[bold green]PASS[/]: all {len(rows)} specs match." if passed else f"[bold red]FAIL[/]: {n_bad} of {len(rows)} specs did not pass.")
-    _write_json(view.json_path, {"passed": passed, "interrupted": interrupted, "specs": entries})
-    _write_junit(view.junit_path, suites)
-    return EXIT_INTERRUPTED if interrupted else worst
-
-
-def _write_json(path: str | None, data: dict) -> None:
-    from .render import to_json
-
-    if not path:
-        return
-    text = to_json(data)
-    if path == "-":
-        sys.stdout.write(text + "\n")
-        sys.stdout.flush()
-        return
-    _write_text(path, text + "\n", "JSON report")
-
-
-def _write_junit(path: str | None, suites: list) -> None:
-    from .junit import junit_xml
-
-    if path:
-        _write_text(path, junit_xml(suites), "JUnit XML report")
-
-
-def _write_text(path: str, text: str, what: str) -> None:
-    try:
-        Path(path).expanduser().write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise UsageError(f"Cannot write the {what} to {path!r}: {exc.strerror}.", "Choose a writable path.") from None
 
 
 @contextlib.contextmanager
@@ -496,7 +581,7 @@ def _progress(console: Console, enabled: bool):
                     state["task"] = bar.add_task("checking", total=total)
             return
         if "task" in state:
-            bar.update(state["task"], completed=done, description=f"checking {name}")
+            bar.update(state["task"], completed=done, description=f"checking {printable(name, one_line=True)}")
 
     try:
         yield update
@@ -516,32 +601,51 @@ def _progress(console: Console, enabled: bool):
 @verbose_option
 @color_option
 @debug_option
-def sweep_command(target: str, inputs: tuple, eps_range: tuple | None, points: int, plot_path: str | None, color: bool | None, quiet: bool, verbose: bool, debug: bool, **opts: Any) -> None:
+@click.pass_context
+def sweep_command(ctx: click.Context, target: str, inputs: tuple, eps_range: tuple | None, points: int, plot_path: str | None, color: bool | None, quiet: bool, verbose: bool, debug: bool, **opts: Any) -> None:
     """Find a good finite-difference step for TARGET (a layer or a YAML spec):
     the worst relative error of the check at each eps, and the best one."""
-    from .render import sweep_suggestion, sweep_table
-    from .spec import is_spec_path
-    from .sweep import sweep, sweep_spec
+    err = _console(sys.stderr, color)
+    outputs, problem = _outputs({"json_path": None, "junit_path": None, "plot_path": plot_path})
 
-    with _translated_errors(debug, color):
-        view = _view(color, quiet, verbose, plot_path=plot_path, debug=debug)
-        if is_spec_path(target) and Path(target).is_dir():
+    def run() -> int:
+        from .render import sweep_suggestion, sweep_table
+        from .sweep import sweep, sweep_spec
+        from .targets import plan_run
+
+        view = _view(color, quiet, verbose, debug=debug)
+        if outputs.plot:
+            from .errormap import require_matplotlib
+
+            require_matplotlib()
+        if Path(target).is_dir():
             raise UsageError("sweep takes one layer or spec, not a folder.", "Give one spec file, e.g. layer_specs/gauss_filter.yaml.")
+        plan = plan_run(target)
+        outputs.refuse_inputs(plan.inputs)
+        (entry,) = plan.entries
 
         def progress(i: int, n: int, eps: float) -> None:
             if verbose:
                 view.note(f"checking at eps {eps:g} ({i + 1} of {n})")
 
         view.note(f"checking at {points} step sizes...")
-        result = _core(target, inputs, sweep, sweep_spec, eps_range=eps_range, points=points, progress=progress, **_options(opts))
+        kwargs = dict(eps_range=eps_range, points=points, progress=progress, **_options(opts))
+        with contextlib.redirect_stdout(sys.stderr):
+            if entry.spec is not None:
+                result = sweep_spec(replace(entry.spec, inputs=tuple(inputs)) if inputs else entry.spec, **kwargs)
+            else:
+                result = sweep(entry.target, list(inputs), name=entry.name, **kwargs)
         if not quiet:
             view.out.print(sweep_table(result))
         view.out.print(sweep_suggestion(result))
-        if view.plot_path:
+        if outputs.plot:
             from .sweep import plot_sweep
 
-            plot_sweep(result, view.plot_path)
-            view.note(f"wrote {view.plot_path}")
+            plot_sweep(result, outputs.plot)
+            view.note(f"wrote {outputs.plot}")
+        return 0
+
+    ctx.exit(_guarded_run(target, err, outputs, problem, debug, run))
 
 
 @main.command("list", epilog=LIST_EPILOG)
@@ -558,18 +662,20 @@ def list_command(folder: str) -> None:
     except GradcheckError as exc:
         raise CliError(exc) from None
     if not paths:
-        raise CliError(UsageError(f"Folder {folder!r} holds no *.yaml or *.yml spec.", "Specs are YAML files; see the README, 'Spec format'."))
-    table = Table(title=f"specs in {folder}", title_justify="left")
+        raise CliError(UsageError(f"Folder {folder!r} holds no *.yaml or *.yml spec.", "Specs are YAML files; see the README, 'YAML specs'."))
+    table = Table(title=Text(f"specs in {printable(folder, one_line=True)}"), title_justify="left")
     for col in ("spec", "layer", "inputs", "description"):
         table.add_column(col)
     for path in paths:
+        name = Text(printable(path.name, one_line=True))
         try:
             spec = load_spec(path)
         except GradcheckError as exc:
-            table.add_row(path.name, "[magenta]invalid[/]", "-", exc.message.split(": ", 1)[-1][:80])
+            table.add_row(name, Text("invalid", style="magenta"), "-", Text(printable(exc.message.split(": ", 1)[-1][:80], one_line=True)))
             continue
         layer = spec.layer
         if os.path.isabs(layer.split(":")[0]):
             layer = os.path.relpath(layer.rsplit(":", 1)[0], path.parent) + ":" + layer.rsplit(":", 1)[1]
-        table.add_row(path.name, layer, ", ".join(i.describe() for i in spec.inputs) or "-", spec.description or "")
+        inputs = ", ".join(i.describe() for i in spec.inputs) or "-"
+        table.add_row(name, Text(printable(layer, one_line=True)), Text(printable(inputs, one_line=True)), Text(printable(spec.description or "")))
     out.print(table)

@@ -24,9 +24,7 @@ import torch
 
 LOSSES = ("l2", "weighted")
 
-# Verdict codes stored per element.
-UNCHECKED, PASS, FAIL, KINK, NOISE = -1, 0, 1, 2, 3
-VERDICT_NAMES = {PASS: "PASS", FAIL: "FAIL", KINK: "KINK", NOISE: "NOISE"}
+from .verdicts import FAIL, KINK, NOISE, PASS, UNCHECKED, VERDICT_NAMES  # noqa: F401  (verdict codes stored per element)
 
 # How many estimated standard deviations of finite-difference noise we allow.
 NOISE_SIGMAS = 4.0

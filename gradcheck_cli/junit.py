@@ -8,26 +8,24 @@ could not be checked at all (usage/config error, or the layer raised) is one
 
 from __future__ import annotations
 
+import re
 import socket
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Mapping, Sequence
+from typing import Sequence
 
-from .errors import GradcheckError, LayerError
-from .render import verdict_counts, worst_element
-from .report import Report, TensorReport
+from .errors import LayerError
+from .report import SuiteResult, TensorReport, verdict_counts, worst_element
+
+__all__ = ["SuiteResult", "failure_message", "junit_xml", "xml_safe"]
+
+# Characters XML 1.0 cannot hold at all (C0 controls but tab, newline and return; surrogates; U+FFFE/F).
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 
-@dataclass(frozen=True)
-class SuiteResult:
-    """What happened to one spec or target: a report, or the error that stopped it."""
-
-    name: str  # the spec path or target as given; the testcases' classname
-    report: Report | None = None
-    error: GradcheckError | None = None
-    time: float = 0.0  # seconds
-    repro: Mapping[str, str] = field(default_factory=dict)  # tensor name -> command that reruns it
+def xml_safe(text: str) -> str:
+    """``text`` with every character XML cannot hold written out as an escape (ESC -> '\\x1b')."""
+    return _NOT_XML.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}", text)
 
 
 def failure_message(t: TensorReport) -> str:
@@ -62,10 +60,10 @@ def _suite(result: SuiteResult, timestamp: str, hostname: str) -> ET.Element:
     tests = failures = errors = 0
     if report is None:
         error = result.error
-        kind = "layer error" if isinstance(error, LayerError) else "spec error"
+        kind = "interrupted" if result.interrupted else "layer error" if isinstance(error, LayerError) else "spec error"
         case = ET.SubElement(suite, "testcase", classname=result.name, name=f"({kind})", time=f"{result.time:.3f}")
-        text = str(error) if error is not None else "not checked"
-        node = ET.SubElement(case, "error", message=text.splitlines()[0], type=type(error).__name__ if error else "Error")
+        text = str(error) if error is not None else "interrupted before the check began" if result.interrupted else "not checked"
+        node = ET.SubElement(case, "error", message=text.splitlines()[0], type=type(error).__name__ if error else "Interrupted" if result.interrupted else "Error")
         node.text = text
         tests, errors = 1, 1
     else:
@@ -89,7 +87,12 @@ def _suite(result: SuiteResult, timestamp: str, hostname: str) -> ET.Element:
 
 
 def junit_xml(results: Sequence[SuiteResult]) -> str:
-    """The JUnit XML document (UTF-8 text, with declaration) for these results."""
+    """The JUnit XML document (UTF-8 text, with declaration) for these results.
+
+    Text from the layer or a spec (error messages, notes, names) may hold characters
+    XML cannot carry (ESC from a coloured message): they are written as escapes, so the
+    document stays well-formed.
+    """
     timestamp = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
     hostname = socket.gethostname()
     root = ET.Element("testsuites", name="gradcheck")
@@ -102,5 +105,10 @@ def junit_xml(results: Sequence[SuiteResult]) -> str:
     for key, value in totals.items():
         root.set(key, str(value))
     root.set("time", f"{sum(r.time for r in results):.3f}")
+    for node in root.iter():
+        if node.text:
+            node.text = xml_safe(node.text)
+        for key, value in node.attrib.items():
+            node.set(key, xml_safe(value))
     ET.indent(root)
     return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"

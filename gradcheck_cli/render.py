@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shlex
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from rich.console import Console, Group
@@ -11,7 +12,8 @@ from rich.table import Table
 from rich.text import Text
 
 from .config import InputSpec
-from .report import Report, TensorReport
+from .report import Report, RunResult, TensorReport, verdict_counts, worst_element
+from .streams import printable
 
 if TYPE_CHECKING:
     from .sweep import SweepResult
@@ -153,18 +155,6 @@ def detail_lines(report: Report) -> list[Text]:
     return lines
 
 
-def worst_element(t: TensorReport) -> str:
-    """'input0[1, 32] analytic -0.546 vs numeric 0.567 (l2 loss)', or '' when nothing was checked."""
-    if t.worst_index is None or t.analytic is None:
-        return ""
-    return f"{t.name}{list(t.worst_index)} analytic {t.analytic:.6g} vs numeric {t.numeric:.6g} ({t.loss} loss)"
-
-
-def verdict_counts(t: TensorReport) -> str:
-    """'120 pass, 8 fail, 0 kink, 0 noise'."""
-    return ", ".join(f"{t.counts.get(k, 0)} {k.lower()}" for k in ("PASS", "FAIL", "KINK", "NOISE"))
-
-
 def verbose_lines(report: Report) -> list[Text]:
     """--verbose: verdict counts, losses and sampling of every tensor, and where the time went."""
     lines = []
@@ -249,21 +239,37 @@ def render_report(
     console.print(verdict_line(report))
 
 
-def summary_table(rows: Sequence[dict[str, Any]]) -> Table:
+def summary_table(run: RunResult) -> Table:
     """One row per spec of a folder run."""
     table = Table(title="summary", title_justify="left")
     for col in ("spec", "result", "worst tensor", "worst rel err", "time"):
         table.add_column(col, justify="right" if col in ("worst rel err", "time") else "left")
-    for row in rows:
-        status = row["status"]
+    for result in run.results:
+        worst = result.report.worst if result.report is not None else None
         table.add_row(
-            row["spec"],
-            Text(status, style=STYLE.get(status, "")),
-            row.get("worst_tensor") or "-",
-            _num(row.get("worst_rel_error")),
-            f"{row.get('time', 0.0):.2f}s",
+            literal(Path(result.name).name),
+            Text(result.status, style=STYLE.get(result.status, "")),
+            literal(worst.name) if worst else "-",
+            _num(worst.max_rel_error if worst else None),
+            f"{result.time:.2f}s",
         )
     return table
+
+
+def run_verdict_line(run: RunResult) -> Text:
+    """The last line of a folder run: how many specs passed."""
+    n = len(run.results)
+    bad = sum(1 for r in run.results if r.status != "PASS")
+    if run.interrupted:
+        return Text.assemble(("INTERRUPTED", STYLE["NOISE"]), f": stopped after {n} of {run.planned} specs; {bad} of them did not pass.")
+    if run.passed:
+        return Text.assemble(("PASS", STYLE["PASS"]), f": all {n} specs match.")
+    return Text.assemble(("FAIL", STYLE["FAIL"]), f": {bad} of {n} specs did not pass.")
+
+
+def literal(text: str) -> Text:
+    """Text from a layer or a spec, shown as it is: no rich markup, no terminal control characters."""
+    return Text(printable(text, one_line=True))
 
 
 def eps_text(eps: float) -> str:

@@ -1,13 +1,24 @@
-"""Step 5: the frozen result of a check.  No printing here: see render.py."""
+"""Step 5: the frozen result of a check, and of a run of several.  No printing here: see render.py.
+
+:class:`Report` is one layer's check; :class:`SuiteResult` is what happened to one
+target or spec (a report, or the error that stopped it); :class:`RunResult` is a
+whole ``gradcheck run`` -- the one thing every reporter (table, JSON, JUnit) and the
+exit code are derived from.
+"""
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
-from .fd import FAIL, KINK, NOISE, PASS, VERDICT_NAMES
+from .errors import GradcheckError
+from .verdicts import FAIL, KINK, NOISE, PASS, VERDICT_NAMES
+
+EXIT_PASS, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
 
 @dataclass(frozen=True)
@@ -152,5 +163,129 @@ class Report:
         return "\n".join(lines)
 
 
+def worst_element(t: TensorReport) -> str:
+    """'input0[1, 32] analytic -0.546 vs numeric 0.567 (l2 loss)', or '' when nothing was checked."""
+    if t.worst_index is None or t.analytic is None:
+        return ""
+    return f"{t.name}{list(t.worst_index)} analytic {t.analytic:.6g} vs numeric {t.numeric:.6g} ({t.loss} loss)"
+
+
+def verdict_counts(t: TensorReport) -> str:
+    """'120 pass, 8 fail, 0 kink, 0 noise'."""
+    return ", ".join(f"{t.counts.get(k, 0)} {k.lower()}" for k in ("PASS", "FAIL", "KINK", "NOISE"))
+
+
 def count_verdicts(codes: np.ndarray) -> dict[str, int]:
     return {VERDICT_NAMES[c]: int((codes == c).sum()) for c in (PASS, FAIL, KINK, NOISE)}
+
+
+@dataclass(frozen=True)
+class SuiteResult:
+    """What happened to one spec or target: a report, or the error that stopped it."""
+
+    name: str  # the spec path or target as given
+    report: Report | None = None
+    error: GradcheckError | None = None
+    time: float = 0.0  # seconds
+    repro: Mapping[str, str] = field(default_factory=dict)  # tensor name -> command that reruns it
+    signum: int | None = None  # the signal that interrupted it (SIGINT, SIGTERM), if one did
+
+    @property
+    def interrupted(self) -> bool:
+        return self.signum is not None or (self.report is not None and self.report.interrupted)
+
+    @property
+    def passed(self) -> bool:
+        return self.error is None and self.report is not None and self.report.passed
+
+    @property
+    def status(self) -> str:
+        """PASS, FAIL, NOISE (inconclusive), ERROR (could not be checked) or INTERRUPTED."""
+        if self.interrupted:
+            return "INTERRUPTED"
+        if self.error is not None or self.report is None:
+            return "ERROR"
+        if self.report.passed:
+            return "PASS"
+        return "FAIL" if any(t.status == "FAIL" for t in self.report.tensors) else "NOISE"
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted:
+            return 128 + (self.signum or 2)
+        if self.error is not None or self.report is None:
+            return self.error.exit_code if self.error is not None else EXIT_USAGE
+        return EXIT_PASS if self.report.passed else EXIT_FAIL
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.report is not None:
+            data = self.report.to_dict()
+        else:
+            data = {"target": self.name, "passed": False, "interrupted": self.interrupted, "tensors": []}
+        data.update(status=self.status, exit_code=self.exit_code, error=str(self.error) if self.error is not None else None)
+        if self.signum is not None:
+            data["interrupted"] = True
+        return data
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """A whole run: one result per target or spec, in order.
+
+    ``folder`` runs (a folder of specs, several targets) report as a list of specs;
+    a single target reports as its own report. ``signum`` is set when a signal stopped
+    the run before every target was checked.
+    """
+
+    results: tuple[SuiteResult, ...]
+    folder: bool = False
+    signum: int | None = None
+    planned: int = 0  # targets the run meant to check (more than len(results) if interrupted)
+
+    @property
+    def interrupted(self) -> bool:
+        return self.signum is not None or any(r.interrupted for r in self.results)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.results) and not self.interrupted and all(r.passed for r in self.results)
+
+    @property
+    def exit_code(self) -> int:
+        if self.signum is not None:
+            return 128 + self.signum
+        interrupted = [r for r in self.results if r.interrupted]
+        if interrupted:
+            return interrupted[0].exit_code
+        return max((r.exit_code for r in self.results), default=EXIT_USAGE)
+
+    def to_dict(self) -> dict[str, Any]:
+        if not self.folder and len(self.results) == 1:
+            data = self.results[0].to_dict()
+            if self.signum is not None:
+                data.update(interrupted=True, passed=False, exit_code=self.exit_code)
+            return data
+        specs = [{"spec": r.name, **r.to_dict()} for r in self.results]
+        return {"passed": self.passed, "interrupted": self.interrupted, "exit_code": self.exit_code, "specs": specs}
+
+    def to_json(self) -> str:
+        return to_json(self.to_dict())
+
+
+def to_json(data: Any) -> str:
+    """Strict JSON (RFC 8259): no bare NaN or Infinity -- a non-finite number is written as null."""
+    return json.dumps(_strict(data), indent=2, allow_nan=False, ensure_ascii=False)
+
+
+def _strict(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): _strict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set)):
+        return [_strict(v) for v in obj]
+    if isinstance(obj, (str, int, bool)) or obj is None:
+        return obj
+    if hasattr(obj, "tolist"):  # numpy and torch scalars and arrays
+        return _strict(obj.tolist())
+    return str(obj)

@@ -478,7 +478,7 @@ def test_list_empty_folder_is_exit_2(run_cli, tmp_path):
 
 
 def test_ctrl_c_in_a_folder_run_reports_the_finished_specs_and_exits_130(run_cli, tmp_path):
-    write(tmp_path / "layers.py", "import torch\n\ndef interrupt(x):\n    raise KeyboardInterrupt\n")
+    write(tmp_path / "layers.py", "import signal\n\ndef interrupt(x):\n    signal.raise_signal(signal.SIGINT)  # Ctrl-C\n")
     good(tmp_path, "a_good.yaml")
     write(tmp_path / "b_interrupt.yaml", "layer: layers.py:interrupt\ninputs: [{shape: [2, 3]}]\n")
     good(tmp_path, "c_never_run.yaml")
@@ -489,4 +489,5 @@ def test_ctrl_c_in_a_folder_run_reports_the_finished_specs_and_exits_130(run_cli
     assert "INTERRUPTED" in out.strip().splitlines()[-1]
     data = json.loads(report.read_text())
     assert data["passed"] is False and data["interrupted"] is True
-    assert [e["spec"].rsplit("/", 1)[-1] for e in data["specs"]] == ["a_good.yaml"]
+    assert [e["spec"].rsplit("/", 1)[-1] for e in data["specs"]] == ["a_good.yaml", "b_interrupt.yaml"]
+    assert [e["status"] for e in data["specs"]] == ["PASS", "INTERRUPTED"]

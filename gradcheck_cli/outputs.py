@@ -1,0 +1,132 @@
+"""The report files a run was asked for: where they go, and writing them safely.
+
+* Every path is resolved (absolute, symbolic links followed) before any of the
+  user's code runs, so a layer that calls ``os.chdir`` cannot redirect a report.
+* An output may not be an input of the run (a spec, a layer file) nor another
+  output: that would overwrite the user's file. Refused before anything runs.
+* Every file is written atomically: a temporary file in the same folder, then
+  renamed over the target. A full disk or a kill mid-write leaves the old file or
+  the new one, never a truncated one.
+* As soon as the run starts, each report is replaced by an "incomplete" one, so a
+  run that is killed outright leaves no stale report of an earlier run behind; at
+  the end every requested report describes this run, whatever its outcome.
+
+No click and no torch here: the CLI (and its supervisor) call this.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from .errors import UsageError
+
+KINDS = {"json": "JSON report", "junit": "JUnit XML report", "plot": "plot"}
+OPTIONS = {"json": "--json", "junit": "--junit-xml", "plot": "--plot"}
+
+
+def resolve(path: str | os.PathLike) -> Path:
+    """Absolute, with '~' expanded and every symbolic link followed (also for a file that does not exist yet)."""
+    return Path(os.path.realpath(Path(path).expanduser()))
+
+
+def same_file(a: Path, b: Path) -> bool:
+    """The same path, or two names of one file (a hard link)."""
+    if a == b:
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """Resolved output paths; ``json`` may be '-' (stdout)."""
+
+    json: Path | str | None = None
+    junit: Path | None = None
+    plot: Path | None = None
+
+    @classmethod
+    def resolve(cls, json: str | None = None, junit: str | None = None, plot: str | None = None) -> "Outputs":
+        """Resolve the paths, and refuse a missing folder, a folder as the file, or two outputs on one file."""
+        given = {"json": json, "junit": junit, "plot": plot}
+        resolved: dict[str, Path | str | None] = {}
+        for kind, text in given.items():
+            if not text:
+                resolved[kind] = None
+            elif kind == "json" and text == "-":
+                resolved[kind] = "-"
+            else:
+                path = resolve(text)
+                if not path.parent.is_dir():
+                    raise UsageError(
+                        f"Cannot write {text!r}: folder {str(path.parent)!r} does not exist.", "Create the folder first, or choose another path."
+                    )
+                if path.is_dir():
+                    raise UsageError(f"Cannot write the {KINDS[kind]} to {text!r}: it is a folder.", "Give a file name.")
+                resolved[kind] = path
+        files = [(kind, p) for kind, p in resolved.items() if isinstance(p, Path)]
+        for i, (kind, path) in enumerate(files):
+            for other, other_path in files[i + 1 :]:
+                if same_file(path, other_path):
+                    raise UsageError(
+                        f"{OPTIONS[kind]} and {OPTIONS[other]} both name {given[kind]!r}: one report would overwrite the other.",
+                        "Give each report its own file.",
+                    )
+        return cls(**resolved)
+
+    def files(self) -> list[tuple[str, Path]]:
+        return [(kind, p) for kind, p in (("json", self.json), ("junit", self.junit), ("plot", self.plot)) if isinstance(p, Path)]
+
+    def refuse_inputs(self, inputs: Iterable[tuple[str, Path]]) -> None:
+        """Refuse an output that is one of the run's input files (what, path): it would be overwritten."""
+        inputs = list(inputs)
+        for kind, path in self.files():
+            for what, source in inputs:
+                if same_file(path, source):
+                    raise UsageError(
+                        f"{OPTIONS[kind]} {str(path)!r} is {what} of this run; writing the {KINDS[kind]} there would overwrite it.",
+                        "Choose another path for the report.",
+                    )
+
+
+def atomic_write(path: Path, data: str | bytes, what: str = "report") -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder, then rename it into place.
+
+    The file keeps the permissions an ordinary write would give it (the old file's, or
+    0666 less the umask), not the temporary file's 0600.
+    """
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    try:
+        mode = os.stat(path).st_mode & 0o7777
+    except OSError:
+        mode = 0o666 & ~_umask()
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise UsageError(f"Cannot write the {what} to {str(path)!r}: {exc.strerror or exc}.", "Choose a writable path.") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(raw)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise UsageError(f"Cannot write the {what} to {str(path)!r}: {exc.strerror or exc}.", "Choose a writable path.") from None
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
