@@ -19,7 +19,7 @@ import torch
 from . import coloring, fd
 from .config import InputSpec, LayerSpec
 from .diagnose import diagnose
-from .environment import deadline, interrupts, preserved_state, resolve_device, seed_rng
+from .environment import deadline, default_device_set, interrupts, preserved_state, resolve_device, seed_rng
 from .guard import guarded
 from .errors import LayerError, SpecError, UsageError
 from .evaluate import Evaluator, Leaf, chunk_size, chunks, release_free_memory, rounding_error, seconds_since
@@ -72,22 +72,31 @@ def check(
     # it: its RNG use, chdir and default dtype are kept away from the caller's state too.
     with preserved_state(device), interrupts(), torch.inference_mode(False), torch.enable_grad(), deadline(opts.timeout, target):
         obj = load_target(layer) if isinstance(layer, str) else layer
+        _check_default_device(target)
         return _Checker(obj, target, list(inputs), args, kwargs, params or {}, opts, device, progress).run()
 
 
 def check_spec(spec: LayerSpec, progress: ProgressFn | None = None, **overrides: Any) -> Report:
     """Check what a YAML spec describes; keyword ``overrides`` win over the spec's options."""
-    options = {**spec.options, **{k: v for k, v in overrides.items() if v is not None}}
+    given = {k: v for k, v in overrides.items() if v is not None}
+    # The spec's own options are the spec's problem: its file and key are named.
+    for key, value in spec.options.items():
+        if key in given:
+            continue
+        try:
+            CheckOptions(**{key: value}).validated()
+            if key == "device":
+                resolve_device(value)
+        except UsageError as exc:
+            raise SpecError(spec.path, key, exc.detail, exc.hint) from None
     try:
-        return check(spec.layer, list(spec.inputs), progress=progress, **spec_arguments(spec), **options)
+        return check(spec.layer, list(spec.inputs), progress=progress, **spec_arguments(spec), **{**spec.options, **given})
     except SpecError:
         raise
     except UsageError as exc:
-        # Problems with what the spec asked for (params, constructor args) name the spec file.
-        if exc.message.startswith("params."):
-            raise SpecError(spec.path, None, exc.message, exc.hint) from exc
-        if exc.message.startswith("Cannot construct") or "args/kwargs" in exc.message:
-            raise SpecError(spec.path, "args/kwargs", exc.message, exc.hint) from exc
+        # Problems with what the spec asked for (inputs, params, constructor args) name the spec file and key.
+        if exc.key:
+            raise SpecError(spec.path, exc.key, exc.detail, exc.hint) from exc
         raise
 
 
@@ -99,6 +108,22 @@ def spec_arguments(spec: LayerSpec) -> dict[str, Any]:
         "params": dict(spec.params),
         "name": spec.layer.rsplit("/", 1)[-1],
     }
+
+
+def _check_default_device(target: str) -> None:
+    """A layer file may set torch's default device at import (torch.set_default_device): it must exist."""
+    default = default_device_set()
+    if default is None or torch.device(default).type == "cpu":
+        return
+    try:
+        resolve_device(str(default))
+    except UsageError as exc:
+        raise UsageError(
+            f"Loading {target} set torch's default device to {str(default)!r} (torch.set_default_device), "
+            f"which cannot be used here: {exc.message}",
+            "Remove torch.set_default_device from the layer file (gradcheck places tensors itself: --device), "
+            "or run where that device exists.",
+        ) from None
 
 
 def _name_of(obj: Any) -> str:
@@ -163,6 +188,7 @@ class _Checker:
             raise UsageError(
                 f"{self.target} needs keyword argument(s) {', '.join(keyword_only)}, which gradcheck cannot pass.",
                 "Give them defaults, or check a small function that calls the layer with them.",
+                key="inputs",
             )
         positional = [p for p in ps if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
         required = [p.name for p in positional if p.default is p.empty]
@@ -171,13 +197,15 @@ class _Checker:
             missing = ", ".join(required[given:])
             raise UsageError(
                 f"{self.target} takes {len(required)} input(s) ({', '.join(required)}) but {given} were given; missing: {missing}.",
-                "Give one --input per positional input, in order: a shape such as --input 1x100 (standard normal) "
-                "or a literal such as --input =4.5; or write a YAML spec with 'inputs:'.",
+                "Give one input per positional argument, in order: on the command line a shape such as --input 1x100 "
+                "(standard normal) or a literal such as --input =4.5; in a spec, one entry under 'inputs:' each.",
+                key="inputs",
             )
         if given > len(positional):
             raise UsageError(
                 f"{self.target} takes {len(positional)} input(s) ({', '.join(p.name for p in positional) or 'none'}) but {given} were given.",
-                "Remove the extra --input options.",
+                "Give one input per positional argument, in order: remove the extra --input options (or entries under 'inputs:' in a spec).",
+                key="inputs",
             )
 
     def _leaves(self) -> list[tuple[str, Leaf]]:
@@ -209,7 +237,30 @@ class _Checker:
     def run(self) -> Report:
         started = time.perf_counter()
         leaves = self._leaves()
-        evaluator = Evaluator(self.layer, self.layer.params, self.inputs, self.opts.seed, self.device, self.opts.batch)
+        losses = fd.LOSSES if self.opts.weighted_loss else ("l2",)
+        reports: list[TensorReport] = []
+        evaluator = numeric_eval = None
+        try:
+            evaluator = Evaluator(self.layer, self.layer.params, self.inputs, self.opts.seed, self.device, self.opts.batch)
+            numeric_eval, analytic, grad_spread, at = self._setup(evaluator, leaves)
+            plan = self._plan(leaves, numeric_eval, at)
+            total = sum(len(idx) for idx in plan.values())
+            done = 0
+            for tname, leaf in leaves:
+                rep = self._check_tensor(tname, leaf, plan[tname], numeric_eval, at, analytic[tname], grad_spread[tname], losses, done, total)
+                done += rep.n_checked
+                reports.append(rep)
+        except KeyboardInterrupt as exc:  # a real signal (see guard.py), or Ctrl-C where gradcheck cannot tell
+            self.notes.append(f"interrupted: {len(reports)} of {len(leaves)} tensor(s) checked")
+            if numeric_eval is None:
+                partial = Report(self.target, (), self._config(losses), {"check_s": round(time.perf_counter() - started, 4)}, tuple(self.notes), True)
+            else:
+                partial = replace(self._report(reports, losses, started, evaluator, numeric_eval), interrupted=True)
+            raise Interrupted(partial, getattr(exc, "signum", 2)) from None
+        return self._report(reports, losses, started, evaluator, numeric_eval)
+
+    def _setup(self, evaluator: Evaluator, leaves):
+        """The base point, the analytic side and the numeric side: (numeric evaluator, analytic, spread, base point)."""
         y0 = self._guarded("forward", evaluator.forward)
         self._check_finite(y0)
         t0 = time.perf_counter()
@@ -237,23 +288,8 @@ class _Checker:
 
         numeric_eval, y_base, y64 = self._numeric_evaluator(evaluator, y0)
         out_err = self._output_error(y_base, y64, fwd_spread)
-
-        losses = fd.LOSSES if self.opts.weighted_loss else ("l2",)
         at = (y_base, weights, out_err, fd.ulp_of(y_base, self.num_dtype))
-        reports: list[TensorReport] = []
-        done = 0
-        try:
-            plan = self._plan(leaves, numeric_eval, at)
-            total = sum(len(idx) for idx in plan.values())
-            for tname, leaf in leaves:
-                rep = self._check_tensor(tname, leaf, plan[tname], numeric_eval, at, analytic[tname], grad_spread[tname], losses, done, total)
-                done += rep.n_checked
-                reports.append(rep)
-        except KeyboardInterrupt as exc:  # a real signal (see _guarded), or Ctrl-C where gradcheck cannot tell
-            self.notes.append(f"interrupted: {len(reports)} of {len(leaves)} tensor(s) checked")
-            partial = replace(self._report(reports, losses, started, evaluator, numeric_eval), interrupted=True)
-            raise Interrupted(partial, getattr(exc, "signum", 2)) from None
-        return self._report(reports, losses, started, evaluator, numeric_eval)
+        return numeric_eval, analytic, grad_spread, at
 
     def _plan(self, leaves, ev: Evaluator, at) -> dict[str, list[int]]:
         """Which elements of each tensor to check, within --max-elements and --budget.
@@ -456,7 +492,8 @@ class _Checker:
             a64 = zero if a is None else self._f64(a)
             a2_64 = zero if a2 is None else self._f64(a2)
             result[tname] = {"l2": a64, "weighted": zero if b is None else self._f64(b)}
-            spread[tname] = (a64 - a2_64).abs()
+            # Where the backward returned NaN/Inf the element fails (fd._broken_fails); no spread to measure.
+            spread[tname] = (a64 - a2_64).abs().nan_to_num(nan=0.0, posinf=0.0)
             if bool((spread[tname] > 0).any()):
                 self.notes.append(f"backward is nondeterministic for {tname}: two runs differ by up to {spread[tname].max().item():.3g}")
         return result, spread
@@ -607,6 +644,14 @@ class _Checker:
                 )
                 per_loss[loss]["numeric"][findex] = numeric
                 per_loss[loss]["verdict"][findex] = verdict
+        broken = torch.nonzero(~torch.isfinite(a_flat[losses[0]][index])).reshape(-1).tolist()
+        if broken:
+            where = [list(np.unravel_index(idx[p], shape)) if shape else [] for p in broken[:3]]
+            more = f" and {len(broken) - 3} more element(s)" if len(broken) > 3 else ""
+            self.notes.append(
+                f"{tname}: the analytic gradient (the backward's result) is NaN or infinite at "
+                f"{', '.join(str([int(i) for i in w]) for w in where)}{more}: FAIL"
+            )
         outside = int((~torch.isfinite(per_loss[losses[0]]["numeric"][index])).sum())
         if outside:
             self.notes.append(
@@ -714,6 +759,7 @@ class _Checker:
             # they are counted, not folded into the error statistics.
             rel = fd.relative_error(a, num, scale)
             rel = torch.where((v == fd.KINK) | ~torch.isfinite(rel), 0.0, rel)
+            rel = torch.where(torch.isfinite(a), rel, float("inf"))  # a NaN/Inf backward is as wrong as it gets
             stats[loss] = (a, num, rel, v)
         combined = _combine([stats[loss][3] for loss in losses])
         failed_losses = tuple(loss for loss in losses if bool((stats[loss][3] == fd.FAIL).any()))

@@ -24,7 +24,7 @@ from rich.text import Text
 from . import __version__
 from .config import FLOAT_DTYPES
 from .errors import GradcheckError, UsageError
-from .outputs import Outputs, atomic_write
+from .outputs import Outputs, atomic_write, same_file
 from .report import EXIT_USAGE, RunResult, SuiteResult, to_json
 from .streams import SafeStream, printable
 
@@ -56,8 +56,10 @@ Examples:
 Runs the check once per step size, at most 256 elements per tensor unless
 --max-elements says otherwise, and prints the worst relative error of each.
 Default range: 1e-10..1e-1 for float64, 1e-6..1 for float32 (of the numeric
-side: --reference-dtype if given).  Exit status: 0 done; 1 the layer raised;
-2 a usage or configuration problem.
+side: --reference-dtype if given).  A step at which a tensor is lost in
+finite-difference noise is never recommended.  Exit status: 0 done; 1 the
+layer raised, or no step gave a conclusive check; 2 a usage or configuration
+problem.
 """
 
 LIST_EPILOG = """\b
@@ -356,9 +358,22 @@ def run_command(ctx: click.Context, target: str, inputs: tuple, color: bool | No
     err = _console(sys.stderr, color)
     # The report files are known (and resolved) before anything else can go wrong, so that
     # every later problem still leaves a report of this run in them, never a stale one.
-    outputs, problem = _outputs(paths)
-    code = _guarded_run(target, err, outputs, problem, debug, lambda: _run(target, inputs, options, outputs, color, quiet, verbose, show_errors, debug))
+    sinks = _Sinks(*_outputs(paths))
+    code = _guarded_run(target, err, sinks, debug, lambda: _run(target, inputs, options, sinks, color, quiet, verbose, show_errors, debug))
     ctx.exit(code)
+
+
+@dataclass
+class _Sinks:
+    """The report files a run may write to: fewer once one turns out to be an input of the run."""
+
+    outputs: Outputs
+    problem: GradcheckError | None = None
+
+    def refuse_inputs(self, inputs) -> None:
+        self.outputs, problem = self.outputs.without_inputs(inputs)
+        if problem is not None:
+            raise problem
 
 
 def _outputs(paths: dict) -> tuple[Outputs, GradcheckError | None]:
@@ -366,14 +381,19 @@ def _outputs(paths: dict) -> tuple[Outputs, GradcheckError | None]:
     try:
         return Outputs.resolve(paths["json_path"], paths["junit_path"], paths["plot_path"]), None
     except GradcheckError as exc:
+        # The report files that are fine on their own still get this run's (error) report;
+        # two outputs on one file get none (they would overwrite each other).
         usable = {}
         for key, kind in (("json_path", "json"), ("junit_path", "junit")):
             with contextlib.suppress(GradcheckError):
                 usable[kind] = Outputs.resolve(**{kind: paths[key]}).files()[0][1] if paths[key] not in (None, "-") else paths[key]
+        files = [p for p in usable.values() if isinstance(p, Path)]
+        if len(files) == 2 and same_file(*files):
+            usable = {k: v for k, v in usable.items() if not isinstance(v, Path)}
         return Outputs(**usable), exc
 
 
-def _guarded_run(target: str, err: Console, outputs: Outputs, problem: GradcheckError | None, debug: bool, run: Callable[[], int]) -> int:
+def _guarded_run(target: str, err: Console, sinks: _Sinks, debug: bool, run: Callable[[], int]) -> int:
     """Run, and turn what escapes into an exit status, a message and a report of this run.
 
     A real SIGINT or SIGTERM stops the run as interrupted (exit 130 or 143); anything
@@ -383,8 +403,8 @@ def _guarded_run(target: str, err: Console, outputs: Outputs, problem: Gradcheck
 
     try:
         with interrupts((signal.SIGINT, signal.SIGTERM)):
-            if problem is not None:
-                raise problem
+            if sinks.problem is not None:
+                raise sinks.problem
             return run()
     except GradcheckError as exc:
         _trace(exc, debug)
@@ -394,12 +414,13 @@ def _guarded_run(target: str, err: Console, outputs: Outputs, problem: Gradcheck
         signum = exc.signum if isinstance(exc, Interrupt) else signal.SIGINT
         err.print(Text.assemble(("Interrupted", "bold yellow"), f" ({signal.Signals(signum).name}) before any tensor was checked."))
         result = RunResult((), signum=signum)
-    return _write_reports(err, outputs, result, result.exit_code)
+    return _write_reports(err, sinks.outputs, result, result.exit_code)
 
 
-def _run(target: str, inputs: tuple, options: dict, outputs: Outputs, color, quiet: bool, verbose: bool, show_errors: bool, debug: bool) -> int:
+def _run(target: str, inputs: tuple, options: dict, sinks: _Sinks, color, quiet: bool, verbose: bool, show_errors: bool, debug: bool) -> int:
     from .targets import plan_run
 
+    outputs = sinks.outputs
     view = _view(color, quiet, verbose, show_errors=show_errors, debug=debug, json_stdout=outputs.json == "-")
     if outputs.plot:
         from .errormap import require_matplotlib
@@ -408,7 +429,7 @@ def _run(target: str, inputs: tuple, options: dict, outputs: Outputs, color, qui
     plan = plan_run(target)
     if outputs.plot and plan.folder:
         raise UsageError("--plot takes one layer or spec, not a folder.", "Run the failing spec on its own with --plot.")
-    outputs.refuse_inputs(plan.inputs)
+    sinks.refuse_inputs(plan.inputs)
     _start_reports(outputs)
     result = _check_all(plan, inputs, options, view)
     _render_run(view, result)
@@ -484,7 +505,8 @@ def _render_result(view: View, result: SuiteResult, folder: bool) -> None:
         else:
             _error(view.err, result.error)
     elif result.interrupted:
-        view.err.print(Text.assemble(("Interrupted", "bold yellow"), " before the check of ", printable(result.name, one_line=True), " began."))
+        name = signal.Signals(result.signum or signal.SIGINT).name
+        view.err.print(Text.assemble(("Interrupted", "bold yellow"), f" ({name}) before the check of ", printable(result.name, one_line=True), " began."))
 
 
 def _render_run(view: View, result: RunResult) -> None:
@@ -606,13 +628,14 @@ def sweep_command(ctx: click.Context, target: str, inputs: tuple, eps_range: tup
     """Find a good finite-difference step for TARGET (a layer or a YAML spec):
     the worst relative error of the check at each eps, and the best one."""
     err = _console(sys.stderr, color)
-    outputs, problem = _outputs({"json_path": None, "junit_path": None, "plot_path": plot_path})
+    sinks = _Sinks(*_outputs({"json_path": None, "junit_path": None, "plot_path": plot_path}))
 
     def run() -> int:
         from .render import sweep_suggestion, sweep_table
         from .sweep import sweep, sweep_spec
         from .targets import plan_run
 
+        outputs = sinks.outputs
         view = _view(color, quiet, verbose, debug=debug)
         if outputs.plot:
             from .errormap import require_matplotlib
@@ -621,7 +644,7 @@ def sweep_command(ctx: click.Context, target: str, inputs: tuple, eps_range: tup
         if Path(target).is_dir():
             raise UsageError("sweep takes one layer or spec, not a folder.", "Give one spec file, e.g. layer_specs/gauss_filter.yaml.")
         plan = plan_run(target)
-        outputs.refuse_inputs(plan.inputs)
+        sinks.refuse_inputs(plan.inputs)
         (entry,) = plan.entries
 
         def progress(i: int, n: int, eps: float) -> None:
@@ -643,9 +666,9 @@ def sweep_command(ctx: click.Context, target: str, inputs: tuple, eps_range: tup
 
             plot_sweep(result, outputs.plot)
             view.note(f"wrote {outputs.plot}")
-        return 0
+        return 0 if result.best is not None else 1
 
-    ctx.exit(_guarded_run(target, err, outputs, problem, debug, run))
+    ctx.exit(_guarded_run(target, err, sinks, debug, run))
 
 
 @main.command("list", epilog=LIST_EPILOG)

@@ -84,7 +84,7 @@ def preserved_state(device: torch.device) -> Iterator[None]:
     cwd = _cwd()
     path = list(sys.path)
     default_dtype = torch.get_default_dtype()
-    default_device = _default_device()
+    default_device = default_device_set()
     stdout = sys.stdout
     devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices, device_type=device.type if devices else "cuda"):
@@ -98,8 +98,8 @@ def preserved_state(device: torch.device) -> Iterator[None]:
                     os.chdir(cwd)
             sys.path[:] = path
             torch.set_default_dtype(default_dtype)
-            if _default_device() != default_device:
-                torch.set_default_device(None if default_device == torch.device("cpu") else default_device)
+            if default_device_set() != default_device:
+                torch.set_default_device(default_device)
             sys.stdout = stdout
 
 
@@ -110,8 +110,11 @@ def _cwd() -> str | None:
         return None
 
 
-def _default_device() -> torch.device:
-    return torch.get_default_device() if hasattr(torch, "get_default_device") else torch.device("cpu")
+def default_device_set() -> torch.device | None:
+    """The device torch.set_default_device chose, or None (read without creating a tensor,
+    which torch.get_default_device does -- and which fails for a device that does not exist)."""
+    context = getattr(getattr(torch, "_GLOBAL_DEVICE_CONTEXT", None), "device_context", None)
+    return getattr(context, "device", None)
 
 
 # --------------------------------------------------------------------------- signals
@@ -181,6 +184,14 @@ class Timeout(BaseException):
 REARM_S = 0.05
 
 
+# Exceptions that the caller's own alarm handler raised: they pass through as they are.
+CALLERS: list[BaseException] = []
+
+
+def raised_by_callers_alarm(exc: BaseException) -> bool:
+    return any(exc is raised for raised in CALLERS)
+
+
 class Deadline:
     """``--timeout``: stop the layer's code after ``seconds``, and give the caller's own alarm back.
 
@@ -240,10 +251,14 @@ class Deadline:
             self.handed_back = True
             self._restore(now)
             handler = self._caller_handler
-            if callable(handler):
-                handler(signum, frame)
-            elif handler == signal.SIG_DFL:
-                signal.raise_signal(signal.SIGALRM)
+            try:
+                if callable(handler):
+                    handler(signum, frame)
+                elif handler == signal.SIG_DFL:
+                    signal.raise_signal(signal.SIGALRM)
+            except BaseException as exc:  # the caller's own timeout: not the layer's error
+                CALLERS.append(exc)
+                raise
             return
         self.expired = True
         signal.setitimer(signal.ITIMER_REAL, REARM_S)  # and again, while the layer's code runs
@@ -283,6 +298,7 @@ def deadline(seconds: float | None, target: str) -> Iterator[Deadline | None]:
         return
     watch = Deadline(seconds, target)
     Deadline._active = watch
+    CALLERS.clear()
     try:
         watch._arm()
         yield watch

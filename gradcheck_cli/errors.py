@@ -10,13 +10,20 @@ from __future__ import annotations
 
 
 class GradcheckError(Exception):
-    """Base class for every error the core raises on purpose."""
+    """Base class for every error the core raises on purpose.
+
+    ``key`` names what the caller gave that the error is about (``inputs``,
+    ``params.sigma``, ``args/kwargs``), so that a spec can point at its own key;
+    ``detail`` is the message without it.
+    """
 
     exit_code = 2
 
-    def __init__(self, message: str, hint: str | None = None) -> None:
+    def __init__(self, message: str, hint: str | None = None, key: str | None = None) -> None:
         super().__init__(message)
-        self.message = message
+        self.detail = message
+        self.key = key
+        self.message = f"{key}: {message}" if key else message
         self.hint = hint
 
     def __str__(self) -> str:
@@ -35,10 +42,9 @@ class SpecError(UsageError):
     """A YAML spec is malformed.  ``path`` is the spec file, ``key`` the key path."""
 
     def __init__(self, path, key: str | None, message: str, hint: str | None = None) -> None:
-        where = f"{path}" + (f": {key}" if key else "")
-        super().__init__(f"{where}: {message}", hint)
+        super().__init__(message, hint, key)
+        self.message = f"{path}: {self.message}"
         self.path = path
-        self.key = key
 
 
 def user_frame(exc: BaseException, skip: tuple[str, ...] = ()) -> str:

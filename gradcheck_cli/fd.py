@@ -190,7 +190,12 @@ def first_pass(
     """
     noise = d.noise + spread
     verdict = _within(analytic, d.central, noise, scale, rtol, atol)
-    return _noise_or_pass(verdict, analytic, d.central, noise, max(scale, layer_scale), atol)
+    return _broken_fails(analytic, _noise_or_pass(verdict, analytic, d.central, noise, max(scale, layer_scale), atol))
+
+
+def _broken_fails(analytic: torch.Tensor, verdict: torch.Tensor) -> torch.Tensor:
+    """A NaN or infinite analytic gradient is wrong whatever the finite differences say: FAIL."""
+    return torch.where(torch.isfinite(analytic), verdict, torch.full_like(verdict, FAIL))
 
 
 def _within(analytic, numeric, noise, scale, rtol, atol) -> torch.Tensor:
@@ -266,4 +271,4 @@ def confirm(
     verdict = _noise_or_pass(verdict, analytic, numeric, noise, max(scale, layer_scale), atol)
     # No finite estimate at all (every step left the domain): inconclusive, never FAIL.
     verdict = torch.where(torch.isfinite(noise), verdict, torch.full_like(verdict, NOISE))
-    return verdict, numeric, noise
+    return _broken_fails(analytic, verdict), numeric, noise

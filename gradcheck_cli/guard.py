@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, TypeVar
 
-from .environment import Interrupt, user_code, watching_interrupts
+from .environment import Interrupt, raised_by_callers_alarm, user_code, watching_interrupts
 from .errors import GradcheckError, LayerError, user_frame
 
 T = TypeVar("T")
@@ -33,7 +33,7 @@ def layer_error(exc: BaseException, what: str, sizes_hint: Callable[[], str] | N
     Anything else the layer raised -- any BaseException: SystemExit, GeneratorExit, a
     KeyboardInterrupt that no Ctrl-C sent -- is the layer's error (exit 1), never a pass.
     """
-    if isinstance(exc, (GradcheckError, Interrupt)):
+    if isinstance(exc, (GradcheckError, Interrupt)) or raised_by_callers_alarm(exc):
         return exc
     if isinstance(exc, KeyboardInterrupt) and not watching_interrupts():
         return exc  # no way to tell it from a real Ctrl-C here

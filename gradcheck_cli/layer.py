@@ -91,8 +91,10 @@ def make_layer(obj: object, name: str, args: tuple = (), kwargs: dict | None = N
         raise UsageError(
             f"{name} is not an nn.Module class, so constructor args/kwargs cannot be applied to it.",
             "Remove 'args'/'kwargs' from the spec, or point 'layer' at the Module class.",
+            key="args/kwargs",
         )
     if isinstance(obj, torch.nn.Module):
+        _check_materialised(obj, name)
         named = dict(obj.named_parameters(remove_duplicate=True))
         # Parameters that are not floating, or frozen (requires_grad=False), have no gradient
         # to check: they are passed through like buffers.
@@ -119,6 +121,34 @@ def make_layer(obj: object, name: str, args: tuple = (), kwargs: dict | None = N
     return Layer(name, None, obj, {}, {})
 
 
+def _check_materialised(module: torch.nn.Module, name: str) -> None:
+    """Parameters and buffers must hold values: not lazy (uninitialised), not on the meta device."""
+    if "_parameters" not in vars(module):
+        raise LayerError(
+            f"{name} is an nn.Module whose __init__ never called super().__init__(): it has no parameters to check.",
+            "Call super().__init__() first in the layer's __init__.",
+        )
+    try:
+        state = [*module.named_parameters(remove_duplicate=False), *module.named_buffers(remove_duplicate=False)]
+    except Exception as exc:
+        raise LayerError(f"Listing the parameters of {name} raised {type(exc).__name__}: {exc}.", "Check the module's __getattr__ and its submodules.") from exc
+    lazy = [k for k, v in state if torch.nn.parameter.is_lazy(v)]
+    if lazy:
+        raise UsageError(
+            f"{name} has uninitialised lazy parameters ({', '.join(lazy[:4])}): a lazy module (nn.LazyLinear, ...) "
+            "only gets its shapes from its first forward.",
+            "Give the sizes in the constructor (nn.Linear(in, out) instead of nn.LazyLinear(out)), or check an "
+            "instance that has run once on an example input.",
+        )
+    meta = [k for k, v in state if v.is_meta]
+    if meta:
+        raise UsageError(
+            f"{name} has parameters or buffers on the meta device ({', '.join(meta[:4])}): they hold no values, "
+            "so there is nothing to differentiate.",
+            "Build the module on a real device, or call module.to_empty(device='cpu') and initialise it first.",
+        )
+
+
 def instantiate(cls: type, name: str, args: tuple, kwargs: dict) -> torch.nn.Module:
     """Build a Module; a constructor that needs arguments gets a clear message."""
     try:
@@ -137,17 +167,12 @@ def instantiate(cls: type, name: str, args: tuple, kwargs: dict) -> torch.nn.Mod
             needs = f" (it needs: {', '.join(missing)})" if missing else ""
             raise UsageError(
                 f"Cannot construct {name}: {exc}{needs}.",
-                "Give constructor arguments in a YAML spec with 'args:' / 'kwargs:' (see README, 'Spec format').",
+                "Give constructor arguments in a YAML spec with 'args:' / 'kwargs:' (see the README, 'YAML specs').",
+                key="args/kwargs",
             ) from None
     from .guard import guarded
 
-    module = guarded(f"Constructing {name}", cls, *args, **kwargs)
-    if "_parameters" not in vars(module):
-        raise LayerError(
-            f"{name} was constructed without nn.Module's own set-up: its __init__ never called super().__init__().",
-            "Call super().__init__() first in the layer's __init__.",
-        )
-    return module
+    return guarded(f"Constructing {name}", cls, *args, **kwargs)
 
 
 def set_params(layer: Layer, values: dict[str, Any], where: str = "params") -> None:
@@ -159,7 +184,7 @@ def set_params(layer: Layer, values: dict[str, Any], where: str = "params") -> N
 
             close = difflib.get_close_matches(pname, list(layer.params), n=1)
             hint = f"did you mean {close[0]!r}?" if close else f"parameters: {', '.join(layer.params) or 'none'}."
-            raise UsageError(f"{where}.{pname}: {layer.name} has no floating parameter {pname!r}.", hint)
+            raise UsageError(f"{layer.name} has no floating parameter {pname!r}.", hint, key=f"{where}.{pname}")
         old = state[pname]
         new = torch.as_tensor(value, dtype=old.dtype, device=old.device)
         if new.shape != old.shape:
@@ -167,8 +192,9 @@ def set_params(layer: Layer, values: dict[str, Any], where: str = "params") -> N
                 new = new.reshape(()).expand(old.shape)
             else:
                 raise UsageError(
-                    f"{where}.{pname}: value has shape {list(new.shape)}, parameter has shape {list(old.shape)}.",
+                    f"value has shape {list(new.shape)}, parameter has shape {list(old.shape)}.",
                     "Give a value of the parameter's shape (or a single number).",
+                    key=f"{where}.{pname}",
                 )
         state[pname] = new.clone()
 

@@ -174,6 +174,10 @@ def _get_attr(module: ModuleType, attr: str, text: str) -> object:
                 f"{getattr(module, '__file__', None) or module.__name__} has no attribute {attr!r}.",
                 _candidates_hint(module),
             ) from None
+        except BaseException as exc:  # a module-level __getattr__ (lazy imports) that raises
+            from .guard import layer_error
+
+            raise layer_error(exc, f"Getting {attr!r} from {getattr(module, '__file__', None) or module.__name__}") from exc
     return obj
 
 
@@ -200,7 +204,10 @@ def _candidates_hint(module: ModuleType) -> str:
 
     names = []
     for name, value in vars(module).items():
-        if name.startswith("_") or getattr(value, "__module__", None) != module.__name__:
+        try:
+            if name.startswith("_") or getattr(value, "__module__", None) != module.__name__:
+                continue
+        except Exception:  # an object whose attribute lookup raises
             continue
         if isinstance(value, type) and issubclass(value, (torch.nn.Module, torch.autograd.Function)):
             names.append(name)

@@ -84,16 +84,23 @@ class Outputs:
     def files(self) -> list[tuple[str, Path]]:
         return [(kind, p) for kind, p in (("json", self.json), ("junit", self.junit), ("plot", self.plot)) if isinstance(p, Path)]
 
-    def refuse_inputs(self, inputs: Iterable[tuple[str, Path]]) -> None:
-        """Refuse an output that is one of the run's input files (what, path): it would be overwritten."""
+    def without_inputs(self, inputs: Iterable[tuple[str, Path]]) -> tuple["Outputs", UsageError | None]:
+        """These outputs less any that is one of the run's input files (what, path), and the error that names it.
+
+        Such an output is refused (the file would be overwritten), and must not receive
+        the error report either: the caller writes that to the outputs returned.
+        """
         inputs = list(inputs)
+        kept, problem = dict(json=self.json, junit=self.junit, plot=self.plot), None
         for kind, path in self.files():
             for what, source in inputs:
                 if same_file(path, source):
-                    raise UsageError(
+                    kept[kind] = None
+                    problem = problem or UsageError(
                         f"{OPTIONS[kind]} {str(path)!r} is {what} of this run; writing the {KINDS[kind]} there would overwrite it.",
                         "Choose another path for the report.",
                     )
+        return Outputs(**kept), problem
 
 
 def atomic_write(path: Path, data: str | bytes, what: str = "report") -> None:

@@ -47,9 +47,9 @@ def _counts(t: TensorReport) -> Text:
 
 def report_table(report: Report) -> Table:
     table = Table(
-        title=f"gradcheck {report.target}",
+        title=literal(f"gradcheck {report.target}"),
         title_justify="left",
-        caption=caption(report),
+        caption=Text(caption(report)),
         caption_justify="left",
     )
     for col, kw in [
@@ -69,7 +69,7 @@ def report_table(report: Report) -> Table:
     for t in report.tensors:
         checked = f"{t.n_checked}" if t.n_checked == t.n_elements else f"{t.n_checked}/{t.n_elements}"
         table.add_row(
-            t.name,
+            literal(t.name),
             "x".join(map(str, t.shape)) or "scalar",
             checked,
             _num(t.max_rel_error),
@@ -110,20 +110,20 @@ def verdict_line(report: Report) -> Text:
     n = len(report.tensors)
     checked = sum(t.n_checked for t in report.tensors)
     if report.interrupted:
-        bad = [t.name for t in report.tensors if not t.passed]
+        bad = [printable(t.name, one_line=True) for t in report.tensors if not t.passed]
         detail = f"; failing so far: {', '.join(bad)}" if bad else ""
         return Text.assemble(("INTERRUPTED", STYLE["NOISE"]), f": only {n} tensor(s) were checked before Ctrl-C{detail}.")
     if report.passed:
         return Text.assemble(("PASS", STYLE["PASS"]), f": all {n} tensor(s) match ({checked} elements checked).")
-    failed = [t.name for t in report.tensors if t.status == "FAIL"]
-    noisy = [t.name for t in report.tensors if t.status == "NOISE"]
+    failed = [printable(t.name, one_line=True) for t in report.tensors if t.status == "FAIL"]
+    noisy = [printable(t.name, one_line=True) for t in report.tensors if t.status == "NOISE"]
     text = Text()
     if failed:
         text.append("FAIL", STYLE["FAIL"])
         text.append(f": {len(failed)} of {n} tensor(s) do not match: {', '.join(failed)}.")
         worst = report.worst
         if worst is not None and worst_element(worst):
-            text.append(f" Worst: {worst_element(worst)}.")
+            text.append(f" Worst: {printable(worst_element(worst), one_line=True)}.")
     if noisy:
         if failed:
             text.append(" ")
@@ -145,13 +145,13 @@ def detail_lines(report: Report) -> list[Text]:
             msg = f"  {t.name}: {t.n_failed} element(s) failed (caught by the {losses} loss)"
             if t.status == "NOISE":
                 msg = f"  {t.name}: inconclusive, {t.counts.get('NOISE', 0)} of {t.n_checked} elements lost in finite-difference noise; try a larger --eps or --reference-dtype float64"
-            lines.append(Text(msg, style=STYLE[t.status]))
+            lines.append(Text(printable(msg), style=STYLE[t.status]))
             if t.diagnosis:
-                lines.append(Text(f"    diagnosis: {t.diagnosis}"))
+                lines.append(Text(printable(f"    diagnosis: {t.diagnosis}")))
         if t.coverage:
-            lines.append(Text(f"  {t.name}: {t.coverage}", style="dim"))
+            lines.append(Text(printable(f"  {t.name}: {t.coverage}"), style="dim"))
     for note in report.notes:
-        lines.append(Text(f"  note: {note}", style="dim"))
+        lines.append(Text(printable(f"  note: {note}"), style="dim"))
     return lines
 
 
@@ -161,7 +161,7 @@ def verbose_lines(report: Report) -> list[Text]:
     for t in report.tensors:
         failed = f", failed under {'+'.join(t.failed_losses)}" if t.failed_losses else ""
         text = f"  {t.name}: {t.n_checked} of {t.n_elements} elements checked: {verdict_counts(t)}; headline loss {t.loss}{failed}"
-        lines.append(Text(text, style="dim"))
+        lines.append(Text(printable(text), style="dim"))
     tm = report.timing
     lines.append(
         Text(
@@ -181,7 +181,7 @@ def error_map_lines(report: Report) -> list[Text]:
     for t in report.tensors:
         if t.passed or t.verdicts is None:
             continue
-        lines.append(Text(f"  {t.name} {list(t.shape)}: where the checked elements fail", style="bold"))
+        lines.append(Text(printable(f"  {t.name} {list(t.shape)}: where the checked elements fail"), style="bold"))
         for raw in error_map(t.verdicts):
             text = Text("    " + raw, style="" if raw.endswith(FRAME) else "dim")
             if raw.endswith(FRAME):  # a grid row: colour the cells between the frame
@@ -233,7 +233,7 @@ def render_report(
     extra = error_map_lines(report) if show_errors else []
     if repro:
         extra.append(Text("  rerun only a failing tensor:", style="dim"))
-        extra += [Text(f"    {command}") for command in repro.values()]
+        extra += [Text(printable(f"    {command}")) for command in repro.values()]
     for line in extra:  # one print each, never wrapped, so commands and maps stay intact
         console.print(line, soft_wrap=True)
     console.print(verdict_line(report))
@@ -281,11 +281,11 @@ def eps_text(eps: float) -> str:
 def sweep_table(result: SweepResult) -> Table:
     """One row per step size: the worst relative error overall and per tensor; the best row marked."""
     best = result.best
-    table = Table(title=f"gradcheck sweep {result.target}", title_justify="left", caption=sweep_caption(result), caption_justify="left")
+    table = Table(title=literal(f"gradcheck sweep {result.target}"), title_justify="left", caption=Text(sweep_caption(result)), caption_justify="left")
     table.add_column("eps", justify="right")
     table.add_column("worst rel err", justify="right")
     for name in result.tensors:
-        table.add_column(name, justify="right")
+        table.add_column(literal(name), justify="right")
     table.add_column("verdicts")
     table.add_column("")
     for p in result.points:
@@ -308,8 +308,15 @@ def sweep_caption(result: SweepResult) -> str:
 
 
 def sweep_suggestion(result: SweepResult) -> Text:
-    """'best eps ≈ 1e-6 (default 1e-6)'."""
+    """'best eps ≈ 1e-6 (default 1e-6)'; or that no step gave a conclusive check."""
     best = result.best
+    if best is None:
+        low, high = result.points[0].eps, result.points[-1].eps
+        return Text.assemble(
+            ("no step size recommended", "bold yellow"),
+            f": at every eps from {eps_text(low)} to {eps_text(high)} some tensor was lost in finite-difference noise. "
+            "Try a wider --eps-range, or --reference-dtype float64.",
+        )
     return Text.assemble(
         ("best eps ≈ ", "bold"),
         (eps_text(best.eps), "bold green"),

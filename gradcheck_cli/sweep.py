@@ -37,6 +37,7 @@ class SweepPoint:
     errors: tuple[float, ...]  # largest relative error per tensor, in SweepResult.tensors order
     n_failed: int  # failing elements, all tensors
     n_noise: int  # elements lost in finite-difference noise
+    conclusive: bool = True  # no tensor lost in noise (inconclusive): only such a step can be recommended
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,8 @@ class SweepResult:
     config: dict[str, Any]  # the config of the check at the best eps, less eps
 
     @property
-    def best(self) -> SweepPoint:
+    def best(self) -> SweepPoint | None:
+        """The step to use; None where every step's check was lost in noise."""
         return best_point(self.points, self.default_eps)
 
     def to_dict(self) -> dict[str, Any]:
@@ -59,16 +61,23 @@ class SweepResult:
             "target": self.target,
             "tensors": list(self.tensors),
             "points": [{"eps": p.eps, "worst": p.worst, "errors": dict(zip(self.tensors, p.errors)), "n_failed": p.n_failed, "n_noise": p.n_noise} for p in self.points],
-            "best_eps": self.best.eps,
+            "best_eps": self.best.eps if self.best is not None else None,
             "default_eps": self.default_eps,
             "config": dict(self.config),
         }
 
 
-def best_point(points: Sequence[SweepPoint], default_eps: float) -> SweepPoint:
-    """The step size with the smallest worst error (ties: the one closest to the default)."""
-    low = min(p.worst for p in points)
-    ties = [p for p in points if p.worst <= low * (1 + 1e-9)]
+def best_point(points: Sequence[SweepPoint], default_eps: float) -> SweepPoint | None:
+    """The conclusive step size with the smallest worst error (ties: the one closest to the default).
+
+    A step at which some tensor was lost in noise is never recommended: its small
+    "error" says nothing (a step below the rounding resolution changes nothing at all).
+    """
+    usable = [p for p in points if p.conclusive]
+    if not usable:
+        return None
+    low = min(p.worst for p in usable)
+    ties = [p for p in usable if p.worst <= low * (1 + 1e-9)]
     return min(ties, key=lambda p: abs(math.log(p.eps / default_eps)))
 
 
@@ -125,9 +134,11 @@ def sweep(
                 errors=errors,
                 n_failed=sum(t.n_failed for t in report.tensors),
                 n_noise=sum(t.counts.get("NOISE", 0) for t in report.tensors),
+                conclusive=not any(t.inconclusive for t in report.tensors),
             )
         )
-    best = reports[result_points.index(best_point(result_points, default_eps))]
+    chosen = best_point(result_points, default_eps)
+    best = reports[result_points.index(chosen)] if chosen is not None else reports[-1]
     return SweepResult(
         target=best.target,
         tensors=tuple(t.name for t in best.tensors),
@@ -160,7 +171,8 @@ def plot_sweep(result: SweepResult, path: str | Path) -> None:
         ax.loglog(eps, [max(p.errors[k], floor) for p in result.points], marker=".", linewidth=1, label=tname)
     ax.loglog(eps, [max(p.worst, floor) for p in result.points], color="black", linewidth=2, label="worst")
     ax.axvline(result.default_eps, color="gray", linestyle="--", label=f"{result.default_source} eps {result.default_eps:g}")
-    ax.axvline(result.best.eps, color="red", linestyle=":", label=f"best eps {result.best.eps:g}")
+    if result.best is not None:
+        ax.axvline(result.best.eps, color="red", linestyle=":", label=f"best eps {result.best.eps:g}")
     ax.set_xlabel("eps (finite-difference step)")
     ax.set_ylabel("max relative error")
     ax.set_title(f"gradcheck sweep {result.target}", fontsize=10, loc="left")

@@ -51,8 +51,20 @@ def plan_run(target: str) -> RunPlan:
         if entry.error is not None:
             raise entry.error
         return RunPlan((entry,), False, _inputs((entry,)))
+    _refuse_data_file(target)
     entry = Entry(target, _absolute(target))
     return RunPlan((entry,), False, _inputs((entry,)))
+
+
+def _refuse_data_file(target: str) -> None:
+    """``spec.json``, ``spec.toml``: a file that is neither a spec nor a layer file."""
+    path = Path(target)
+    if ":" in target or path.suffix.lower() in (".py", "") or not path.is_file():
+        return
+    raise UsageError(
+        f"{target!r} is neither a spec nor a layer: specs are .yaml/.yml files, layers are named as file.py:Name.",
+        "Write the spec as YAML (spec.yaml), or name the layer as path/to/file.py:Name.",
+    )
 
 
 def _spec_entry(path: str) -> Entry:
