@@ -1,6 +1,6 @@
 """``python -m gradcheck_cli`` is the same as the ``gradcheck`` command."""
 
-from .cli import entry
+from .entry import main
 
 if __name__ == "__main__":
-    entry()
+    main()

@@ -27,6 +27,7 @@ from .errors import GradcheckError, UsageError
 from .outputs import Outputs, atomic_write, same_file
 from .report import EXIT_USAGE, RunResult, SuiteResult, to_json
 from .streams import SafeStream, printable
+from .supervise import tell
 
 EXIT_INTERRUPTED = 130
 
@@ -200,21 +201,6 @@ def _is_a_report(path: Path) -> bool:
     return b'"passed"' in head or b'<testsuites name="gradcheck"' in head
 
 
-def entry() -> None:
-    """The ``gradcheck`` console script: the command, with the process's streams made safe first.
-
-    Ends with ``os._exit``: a thread the layer started and never stopped cannot keep the
-    process alive after the report, and an ``atexit`` hook of the layer's cannot change
-    the exit status.
-    """
-    from .streams import finish, protect_stdout
-
-    protect_stdout()
-    code = main.main(standalone_mode=False)
-    finish()
-    os._exit(code)
-
-
 @click.group(cls=Gradcheck, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, "--version", prog_name="gradcheck")
 def main() -> None:
@@ -290,6 +276,12 @@ input_option = click.option(
     help="One positional input, in order: a shape (4x3x8, standard normal) or =JSON (=4.5, =[0,2,1]); integer literals are passed through unchecked.",
 )
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="Print only the verdict line (and errors).")
+isolate_option = click.option(
+    "--isolate/--no-isolate",
+    default=True,
+    help="Run the layer's code in a child process, so that a crash, os._exit or a hang that ignores --timeout "
+    "is reported as the layer's error (exit 1) [default: isolate; GRADCHECK_ISOLATE=0 turns it off].",
+)
 verbose_option = click.option("--verbose", "-v", is_flag=True, help="Also show per-tensor verdict counts, sampling and timing.")
 color_option = click.option("--color/--no-color", default=None, help="Force or disable colour [default: auto; NO_COLOR is honoured].")
 debug_option = click.option("--debug", is_flag=True, help="Show Python tracebacks for errors.")
@@ -347,11 +339,13 @@ def _view(color: bool | None, quiet: bool, verbose: bool, json_stdout: bool = Fa
 @quiet_option
 @verbose_option
 @color_option
+@isolate_option
 @debug_option
 @click.pass_context
 def run_command(ctx: click.Context, target: str, inputs: tuple, color: bool | None, quiet: bool, verbose: bool, **opts: Any) -> None:
     """Check TARGET: a layer ('file.py:Name', 'pkg.mod:Name', 'pkg.mod.Name'),
     a YAML spec ('spec.yaml') or a folder of specs."""
+    opts.pop("isolate")  # decided before this process started (see supervise.py)
     paths = {k: opts.pop(k) for k in ("json_path", "junit_path", "plot_path")}
     show_errors, debug = opts.pop("show_errors"), opts.pop("debug")
     options = _options(opts)
@@ -430,6 +424,7 @@ def _run(target: str, inputs: tuple, options: dict, sinks: _Sinks, color, quiet:
     if outputs.plot and plan.folder:
         raise UsageError("--plot takes one layer or spec, not a folder.", "Run the failing spec on its own with --plot.")
     sinks.refuse_inputs(plan.inputs)
+    tell(outputs={"json": str(outputs.json) if outputs.json else None, "junit": str(outputs.junit) if outputs.junit else None})
     _start_reports(outputs)
     result = _check_all(plan, inputs, options, view)
     _render_run(view, result)
@@ -450,6 +445,7 @@ def _check_all(plan, inputs: tuple, options: dict, view: View) -> RunResult:
     results: list[SuiteResult] = []
     for entry in plan.entries:
         started = time.perf_counter()
+        tell(target=entry.name)
         try:
             if entry.error is not None:
                 raise entry.error
@@ -622,11 +618,13 @@ def _progress(console: Console, enabled: bool):
 @quiet_option
 @verbose_option
 @color_option
+@isolate_option
 @debug_option
 @click.pass_context
 def sweep_command(ctx: click.Context, target: str, inputs: tuple, eps_range: tuple | None, points: int, plot_path: str | None, color: bool | None, quiet: bool, verbose: bool, debug: bool, **opts: Any) -> None:
     """Find a good finite-difference step for TARGET (a layer or a YAML spec):
     the worst relative error of the check at each eps, and the best one."""
+    opts.pop("isolate")
     err = _console(sys.stderr, color)
     sinks = _Sinks(*_outputs({"json_path": None, "junit_path": None, "plot_path": plot_path}))
 

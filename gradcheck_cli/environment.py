@@ -136,7 +136,20 @@ class Interrupt(KeyboardInterrupt):
         return 128 + self.signum
 
 
+# A signal that arrives again this soon after the last one is the same stop (Ctrl-C reaches
+# gradcheck's supervisor and its child, and the supervisor passes it on): raised once.
+DEBOUNCE_S = 1.0
+_last_interrupt = [float("-inf")]
+
+
 def _raise_interrupt(signum, frame):
+    now = time.monotonic()
+    if now - _last_interrupt[0] < DEBOUNCE_S:
+        return
+    _last_interrupt[0] = now
+    from .supervise import tell
+
+    tell(interrupted=signum)
     raise Interrupt(signum)
 
 
@@ -157,6 +170,8 @@ def interrupts(signums: tuple[int, ...] = (signal.SIGINT,)) -> Iterator[None]:
         if current in (signal.SIG_DFL, signal.default_int_handler):
             saved[signum] = current
             signal.signal(signum, _raise_interrupt)
+    if saved:
+        _last_interrupt[0] = float("-inf")  # a new run: its first signal counts
     try:
         yield
     finally:
@@ -296,10 +311,13 @@ def deadline(seconds: float | None, target: str) -> Iterator[Deadline | None]:
     if Deadline._active is not None:  # a check inside a check: the outer deadline holds
         yield Deadline._active
         return
+    from .supervise import tell
+
     watch = Deadline(seconds, target)
     Deadline._active = watch
     CALLERS.clear()
     try:
+        tell(timeout=seconds)
         watch._arm()
         yield watch
         watch.raise_if_expired()
@@ -311,6 +329,7 @@ def deadline(seconds: float | None, target: str) -> Iterator[Deadline | None]:
         if not watch.handed_back:
             watch._restore(time.monotonic())
         Deadline._active = None
+        tell(timeout=None)
 
 
 @contextlib.contextmanager

@@ -13,12 +13,14 @@ from typing import Any, Callable, TypeVar
 
 from .environment import Interrupt, raised_by_callers_alarm, user_code, watching_interrupts
 from .errors import GradcheckError, LayerError, user_frame
+from .supervise import stage
 
 T = TypeVar("T")
 
 
 def guarded(what: str, fn: Callable[..., T], *args: Any, sizes_hint: Callable[[], str] | None = None, **kwargs: Any) -> T:
     """``fn(*args, **kwargs)``, the layer's code; ``what`` names it in errors ('The forward of X')."""
+    stage(what)
     try:
         with user_code():
             return fn(*args, **kwargs)

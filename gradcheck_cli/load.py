@@ -128,7 +128,9 @@ def _run_import(do_import, where: str):
     sys.exit included -- is the layer's own error (exit 1).
     """
     from .environment import Interrupt, user_code, watching_interrupts
+    from .supervise import stage
 
+    stage(f"Importing {where}")
     dont_write = sys.dont_write_bytecode
     sys.dont_write_bytecode = True  # no __pycache__ left in the user's folders
     try:

@@ -537,3 +537,29 @@ def test_sigterm_ends_like_ctrl_c_with_a_partial_report_and_exit_143(tmp_path):
     assert "SIGTERM" in err
     data = report_of_this_run(report)
     assert data["interrupted"] is True and data["exit_code"] == 143
+
+
+def test_isolation_turns_what_kills_the_process_into_the_layers_error(tmp_path):
+    """os._exit(0) in forward, a segfault, a layer that never stops: exit 1 with words, and a report that says so."""
+    cases = {
+        "os_exit_in_forward": ([], "exited with status 0 while running the forward"),
+        "segfault_in_forward": ([], "died with SIGSEGV while running the forward"),
+        "never_gives_up": (["--timeout", "0.3"], "did not finish within --timeout 0.3s and did not stop when asked"),
+    }
+    procs = {
+        name: gradcheck_process("run", a(name), "--input", "3", *extra, "--json", str(tmp_path / f"{name}.json"), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for name, (extra, _) in cases.items()
+    }
+    try:
+        outcomes = {name: (proc.communicate(timeout=120), proc.returncode) for name, proc in procs.items()}
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+    for name, ((out, err), code) in outcomes.items():
+        out, err = out.decode(), err.decode()
+        no_traceback(out, err)
+        assert code == 1, (name, out, err)
+        assert cases[name][1] in err, (name, err)
+        data = report_of_this_run(tmp_path / f"{name}.json")
+        assert data["status"] == "ERROR" and cases[name][1] in data["error"]

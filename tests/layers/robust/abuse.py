@@ -202,3 +202,29 @@ class Scale(nn.Module):
 
     def forward(self, x):
         return Square.apply(x) * self.weight
+
+
+# --------------------------------------------------------------------------- what only a separate process survives
+
+
+def os_exit_in_forward(x):
+    """Ends the process with status 0 in the middle of the check: without isolation, a false pass."""
+    import os
+
+    os._exit(0)
+
+
+def segfault_in_forward(x):
+    """A crash in C code (reading address 0)."""
+    import ctypes
+
+    ctypes.string_at(0)
+
+
+def never_gives_up(x):
+    """Swallows every stop, forever: only killing the process ends it."""
+    while True:
+        try:
+            time.sleep(0.01)
+        except BaseException:  # noqa: BLE001 -- the point of this layer
+            pass

@@ -1,0 +1,43 @@
+"""The ``gradcheck`` console script (and ``python -m gradcheck_cli``).
+
+Kept apart from :mod:`.cli` so that the supervisor (see :mod:`.supervise`) starts
+without importing click, rich or torch.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def main() -> None:
+    """Run the command, isolated in a child process where it runs the layer's code.
+
+    Ends with ``os._exit``: a thread the layer started and never stopped cannot keep the
+    process alive after the report, and an ``atexit`` hook of the layer's cannot change
+    the exit status.
+    """
+    from . import supervise
+
+    args = sys.argv[1:]
+    if supervise.wants_isolation(args):
+        code = supervise.supervise(args)
+        _flush()
+        os._exit(code)
+    supervise.connect()
+    from .cli import main as command
+    from .streams import finish, protect_stdout
+
+    protect_stdout()
+    code = command.main(args, prog_name="gradcheck", standalone_mode=False)
+    finish()
+    supervise.tell(done=code)
+    os._exit(code)
+
+
+def _flush() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError, AttributeError):
+            pass

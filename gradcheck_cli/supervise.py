@@ -1,0 +1,292 @@
+"""Isolation: the layer runs in a child process, and this process vouches for the exit status.
+
+A layer's code can end a process in ways no ``try`` can catch: ``os._exit(0)`` in
+forward (an exit 0 with no check behind it), a segfault in a C extension (exit
+139 with no words), a C-level hang that ignores ``--timeout``, a bare ``except:``
+in a loop that swallows every stop. So ``gradcheck run`` and ``gradcheck sweep``
+run the whole command in a child process (``python -m gradcheck_cli``, the same
+arguments) and wait:
+
+* the child reports over a private pipe where its reports go, which stage of the
+  layer's code is running (import, construction, forward, backward) and when its
+  ``--timeout`` deadline starts; at the very end it reports its exit status;
+* a child that ends without that last word died: exit 1, "the layer's process died
+  with SIGSEGV while running the forward of X", and the requested reports say so;
+* a child still running ``KILL_GRACE_S`` after its deadline is killed: exit 1, and
+  the reports say why;
+* Ctrl-C reaches both processes; this one waits for the child's interrupted report
+  (a second Ctrl-C, or SIGTERM left unanswered for ``KILL_GRACE_S``, kills it).
+
+This process imports neither torch nor click nor rich: isolation costs one small
+interpreter start (~40 ms), against a torch import of a second or more. Turn it off
+with ``--no-isolate`` (e.g. to step through a layer in a debugger) or
+``GRADCHECK_ISOLATE=0``; where ``pass_fds`` is not available (Windows) the command
+runs in-process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ENV_FD = "GRADCHECK_SUPERVISOR_FD"
+ENV_ISOLATE = "GRADCHECK_ISOLATE"
+# How long a child may run past its --timeout deadline (it is asked to stop every 50 ms
+# meanwhile), or past a SIGTERM or a second Ctrl-C, before it is killed.
+KILL_GRACE_S = 5.0
+ISOLATED_COMMANDS = ("run", "sweep")
+
+
+# --------------------------------------------------------------------------- the child's side
+
+
+class _Channel:
+    """The child's end of the pipe: one JSON object a line."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.last_stage: str | None = None
+
+    def send(self, **message: Any) -> None:
+        data = (json.dumps(message) + "\n").encode()
+        try:
+            os.write(self.fd, data)
+        except OSError:  # the supervisor went away: nothing to tell
+            pass
+
+    def stage(self, what: str) -> None:
+        if what != self.last_stage:
+            self.last_stage = what
+            self.send(stage=what)
+
+
+_channel: _Channel | None = None
+
+
+def connect() -> None:
+    """In the child: open the channel the supervisor passed, and hide it from the layer's own children."""
+    global _channel
+    fd = os.environ.pop(ENV_FD, None)
+    if fd is None or not fd.isdigit():
+        return
+    _channel = _Channel(int(fd))
+    os.set_inheritable(int(fd), False)
+
+
+def supervised() -> bool:
+    return _channel is not None
+
+
+def tell(**message: Any) -> None:
+    """Tell the supervisor something (no-op when not supervised)."""
+    if _channel is not None:
+        _channel.send(**message)
+
+
+def stage(what: str) -> None:
+    """The layer's code is about to run ``what`` ('The forward of X')."""
+    if _channel is not None:
+        _channel.stage(what)
+
+
+# --------------------------------------------------------------------------- the supervisor's side
+
+
+def wants_isolation(args: list[str]) -> bool:
+    if os.environ.get(ENV_FD) is not None or os.environ.get(ENV_ISOLATE, "1") == "0":
+        return False
+    if not hasattr(os, "fork") or not args or args[0] not in ISOLATED_COMMANDS:
+        return False
+    words = args[: args.index("--")] if "--" in args else args
+    return not any(w in ("--no-isolate", "-h", "--help") for w in words)
+
+
+class _State:
+    """What the child has told so far."""
+
+    def __init__(self) -> None:
+        self.outputs: dict[str, str | None] = {}
+        self.target: str | None = None
+        self.stage: str | None = None
+        self.kill_at: float | None = None  # monotonic time after which the child is killed
+        self.timeout: float | None = None
+        self.done: int | None = None
+        self.interrupts = 0
+        self.terminated = False
+
+    def read(self, line: str) -> None:
+        try:
+            message = json.loads(line)
+        except ValueError:
+            return
+        if "outputs" in message:
+            self.outputs = message["outputs"] or {}
+        if "target" in message:
+            self.target = message["target"]
+        if "stage" in message:
+            self.stage = message["stage"]
+        if "timeout" in message:
+            self.timeout = message["timeout"]
+            self.kill_at = None if message["timeout"] is None else time.monotonic() + message["timeout"] + KILL_GRACE_S
+        if "done" in message:
+            self.done = int(message["done"])
+
+
+def supervise(args: list[str]) -> int:
+    """Run ``gradcheck ARGS`` in a child process; return the exit status this command ends with."""
+    read_end, write_end = os.pipe()
+    env = {**os.environ, ENV_FD: str(write_end)}
+    state = _State()
+    child = subprocess.Popen([sys.executable, "-m", "gradcheck_cli", *args], pass_fds=(write_end,), env=env)
+    os.close(write_end)
+
+    def on_signal(signum, frame):
+        # Passed on: a Ctrl-C at the terminal reached the child too, and it counts the two as one.
+        _send(child, signum)
+        if signum == signal.SIGINT:
+            state.interrupts += 1
+            if state.interrupts >= 3:
+                state.kill_at = time.monotonic()
+            elif state.interrupts == 2:
+                state.kill_at = min(state.kill_at or float("inf"), time.monotonic() + KILL_GRACE_S)
+        else:
+            state.terminated = True
+            state.kill_at = min(state.kill_at or float("inf"), time.monotonic() + KILL_GRACE_S)
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    killed = False
+    try:
+        buffer = b""
+        os.set_blocking(read_end, False)
+        while True:
+            buffer = _drain(read_end, buffer, state)
+            code = child.poll()
+            if code is not None:
+                _drain(read_end, buffer, state)
+                break
+            if state.kill_at is not None and time.monotonic() >= state.kill_at:
+                child.kill()
+                child.wait()
+                killed = True
+                break
+            time.sleep(0.02)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        os.close(read_end)
+    if state.done is not None and not killed:
+        return state.done
+    return _died(child.returncode, state, killed)
+
+
+def _send(child: subprocess.Popen, signum: int) -> None:
+    try:
+        child.send_signal(signum)
+    except OSError:
+        pass
+
+
+def _drain(fd: int, buffer: bytes, state: _State) -> bytes:
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            break
+        except OSError:
+            break
+        if not chunk:
+            break
+        buffer += chunk
+    *lines, buffer = buffer.split(b"\n")
+    for line in lines:
+        state.read(line.decode(errors="replace"))
+    return buffer
+
+
+def _died(returncode: int, state: _State, killed: bool) -> int:
+    """The child ended without saying how: say it here, write the reports, and return the exit status."""
+    from .errors import LayerError, UsageError
+    from .report import EXIT_FAIL, RunResult, SuiteResult
+
+    where = f" while running {_lower(state.stage)}" if state.stage else ""
+    target = state.target or "the layer"
+    signum = None
+    if killed and (state.interrupts >= 2 or state.terminated):
+        signum = signal.SIGTERM if state.terminated else signal.SIGINT
+        message = f"The check of {target} did not stop when asked{where}; its process was killed."
+        error = LayerError(message, "The layer may be stuck in C code, or catch every exception (a bare 'except:').")
+    elif killed:
+        message = (
+            f"The check of {target} did not finish within --timeout {state.timeout:g}s and did not stop when asked{where} "
+            f"(it catches every exception, or hangs in C code); its process was killed after {KILL_GRACE_S:g}s more."
+        )
+        error = LayerError(message, "Look for an endless loop, a bare 'except:' or a blocking call in the layer.")
+    elif returncode < 0:
+        name = _signal_name(-returncode)
+        error = LayerError(
+            f"The layer's process died with {name}{where}; no verdict could be reached.",
+            "A crash in C code (a custom extension, a kernel) kills the process: run the layer on its own to find it.",
+        )
+    elif state.stage is None and returncode == 2:
+        return returncode  # click refused the command line before anything ran: its message is out already
+    else:
+        error = LayerError(
+            f"The layer's process exited with status {returncode}{where}, before the check finished (os._exit in the layer?); "
+            "no verdict could be reached.",
+            "Remove os._exit (and sys.exit) from the layer's code.",
+        )
+    _say(error)
+    result = RunResult((SuiteResult(target, error=error, signum=signum),))
+    _write(state.outputs, result)
+    return 128 + signum if signum is not None else EXIT_FAIL if not isinstance(error, UsageError) else 2
+
+
+def _lower(text: str) -> str:
+    return text[:1].lower() + text[1:]
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+def _say(error) -> None:
+    from .streams import printable
+
+    try:
+        sys.stderr.write(f"Error: {printable(error.message)}\n")
+        if error.hint:
+            sys.stderr.write(f"Hint: {printable(error.hint)}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+
+
+def _write(outputs: dict[str, str | None], result) -> None:
+    from .junit import junit_xml
+    from .outputs import atomic_write
+
+    for kind, path in outputs.items():
+        if not path:
+            continue
+        try:
+            if kind == "json" and path == "-":
+                sys.stdout.write(result.to_json() + "\n")
+                sys.stdout.flush()
+            elif kind == "json":
+                atomic_write(Path(path), result.to_json() + "\n", "JSON report")
+            elif kind == "junit":
+                atomic_write(Path(path), junit_xml(result.results), "JUnit XML report")
+        except Exception as exc:  # a report that cannot be written: say so, keep the status
+            try:
+                sys.stderr.write(f"gradcheck: could not write {path}: {exc}\n")
+            except (OSError, ValueError):
+                pass
