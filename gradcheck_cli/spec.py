@@ -12,11 +12,12 @@ knowing the file; :func:`load_spec` adds the file name.
 from __future__ import annotations
 
 import difflib
+import errno
 import math
 import os
+import stat
 from pathlib import Path
 from typing import Any, Callable
-
 
 from .config import DISTS, DTYPES, FLOAT_DTYPES, INT_DTYPES, InputSpec, LayerSpec
 from .errors import SpecError, UsageError
@@ -24,6 +25,12 @@ from .load import is_file_target, split_target
 
 SUFFIXES = (".yaml", ".yml")
 
+# Caps that keep a careless or hostile spec from hanging the reader or exhausting memory.  Each is
+# checked structurally, before the data is walked, so no timer is needed.
+#
+# A spec file is a small text file: 1 MiB is hundreds of times the size of any real one, and
+# still holds about half a million numbers written out.
+MAX_SPEC_BYTES = 1024**2
 MINIMAL_SPEC = "A minimal spec: 'layer: layers/my_layer.py:MyLayer' and, below it, 'inputs: [{shape: [4, 3]}]'."
 
 # Integer range of each non-float dtype (bool literals are 0/1, true/false).
@@ -320,17 +327,111 @@ def _build(doc: dict, spec_path: Path) -> LayerSpec:
 
 # --------------------------------------------------------------------------- reading files
 
+_FILE_KINDS = {
+    stat.S_IFIFO: "a named pipe (FIFO)",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+}
+_NOT_REGULAR_HINT = "A spec must be an ordinary .yaml file."
+_LINK_HINT = "Fix the link so that it points at a spec file, or remove it."
+
+
+def _kind(mode: int) -> str:
+    return _FILE_KINDS.get(stat.S_IFMT(mode), "a special file")
+
+
+def _too_big(size: int) -> _Invalid:
+    return _Invalid(
+        None,
+        f"is {size:,} bytes; a spec file may be at most {MAX_SPEC_BYTES // 1024**2} MiB ({MAX_SPEC_BYTES:,} bytes).",
+        f"A spec is a small text file (limit: {MAX_SPEC_BYTES // 1024**2} MiB); for a large tensor use a random input "
+        "('shape: [...]') instead of writing the numbers out.",
+    )
+
+
+def _unreadable(exc: OSError) -> _Invalid:
+    if exc.errno == errno.ELOOP:
+        return _Invalid(None, "is a symbolic link loop: the links point at each other and never reach a file.", _LINK_HINT)
+    if isinstance(exc, FileNotFoundError):
+        return _Invalid(None, "spec file does not exist.", "Check the path.")
+    if isinstance(exc, IsADirectoryError):
+        return _Invalid(None, "is a folder, not a spec file.", "Give a .yaml file, or a folder of them.")
+    return _Invalid(None, f"cannot be read ({exc.strerror or exc}).", "Check the file's permissions.")
+
+
+def _check_file(path: Path) -> None:
+    """Refuse, before opening it, anything that is not a regular file of at most MAX_SPEC_BYTES.
+
+    Opening a FIFO blocks until a writer comes and /dev/zero never ends, so the kind of file is
+    checked with ``os.stat`` first; a symbolic link is followed, and a dangling one or a loop
+    says so.
+    """
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise _Invalid(
+                None, f"is a dangling symbolic link: it points to {_link_target(path)!r}, which does not exist.", _LINK_HINT
+            ) from None
+        raise _Invalid(None, "spec file does not exist.", "Check the path.") from None
+    except OSError as exc:  # a link loop, a permission problem, a name too long...
+        raise _unreadable(exc) from None
+    except ValueError as exc:  # a NUL byte in the name
+        raise _Invalid(None, f"is not a valid path ({exc}).", "Check the path.") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise _Invalid(None, "is a folder, not a spec file.", "Give a .yaml file, or a folder of them.")
+    if not stat.S_ISREG(info.st_mode):
+        raise _Invalid(None, f"is not a regular file (it is {_kind(info.st_mode)}).", _NOT_REGULAR_HINT)
+    if info.st_size > MAX_SPEC_BYTES:
+        raise _too_big(info.st_size)
+
+
+def _link_target(path: Path) -> str:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return "?"
+
+
+def _read_bytes(path: Path) -> bytes:
+    """At most MAX_SPEC_BYTES + 1 bytes of ``path``, which :func:`_check_file` has passed.
+
+    The file is opened non-blocking and checked again through its descriptor, so a FIFO or a
+    device swapped in after the check can never block or stream forever.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
+    flags |= getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        raise _unreadable(exc) from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise _Invalid(None, f"is not a regular file (it is {_kind(info.st_mode)}).", _NOT_REGULAR_HINT)
+        if info.st_size > MAX_SPEC_BYTES:
+            raise _too_big(info.st_size)
+        chunks, total = [], 0
+        while total <= MAX_SPEC_BYTES:
+            chunk = os.read(fd, MAX_SPEC_BYTES + 1 - total)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+    except OSError as exc:
+        raise _unreadable(exc) from None
+    finally:
+        os.close(fd)
+    if total > MAX_SPEC_BYTES:  # it grew after the size check
+        raise _too_big(total)
+    return b"".join(chunks)
+
 
 def _read_text(path: Path) -> str:
-    """The file's text as UTF-8; unreadable files and non-UTF-8 bytes are errors."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise _Invalid(None, "spec file does not exist.", "Check the path.") from None
-    except IsADirectoryError:
-        raise _Invalid(None, "is a folder, not a spec file.", "Give a .yaml file, or a folder of them.") from None
-    except OSError as exc:
-        raise _Invalid(None, f"cannot be read ({exc.strerror or exc}).", "Check the file's permissions.") from None
+    """The file's text as UTF-8; unreadable, special, huge files and non-UTF-8 bytes are errors."""
+    _check_file(path)
+    data = _read_bytes(path)
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -377,10 +478,31 @@ def _parse(text: str) -> dict:
     return doc
 
 
+def _check_suffix(path: Path) -> None:
+    """Only .yaml/.yml files are specs (a folder gets its own message from :func:`_check_file`)."""
+    if path.suffix.lower() in SUFFIXES or _is_folder(path):
+        return
+    what = f"not {path.suffix!r}" if path.suffix else "and this name has no suffix"
+    raise _Invalid(
+        None,
+        f"specs are .yaml/.yml files, {what}.",
+        "Give a .yaml spec (or a folder of them), or a layer target such as 'file.py:MyLayer' with --input.",
+    )
+
+
+def _is_folder(path: Path) -> bool:
+    """True for a folder (or a link to one); never raises, even for a link loop."""
+    try:
+        return stat.S_ISDIR(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
 def load_spec(path: str | os.PathLike) -> LayerSpec:
     """Read, parse and validate one YAML spec file.  Raises :class:`SpecError`."""
     path = Path(path)
     try:
+        _check_suffix(path)
         return _build(_parse(_read_text(path)), path)
     except _Invalid as exc:
         raise SpecError(str(path), exc.key, exc.message, exc.hint) from None
@@ -389,7 +511,13 @@ def load_spec(path: str | os.PathLike) -> LayerSpec:
 
 
 def find_specs(folder: str | os.PathLike) -> list[Path]:
-    """Every ``*.yaml`` / ``*.yml`` file directly in ``folder`` (hidden ones skipped), sorted by name."""
+    """Every ``*.yaml`` / ``*.yml`` entry directly in ``folder`` (hidden ones skipped), sorted by name.
+
+    Entries are not filtered by whether they can be read: a dangling symbolic link, a link loop
+    or a FIFO named like a spec is returned, so that the caller's :func:`load_spec` reports it as
+    an error instead of the folder passing without it.  Only folders named like specs are left
+    out (a folder is not a spec; the folder tests rely on that).
+    """
     folder = Path(folder)
     if not folder.exists():
         raise UsageError(f"Spec folder {str(folder)!r} does not exist.", "Check the path.")
@@ -399,7 +527,7 @@ def find_specs(folder: str | os.PathLike) -> list[Path]:
         entries = list(folder.iterdir())
     except OSError as exc:
         raise UsageError(f"Cannot list {str(folder)!r} ({exc.strerror or exc}).", "Check its permissions.") from None
-    specs = [p for p in entries if p.suffix.lower() in SUFFIXES and not p.name.startswith(".") and p.is_file()]
+    specs = [p for p in entries if p.suffix.lower() in SUFFIXES and not p.name.startswith(".") and not _is_folder(p)]
     return sorted(specs, key=lambda p: p.name)
 
 

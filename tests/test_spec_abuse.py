@@ -1,0 +1,281 @@
+"""Abusive or careless input to the spec reader and the --input parser.
+
+Every case must end in a one-paragraph SpecError / UsageError that names the file (or the
+--input value), the key path and the line where that helps -- never a traceback, a hang, a
+MemoryError or a crash.  The DoS cases also assert that they return quickly; the bound is only
+a guard against hangs (the protection itself is structural: caps checked before any walk).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import gradcheck_cli.spec as spec_module
+from gradcheck_cli import inputs as inputs_module
+from gradcheck_cli.config import InputSpec
+from gradcheck_cli.errors import SpecError, UsageError
+from gradcheck_cli.inputs import build_inputs, check_literal, parse_input
+from gradcheck_cli.spec import MAX_SPEC_BYTES, find_specs, load_spec
+
+ROOT = Path(__file__).resolve().parent.parent
+SIMPLE = ROOT / "tests" / "layers" / "simple.py"
+LAYER = "layer: pkg.mod:Layer\n"
+QUICK = 5.0  # seconds: a generous guard against hangs, not the protection itself
+CPU = torch.device("cpu")
+
+
+@contextlib.contextmanager
+def quick(limit: float = QUICK):
+    start = time.monotonic()
+    yield
+    elapsed = time.monotonic() - start
+    assert elapsed < limit, f"took {elapsed:.1f} s"
+
+
+def write(folder: Path, text: str, name: str = "spec.yaml") -> Path:
+    path = folder / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def spec_error(path: Path, key: str | None, *fragments: str) -> SpecError:
+    """load_spec(path) must raise a SpecError naming the file, ``key`` and every fragment, quickly."""
+    with quick(), pytest.raises(SpecError) as info:
+        load_spec(path)
+    err = info.value
+    assert path.name in err.message and err.path == str(path)
+    assert err.key == key, err.message
+    if key:
+        assert f": {key}: " in err.message
+    for fragment in fragments:
+        assert fragment in str(err), str(err)
+    assert "\n" not in err.message and "Traceback" not in str(err)
+    assert err.exit_code == 2
+    return err
+
+
+def text_error(tmp_path: Path, text: str, key: str | None, *fragments: str, name: str = "spec.yaml") -> SpecError:
+    return spec_error(write(tmp_path, text, name), key, *fragments)
+
+
+# --------------------------------------------------------------------------- 3. huge and special files
+
+
+def no_hang(call, unblock=None, limit: float = QUICK):
+    """Run ``call()`` in a thread; if it has not returned within ``limit``, unblock it and fail."""
+    result: dict = {}
+
+    def target() -> None:
+        try:
+            result["value"] = call()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            result["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(limit)
+    if thread.is_alive():
+        if unblock:
+            unblock()
+        thread.join(limit)
+        pytest.fail(f"still blocked after {limit} s")
+    if "error" in result:
+        raise result["error"]
+    return result.get("value")
+
+
+def release_fifo(path: Path):
+    def unblock() -> None:
+        with contextlib.suppress(OSError):
+            os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+
+    return unblock
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs os.mkfifo")
+def test_fifo_is_refused_at_once(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe.yaml"
+    os.mkfifo(fifo)
+    with pytest.raises(SpecError) as info:
+        no_hang(lambda: load_spec(fifo), release_fifo(fifo))
+    assert info.value.message == f"{fifo}: is not a regular file (it is a named pipe (FIFO))."
+    assert info.value.hint
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs os.mkfifo")
+def test_fifo_swapped_in_after_the_check_cannot_block(tmp_path: Path, monkeypatch) -> None:
+    fifo = tmp_path / "pipe.yaml"
+    os.mkfifo(fifo)
+    monkeypatch.setattr(spec_module, "_check_file", lambda path: None)  # as if it was a file when checked
+    with pytest.raises(SpecError, match="is not a regular file"):
+        no_hang(lambda: load_spec(fifo), release_fifo(fifo))
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="needs /dev/zero")
+def test_dev_zero_is_refused(tmp_path: Path) -> None:
+    link = tmp_path / "zero.yaml"
+    link.symlink_to("/dev/zero")
+    err = spec_error(link, None, "is not a regular file (it is a character device)")
+    assert "ordinary .yaml file" in err.hint
+    spec_error(Path("/dev/zero"), None, "specs are .yaml/.yml files")  # given directly: wrong suffix, never read
+
+
+@pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="needs Unix sockets")
+def test_socket_is_refused(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # a short relative name: socket paths are limited to ~100 bytes
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+        server.bind("s.yaml")
+        spec_error(Path("s.yaml"), None, "is not a regular file (it is a socket)")
+
+
+def test_huge_file_is_refused_by_its_size_without_reading(tmp_path: Path, monkeypatch) -> None:
+    path = tmp_path / "huge.yaml"
+    with open(path, "wb") as f:
+        f.truncate(50 * 1024**2)  # sparse: 50 MB that take no disk space
+    reads: list[int] = []
+    real_read = os.read
+    monkeypatch.setattr(os, "read", lambda fd, n: reads.append(n) or real_read(fd, n))
+    err = spec_error(path, None, "is 52,428,800 bytes; a spec file may be at most 1 MiB (1,048,576 bytes)")
+    assert "1 MiB" in err.hint and "shape" in err.hint
+    assert reads == []
+
+
+def test_spec_at_the_size_cap_loads_and_one_byte_more_does_not(tmp_path: Path) -> None:
+    head = LAYER + "# "
+    text = head + "x" * (MAX_SPEC_BYTES - len(head) - 1) + "\n"
+    assert len(text.encode()) == MAX_SPEC_BYTES
+    assert load_spec(write(tmp_path, text)).layer == "pkg.mod:Layer"
+    text_error(tmp_path, text + "\n", None, f"is {MAX_SPEC_BYTES + 1:,} bytes", name="over.yaml")
+
+
+def test_a_file_that_grows_after_the_check_is_read_only_up_to_the_cap(tmp_path: Path, monkeypatch) -> None:
+    path = write(tmp_path, LAYER + "#" * (3 * MAX_SPEC_BYTES))
+    real_fstat = os.fstat
+
+    def small_fstat(fd: int):  # the file was small when checked, and grows while it is read
+        info = real_fstat(fd)
+        return os.stat_result((info.st_mode, *info[1:6], 10, *info[7:]))
+
+    read: list[int] = []
+    real_read = os.read
+    monkeypatch.setattr(spec_module, "_check_file", lambda path: None)
+    monkeypatch.setattr(os, "fstat", small_fstat)
+    monkeypatch.setattr(os, "read", lambda fd, n: read.append(n) or real_read(fd, n))
+    spec_error(path, None, f"is {MAX_SPEC_BYTES + 1:,} bytes")
+    assert sum(read) <= MAX_SPEC_BYTES + 1
+
+
+# --------------------------------------------------------------------------- 9. wrong suffix
+
+
+@pytest.mark.parametrize(
+    ("name", "fragment"), [("spec.json", "not '.json'"), ("spec.yaml.bak", "not '.bak'"), ("spec", "has no suffix")]
+)
+def test_load_spec_refuses_other_suffixes(tmp_path: Path, name: str, fragment: str) -> None:
+    err = text_error(tmp_path, LAYER, None, "specs are .yaml/.yml files", fragment, name=name)
+    assert ".yaml" in err.hint
+
+
+def test_missing_file_with_a_wrong_suffix(tmp_path: Path) -> None:
+    spec_error(tmp_path / "nope.json", None, "specs are .yaml/.yml files")
+
+
+def test_folder_without_a_suffix_is_still_called_a_folder(tmp_path: Path) -> None:
+    (tmp_path / "specs").mkdir()
+    spec_error(tmp_path / "specs", None, "is a folder, not a spec file")
+
+
+# --------------------------------------------------------------------------- 10. broken folder entries
+
+
+@pytest.fixture
+def broken_folder(tmp_path: Path) -> Path:
+    (tmp_path / "good.yaml").write_text(f"layer: '{SIMPLE}:Scale'\ninputs: [{{shape: [2, 4]}}]\n")
+    (tmp_path / "dangling.yaml").symlink_to(tmp_path / "missing.yaml")
+    (tmp_path / "loop_a.yaml").symlink_to(tmp_path / "loop_b.yaml")
+    (tmp_path / "loop_b.yaml").symlink_to(tmp_path / "loop_a.yaml")
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(tmp_path / "pipe.yml")
+    (tmp_path / "sub.yaml").mkdir()
+    (tmp_path / "linked_dir.yaml").symlink_to(tmp_path / "sub.yaml")
+    (tmp_path / ".hidden.yaml").symlink_to(tmp_path / "missing.yaml")
+    return tmp_path
+
+
+def test_find_specs_returns_broken_entries(broken_folder: Path) -> None:
+    names = [p.name for p in find_specs(broken_folder)]
+    expected = ["dangling.yaml", "good.yaml", "loop_a.yaml", "loop_b.yaml"] + (["pipe.yml"] if hasattr(os, "mkfifo") else [])
+    assert names == expected  # folders named like specs (and a link to one) are still left out
+
+
+@pytest.mark.parametrize(
+    ("name", "fragment"),
+    [
+        ("dangling.yaml", "is a dangling symbolic link: it points to"),
+        ("loop_a.yaml", "is a symbolic link loop"),
+        ("pipe.yml", "is not a regular file (it is a named pipe (FIFO))"),
+        ("sub.yaml", "is a folder, not a spec file"),
+        ("linked_dir.yaml", "is a folder, not a spec file"),
+    ],
+)
+def test_each_broken_entry_is_a_clear_error(broken_folder: Path, name: str, fragment: str) -> None:
+    path = broken_folder / name
+    if not os.path.lexists(path):
+        pytest.skip("no FIFOs here")
+    err = no_hang(lambda: pytest.raises(SpecError, load_spec, path).value, release_fifo(path))
+    assert err.message.startswith(f"{path}: {fragment}"), err.message
+    assert err.hint
+
+
+def test_dangling_link_names_its_target(broken_folder: Path) -> None:
+    err = spec_error(broken_folder / "dangling.yaml", None, "dangling")
+    assert str(broken_folder / "missing.yaml") in err.message
+
+
+def test_folder_run_reports_broken_entries(run_cli, broken_folder: Path) -> None:
+    code, data_text, err = run_cli("run", broken_folder, "-q", "--json", "-")
+    assert code == 2, err  # an ERROR entry is exit 2: the folder does not pass without them
+    data = json.loads(data_text[data_text.index("{"):])
+    status = {Path(s["spec"]).name: s["status"] for s in data["specs"]}
+    assert status.pop("good.yaml") == "PASS"
+    assert set(status.values()) == {"ERROR"} and "dangling.yaml" in status and "loop_b.yaml" in status
+    assert "dangling symbolic link" in err and "symbolic link loop" in err
+    assert "Traceback" not in err
+
+
+def test_list_command_shows_broken_entries_as_invalid(run_cli, broken_folder: Path) -> None:
+    code, out, err = run_cli("list", broken_folder)
+    assert code == 0, err
+    assert "dangling.yaml" in out and "loop_a.yaml" in out and "invalid" in out
+
+
+def test_a_folder_that_is_a_link_loop_is_a_usage_error(tmp_path: Path) -> None:
+    (tmp_path / "x").symlink_to(tmp_path / "y")
+    (tmp_path / "y").symlink_to(tmp_path / "x")
+    with pytest.raises(UsageError, match="does not exist"):
+        find_specs(tmp_path / "x")
+
+
+def test_module_still_imports_neither_torch_nor_click() -> None:
+    # (also in test_spec.py) the new reader code must not pull torch in either.
+    code = "import sys, gradcheck_cli.spec; print('torch' in sys.modules, 'click' in sys.modules)"
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert done.stdout.split() == ["False", "False"], done.stderr
+
+
+def test_file_kinds_cover_every_non_regular_mode() -> None:
+    for mode in (stat.S_IFIFO, stat.S_IFCHR, stat.S_IFBLK, stat.S_IFSOCK):
+        assert spec_module._kind(mode).startswith("a ")
