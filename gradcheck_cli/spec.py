@@ -1,9 +1,16 @@
 """Read YAML spec files: one file pins down one check (layer, inputs, options).
 
-A spec is parsed with :func:`yaml.safe_load_all` only, so it can never run
-code, and validated strictly: every problem is a :class:`SpecError` whose
-message names the file and the key path (``inputs[1].shape``), usually with a
-hint.  The result is a frozen :class:`LayerSpec`.  Nothing here imports torch.
+A spec is parsed with PyYAML's safe loader only (libyaml's where available), so
+it can never run code, and validated strictly: every problem is a
+:class:`SpecError` whose message names the file and the key path
+(``inputs[1].shape``), usually with a hint.  The result is a frozen
+:class:`LayerSpec`.  Nothing here imports torch.
+
+Careless or hostile files are refused before they can cost much: the file's
+kind and size are checked before it is read, nesting is checked on the parser's
+events before anything is built, and duplicate keys, alias cycles and alias
+expansion ("billion laughs") on the node graph before any value is walked (see
+the caps below).
 
 Validators below raise :class:`_Invalid` (key path, message, hint) without
 knowing the file; :func:`load_spec` adds the file name.
@@ -13,8 +20,10 @@ from __future__ import annotations
 
 import difflib
 import errno
+import functools
 import math
 import os
+import reprlib
 import stat
 from pathlib import Path
 from typing import Any, Callable
@@ -31,6 +40,20 @@ SUFFIXES = (".yaml", ".yml")
 # A spec file is a small text file: 1 MiB is hundreds of times the size of any real one, and
 # still holds about half a million numbers written out.
 MAX_SPEC_BYTES = 1024**2
+# Lists and mappings inside each other: a real spec needs 3 levels plus one per dimension of a
+# literal (at most MAX_DIMS), so 100 leaves room; it keeps every later walk (validation, repr,
+# json.dumps, torch.tensor) far below Python's recursion limit, and libyaml's composer, which
+# recurses in C and crashes the interpreter on deep input, never sees more.
+MAX_NESTING = 100
+# Values (scalars, lists, mappings) counted as if every YAML alias were expanded.  YAML shares an
+# aliased value, so nine lines of aliases ("billion laughs") build 10**9 values that any walk of
+# the data would visit one by one.  Written out without aliases, YAML spends at least about a byte
+# on a value (the densest form, '{a,b,c}', gives each key a null value), so a file within
+# MAX_SPEC_BYTES holds fewer than 1.1 million values and only aliases can pass this cap; walking
+# 2 million values takes a second or two, so anything under it is still quick.
+MAX_SPEC_VALUES = 2_000_000
+# torch reduces (sums, norms) only tensors of up to 64 dimensions.
+MAX_DIMS = 64
 MINIMAL_SPEC = "A minimal spec: 'layer: layers/my_layer.py:MyLayer' and, below it, 'inputs: [{shape: [4, 3]}]'."
 
 # Integer range of each non-float dtype (bool literals are 0/1, true/false).
@@ -60,14 +83,40 @@ class _Invalid(Exception):
 # --------------------------------------------------------------------------- small validators
 
 
+def _bounded_repr() -> reprlib.Repr:
+    """A ``repr`` that looks at a few items of a few levels only, so its cost never grows with the value."""
+    short = reprlib.Repr()
+    short.maxlevel = 3
+    short.maxlist = short.maxtuple = short.maxdict = short.maxset = short.maxfrozenset = 4
+    short.maxstring = short.maxlong = short.maxother = 40
+    return short
+
+
+_REPR = _bounded_repr()
+
+
+def bounded_repr(value: Any) -> str:
+    """``repr(value)`` cut short, at a cost that does not grow with the value (for error messages)."""
+    return _REPR.repr(value)
+
+
 def _found(value: Any) -> str:
-    """Describe a YAML value for an error message: type name and (short) value."""
+    """Describe a YAML value for an error message: type name and (short) value.
+
+    The value may be huge or shared through aliases, so it is never repr'd in full.
+    """
     if value is None:
         return "null (nothing)"
-    text = repr(value)
+    text = _REPR.repr(value)
     if len(text) > 40:
         text = text[:37] + "..."
     return f"{type(value).__name__} {text}"
+
+
+def _name(key: Any) -> str:
+    """A mapping key as it appears in a key path, cut short when it is long."""
+    text = str(key)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _number_hint(value: Any) -> str | None:
@@ -84,7 +133,7 @@ def _number_hint(value: Any) -> str | None:
 
 def _suggest(word: str, choices: tuple[str, ...]) -> str:
     """'did you mean ...?' for a near miss, else the list of allowed words."""
-    close = difflib.get_close_matches(word, choices, n=1)
+    close = difflib.get_close_matches(word[:100], choices, n=1)
     if close:
         return f"did you mean {close[0]!r}?"
     return "allowed: " + ", ".join(choices) + "."
@@ -94,8 +143,8 @@ def _check_keys(mapping: dict, allowed: tuple[str, ...], where: str) -> None:
     """Reject keys outside ``allowed``, suggesting the closest allowed one."""
     for key in mapping:
         if key not in allowed:
-            path = f"{where}.{key}" if where else str(key)
-            raise _Invalid(path, f"unknown key {str(key)!r}.", _suggest(str(key), allowed))
+            path = f"{where}.{_name(key)}" if where else _name(key)
+            raise _Invalid(path, f"unknown key {_name(key)!r}.", _suggest(str(key), allowed))
 
 
 def _mapping(value: Any, key: str) -> dict:
@@ -441,14 +490,229 @@ def _read_text(path: Path) -> str:
         ) from None
 
 
+@functools.lru_cache(maxsize=None)
+def _loader() -> type:
+    """The YAML loader for specs: libyaml's safe loader where PyYAML has it, else the pure-Python one.
+
+    Only the safe constructors exist, so tags that would build Python objects are refused as
+    before.  A value that YAML cannot turn into data (an invalid date, an integer with thousands
+    of digits) is an error naming its line instead of a ValueError traceback.
+    """
+    import yaml
+
+    class SpecLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+        def construct_object(self, node, deep=False):  # noqa: ANN001, ANN202
+            try:
+                return super().construct_object(node, deep=deep)
+            except (ValueError, OverflowError) as exc:
+                raise _Invalid(
+                    None,
+                    f"cannot read the value on line {node.start_mark.line + 1} ({_short_text(str(exc))}).",
+                    "Write plain values (numbers, strings, lists, mappings).",
+                ) from None
+
+    return SpecLoader
+
+
+def _short_text(text: str, limit: int = 100) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _scan(text: str, loader: type) -> tuple[int, int]:
+    """(documents, values) in ``text``, from the parser's events alone.
+
+    The parser keeps its own stack, but the composer that builds nodes recurses, in C for
+    libyaml (thousands of levels crash the interpreter), so nesting deeper than MAX_NESTING is
+    refused here, before anything is composed.
+    """
+    import yaml
+
+    documents = values = depth = 0
+    kinds = {
+        yaml.SequenceStartEvent: 1,
+        yaml.MappingStartEvent: 1,
+        yaml.SequenceEndEvent: -1,
+        yaml.MappingEndEvent: -1,
+        yaml.ScalarEvent: 0,
+        yaml.DocumentStartEvent: 2,
+    }
+    for event in yaml.parse(text, Loader=loader):
+        kind = kinds.get(type(event))
+        if kind == 0:
+            values += 1
+        elif kind == 1:
+            depth += 1
+            values += 1
+            if depth > MAX_NESTING:
+                raise _Invalid(
+                    None,
+                    f"is nested too deeply: more than {MAX_NESTING} levels of lists and mappings at line "
+                    f"{event.start_mark.line + 1}.",
+                    f"A spec needs a few levels, plus one per dimension of a literal (at most {MAX_DIMS}).",
+                )
+        elif kind == -1:
+            depth -= 1
+        elif kind == 2:
+            documents += 1
+    return documents, values
+
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _check_nodes(root: Any, loader: Any, written: int) -> None:
+    """Walk the composed node graph once, before anything is constructed from it.
+
+    Each distinct node is visited once (memoised by ``id()``; an alias is the same node object as
+    its anchor), in an explicit stack, so that
+
+    * a cycle (an alias inside its own anchor) is refused;
+    * the values each node stands for, counted as if every alias were expanded, and the nesting
+      it reaches through aliases, are summed from its children's counts -- the document may hold
+      10**9 values and is refused after a few hundred steps, before any walk of the data;
+    * each mapping's keys are checked for duplicates.
+
+    Duplicates are checked here rather than in ``construct_mapping`` because SafeConstructor
+    applies merge keys by rewriting ``node.value`` in place (``flatten_mapping``), so a mapping
+    met through ``<<: *base`` and again on its own would look duplicated there.  Merge keys keep
+    their YAML meaning: a key of the mapping itself overrides one merged in from ``<<`` (that is
+    what merging is for), but a key written twice in one mapping -- ``<<`` included -- is an
+    error, since YAML would silently keep only the last.
+    """
+    import yaml
+
+    mapping, sequence, scalar = yaml.MappingNode, yaml.SequenceNode, yaml.ScalarNode
+    if isinstance(root, scalar):
+        return
+    counts: dict[int, tuple[int, int]] = {}  # id -> (expanded values, expanded nesting) of a list or mapping
+    parents: dict[int, tuple[Any, int]] = {}  # id -> (parent, index in it) on its first path from the root
+    open_nodes: set[int] = set()  # the lists and mappings on the path from the root to the current one
+
+    def step(parent: Any, index: int) -> str:
+        if isinstance(parent, sequence):
+            return f"[{index}]"
+        key = parent.value[index][0]
+        return "." + _name(key.value if isinstance(key, scalar) else "?")
+
+    def path(node: Any, child: int | None = None) -> str | None:  # of node (or of its child); only for a message
+        steps = [step(node, child)] if child is not None else []
+        while id(node) in parents:
+            node, index = parents[id(node)]
+            steps.append(step(node, index))
+        return "".join(reversed(steps)).lstrip(".") or None
+
+    # Entries: (True, node, parent, index) visits a node; (False, node, kids, scalars) sums up its children.
+    stack: list[tuple] = [(True, root, None, 0)]
+    while stack:
+        visit, node, other, number = stack.pop()
+        ident = id(node)
+        if not visit:  # every child is counted: sum them up
+            values = 1 + number + sum(counts[id(kid)][0] for kid in other)
+            nesting = 1 + max((counts[id(kid)][1] for kid in other), default=0)
+            open_nodes.discard(ident)
+            if values > MAX_SPEC_VALUES:
+                how = "holds" if written > MAX_SPEC_VALUES else "expands, through YAML aliases, to"
+                raise _Invalid(
+                    path(node),
+                    f"{how} more than {MAX_SPEC_VALUES:,} values (the value starting on line {node.start_mark.line + 1}).",
+                    "Write the data out once instead of repeating it with aliases (*name); for a large tensor "
+                    "use a random input ('shape: [...]').",
+                )
+            if nesting > MAX_NESTING:
+                raise _Invalid(
+                    path(node),
+                    f"is nested too deeply through YAML aliases: more than {MAX_NESTING} levels of lists and mappings "
+                    f"(the value starting on line {node.start_mark.line + 1}).",
+                    "Write the value out instead of nesting aliases (*name) inside each other.",
+                )
+            counts[ident] = (values, nesting)
+            continue
+        if ident in counts:  # met before, through an alias: counted already
+            continue
+        if ident in open_nodes:
+            at = path(other, number)
+            raise _Invalid(
+                None,
+                f"is nested too deeply: the alias on line {node.start_mark.line + 1}{f' ({at})' if at else ''} refers "
+                "to a value that holds it, so the value would hold itself without end.",
+                "An alias (*name) may only repeat a value defined before it, outside it.",
+            )
+        if other is not None:
+            parents[ident] = (other, number)
+        if isinstance(node, mapping):
+            if node.value:
+                _check_unique_keys(node, loader, lambda node=node: path(node))
+            size = 2 * len(node.value)
+            nested = [(kid, i) for i, pair in enumerate(node.value) for kid in pair if not isinstance(kid, scalar)]
+        else:
+            size = len(node.value)
+            nested = [(kid, i) for i, kid in enumerate(node.value) if not isinstance(kid, scalar)]
+        if not nested:  # scalars only (within the file's size, so within the cap): done at once
+            counts[ident] = (1 + size, 1)
+            continue
+        open_nodes.add(ident)
+        stack.append((False, node, [kid for kid, _ in nested], size - len(nested)))
+        stack.extend((True, kid, node, i) for kid, i in reversed(nested))  # reversed: visited in file order
+
+
+def _check_unique_keys(node: Any, loader: Any, where: Callable[[], str | None]) -> None:
+    """Refuse a key written twice in one mapping (and keys that are not plain scalars).
+
+    Keys are compared as the values YAML makes of them, as a dict would: 'on' and 'true' are one key.
+    """
+    import yaml
+
+    seen: dict[Any, Any] = {}
+    for key_node, _ in node.value:
+        line = key_node.start_mark.line + 1
+        if not isinstance(key_node, yaml.ScalarNode):
+            what = "list" if isinstance(key_node, yaml.SequenceNode) else "mapping"
+            raise _Invalid(where(), f"has a {what} as a key on line {line}; keys must be names.", "Write name: value.")
+        key = "<<" if key_node.tag == _MERGE_TAG else loader.construct_object(key_node)
+        try:
+            first = seen.setdefault(key, key_node)
+        except TypeError:  # an unhashable scalar (none of the safe constructors makes one)
+            raise _Invalid(where(), f"has a key on line {line} that cannot be a key.", "Write name: value.") from None
+        if first is not key_node:
+            text, at = _name(key_node.value), where()
+            same = "" if first.value == key_node.value else f" ({_name(first.value)!r} and {text!r} are the same key)"
+            raise _Invalid(
+                f"{at}.{text}" if at else text,
+                f"duplicate key {text!r} on lines {first.start_mark.line + 1} and {line}{same}; "
+                "YAML would silently keep only the last one.",
+                "Remove one of them.",
+            )
+
+
 def _parse(text: str) -> dict:
     """The single YAML document in ``text``, which must be a mapping."""
     import yaml  # here, not at import time: runs on plain layer targets never pay for it
+
+    loader_class = _loader()
     try:
-        docs = list(yaml.safe_load_all(text))
+        documents, written = _scan(text, loader_class)
+        if documents > 1:
+            raise _Invalid(
+                None,
+                f"holds {documents} YAML documents (separated by '---'); a spec file holds exactly one.",
+                "Split it into one file per spec.",
+            )
+        loader = loader_class(text)
+        try:
+            node = loader.get_single_node()
+            doc = None
+            if node is not None:
+                _check_nodes(node, loader, written)
+                doc = loader.construct_document(node)
+        finally:
+            loader.dispose()
     except yaml.constructor.ConstructorError as exc:
         mark = exc.problem_mark
         where = f" at line {mark.line + 1}" if mark else ""
+        if "constructor for the tag" not in str(exc.problem):
+            raise _Invalid(
+                None, f"cannot read the value{where} ({exc.problem}).", "Write plain values (numbers, strings, lists, mappings)."
+            ) from None
         raise _Invalid(
             None,
             f"uses a YAML tag that is refused{where} ({exc.problem}): specs are read with yaml.safe_load, "
@@ -464,13 +728,6 @@ def _parse(text: str) -> dict:
         raise _Invalid(None, f"YAML syntax error{where}: {problem}.", "Check indentation and quoting there.") from None
     except yaml.YAMLError as exc:
         raise _Invalid(None, f"is not valid YAML ({exc}).") from None
-    if len(docs) > 1:
-        raise _Invalid(
-            None,
-            f"holds {len(docs)} YAML documents (separated by '---'); a spec file holds exactly one.",
-            "Split it into one file per spec.",
-        )
-    doc = docs[0] if docs else None
     if doc is None:
         raise _Invalid(None, "is empty.", MINIMAL_SPEC)
     if not isinstance(doc, dict):

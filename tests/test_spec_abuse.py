@@ -27,7 +27,7 @@ from gradcheck_cli import inputs as inputs_module
 from gradcheck_cli.config import InputSpec
 from gradcheck_cli.errors import SpecError, UsageError
 from gradcheck_cli.inputs import build_inputs, check_literal, parse_input
-from gradcheck_cli.spec import MAX_SPEC_BYTES, find_specs, load_spec
+from gradcheck_cli.spec import MAX_NESTING, MAX_SPEC_BYTES, MAX_SPEC_VALUES, find_specs, load_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 SIMPLE = ROOT / "tests" / "layers" / "simple.py"
@@ -68,6 +68,171 @@ def spec_error(path: Path, key: str | None, *fragments: str) -> SpecError:
 
 def text_error(tmp_path: Path, text: str, key: str | None, *fragments: str, name: str = "spec.yaml") -> SpecError:
     return spec_error(write(tmp_path, text, name), key, *fragments)
+
+
+@pytest.fixture(params=["libyaml", "python"])
+def loader(request, monkeypatch):
+    """Run a test with libyaml's loader (when PyYAML has it) and with the pure-Python one."""
+    import yaml
+
+    if request.param == "python":
+        monkeypatch.delattr(yaml, "CSafeLoader", raising=False)
+    elif not hasattr(yaml, "CSafeLoader"):
+        pytest.skip("PyYAML is built without libyaml")
+    spec_module._loader.cache_clear()
+    yield request.param
+    spec_module._loader.cache_clear()
+
+
+# --------------------------------------------------------------------------- 1. duplicate keys
+
+
+def test_duplicate_top_level_key_names_both_lines(tmp_path: Path, loader: str) -> None:
+    text = LAYER + "rtol: 1.0e-5\nseed: 0\natol: 0\nrtol: 10.0\n"
+    text_error(tmp_path, text, "rtol", "duplicate key 'rtol' on lines 2 and 5", "Remove one")
+
+
+def test_duplicate_key_in_an_input(tmp_path: Path, loader: str) -> None:
+    text = LAYER + "inputs:\n  - shape: [2]\n  - shape: [3]\n    dtype: float32\n    dtype: float64\n"
+    text_error(tmp_path, text, "inputs[1].dtype", "duplicate key 'dtype' on lines 5 and 6")
+
+
+def test_duplicate_key_in_flow_kwargs(tmp_path: Path, loader: str) -> None:
+    text_error(tmp_path, LAYER + "kwargs: {mu: 0.5,\n  mu: 0.7}\n", "kwargs.mu", "duplicate key 'mu' on lines 2 and 3")
+
+
+def test_duplicate_key_deep_inside_args(tmp_path: Path) -> None:
+    text_error(tmp_path, LAYER + "args:\n  - [1, {a: 1, b: 2, a: 3}]\n", "args[0][1].a", "duplicate key 'a' on lines 3 and 3")
+
+
+def test_keys_that_yaml_reads_as_the_same_are_duplicates(tmp_path: Path) -> None:
+    # YAML 1.1 reads 'on' as true; a dict would silently merge the two.
+    err = text_error(tmp_path, LAYER + "args: [{on: 1, true: 2}]\n", "args[0].true", "duplicate key 'true' on lines 2 and 2")
+    assert "'on' and 'true' are the same key" in err.message
+
+
+def test_duplicate_key_is_reported_before_other_key_errors(tmp_path: Path) -> None:
+    text_error(tmp_path, "layer: a.b:C\nlayer: a.b:D\nbogus: 1\n", "layer", "duplicate key 'layer' on lines 1 and 2")
+
+
+BASE = "args: [&base {mu: 0.5, learn: true}]\n"
+
+
+def test_merge_key_override_is_legitimate(tmp_path: Path, loader: str) -> None:
+    # A key of the mapping itself overrides the one merged in with '<<': that is what merging is for.
+    spec = load_spec(write(tmp_path, LAYER + BASE + "kwargs: {<<: *base, mu: 0.7}\n"))
+    assert spec.kwargs == {"mu": 0.7, "learn": True}
+    assert spec.args == ({"mu": 0.5, "learn": True},)
+
+
+def test_merging_two_bases_that_share_a_key_is_legitimate(tmp_path: Path) -> None:
+    text = LAYER + "args: [&a {x: 1}, &b {x: 2, y: 3}]\nkwargs: {<<: [*a, *b]}\n"
+    assert load_spec(write(tmp_path, text)).kwargs == {"x": 1, "y": 3}  # the first merged mapping wins
+
+
+def test_duplicate_beside_a_merge_key_is_refused(tmp_path: Path, loader: str) -> None:
+    text = LAYER + BASE + "kwargs:\n  <<: *base\n  mu: 0.7\n  mu: 0.8\n"
+    text_error(tmp_path, text, "kwargs.mu", "duplicate key 'mu' on lines 5 and 6")
+
+
+def test_merge_key_written_twice_is_refused(tmp_path: Path) -> None:
+    text = LAYER + "args: [&a {x: 1}, &b {y: 2}]\nkwargs:\n  <<: *a\n  <<: *b\n"
+    text_error(tmp_path, text, "kwargs.<<", "duplicate key '<<' on lines 4 and 5")
+
+
+def test_duplicate_inside_a_merged_base_is_refused(tmp_path: Path) -> None:
+    text = LAYER + "args: [&a {x: 1, x: 2}]\nkwargs: {<<: *a}\n"
+    text_error(tmp_path, text, "args[0].x", "duplicate key 'x' on lines 2 and 2")
+
+
+def test_a_list_as_a_key_is_a_clear_error(tmp_path: Path) -> None:
+    text_error(tmp_path, LAYER + "kwargs:\n  ? [1, 2]\n  : 3\n", "kwargs", "has a list as a key on line 3")
+
+
+# --------------------------------------------------------------------------- 2. alias bombs
+
+
+def laughs(levels: int = 9, width: int = 10) -> str:
+    """A flow list of 'billion laughs' levels: the last one stands for width**levels values."""
+    names = [chr(ord("a") + i) for i in range(levels)]
+    parts = ["&a [" + ", ".join(["1.0"] * width) + "]"]
+    for prev, name in zip(names, names[1:]):
+        parts.append(f"&{name} [" + ", ".join([f"*{prev}"] * width) + "]")
+    return "[" + ", ".join(parts) + "]"
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        (f"description: {laughs()}\n", "description"),
+        (f"inputs:\n  - value: {laughs()}\n", "inputs[0].value"),
+        (f"params:\n  w: {laughs()}\n", "params.w"),
+        (f"kwargs:\n  x: {laughs()}\n", "kwargs.x"),
+        (f"args: {laughs()}\n", "args"),
+        (f"args: [{laughs()}]\n", "args[0]"),
+    ],
+)
+def test_alias_bomb_fails_fast(tmp_path: Path, loader: str, text: str, key: str) -> None:
+    path = write(tmp_path, LAYER + text)
+    with quick(), pytest.raises(SpecError) as info:
+        load_spec(path)
+    err = info.value
+    assert f"expands, through YAML aliases, to more than {MAX_SPEC_VALUES:,} values" in err.message
+    assert err.key.startswith(key), err.key  # the deepest value that crosses the cap, e.g. description[6]
+    assert "line 2" in err.message or "line 3" in err.message
+    assert "aliases" in err.hint
+
+
+def test_alias_bomb_of_mappings_and_merge_keys_fails_fast(tmp_path: Path) -> None:
+    lines = ["args:", "  - &a {" + ", ".join(f"k{i}: 1" for i in range(10)) + "}"]
+    for prev, name in zip("abcdefgh", "bcdefghi"):
+        lines.append(f"  - &{name} {{" + ", ".join(f"k{i}: *{prev}" for i in range(10)) + "}")
+    lines.append("kwargs: {<<: *i}")
+    # k-th level: about 2.2 * 10**k values; the sixth (line 8) crosses 2 million
+    err = text_error(tmp_path, LAYER + "\n".join(lines) + "\n", "args[5]", "through YAML aliases")
+    assert "line 8" in err.message
+
+
+def test_aliases_below_the_cap_are_fine(tmp_path: Path) -> None:
+    spec = load_spec(write(tmp_path, LAYER + "inputs:\n  - value: [&row [0.5, 1.5], *row, *row]\n"))
+    assert spec.inputs[0].value == [[0.5, 1.5]] * 3
+
+
+def test_large_shared_value_in_an_error_message_is_cut_short(tmp_path: Path) -> None:
+    # About a million values (under the cap) reach _found() through 'description'.
+    row = "&r [" + ", ".join(["1"] * 1000) + "]"
+    text = LAYER + f"description: [{row}" + ", *r" * 999 + "]\n"
+    err = text_error(tmp_path, text, "description", "expected text, found list [[1, 1, 1, 1, ...],")
+    assert len(err.message) < len(str(tmp_path)) + 200
+
+
+def test_found_never_reprs_a_value_in_full() -> None:
+    value: list = [1.0] * 10
+    for _ in range(9):
+        value = [value] * 10  # 10**10 numbers, shared
+    with quick(1.0):
+        text = spec_module._found(value)
+    assert text.startswith("list [[[") and len(text) < 60
+    cyclic: list = [1]
+    cyclic.append(cyclic)
+    assert spec_module._found(cyclic).startswith("list [1, [")
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [("params:\n  w: &a [1, *a]\n", 3), ("kwargs: &k {self: *k}\n", 2), ("args: [&m {<<: *m}]\n", 2)],
+)
+def test_an_alias_inside_its_own_anchor_is_refused(tmp_path: Path, loader: str, text: str, line: int) -> None:
+    text_error(tmp_path, LAYER + text, None, "nested too deeply", f"the alias on line {line}", "refers to a value that holds it")
+
+
+def test_nesting_through_aliases_is_capped(tmp_path: Path) -> None:
+    # Each anchor is shallow enough on its own; through the alias, the second is 110 levels deep.
+    text = LAYER + f"args: [&a {nested(60)}, &b {'[' * 50}*a{']' * 50}]\n"
+    with quick(), pytest.raises(SpecError) as info:
+        load_spec(write(tmp_path, text))
+    assert f"nested too deeply through YAML aliases: more than {MAX_NESTING} levels" in info.value.message
+    assert info.value.key.startswith("args[1][0]"), info.value.key
 
 
 # --------------------------------------------------------------------------- 3. huge and special files
@@ -175,6 +340,56 @@ def test_a_file_that_grows_after_the_check_is_read_only_up_to_the_cap(tmp_path: 
     monkeypatch.setattr(os, "read", lambda fd, n: read.append(n) or real_read(fd, n))
     spec_error(path, None, f"is {MAX_SPEC_BYTES + 1:,} bytes")
     assert sum(read) <= MAX_SPEC_BYTES + 1
+
+
+# --------------------------------------------------------------------------- 5. more than 64 dimensions
+
+
+def nested(depth: int, leaf: str = "1.0") -> str:
+    return "[" * depth + leaf + "]" * depth
+
+
+# --------------------------------------------------------------------------- 6. nested too deeply
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "inputs:\n  - value: " + nested(30000) + "\n",
+        "inputs:\n  - value: " + "{a: " * 150 + "1" + "}" * 150 + "\n",
+        "args:\n" + "- " * 200 + "1\n",  # block style: a list in a list on one line
+    ],
+    ids=["flow-lists", "flow-mappings", "block-lists"],
+)
+def test_deeply_nested_yaml_value(tmp_path: Path, loader: str, text: str) -> None:
+    text_error(tmp_path, LAYER + text, None, f"is nested too deeply: more than {MAX_NESTING} levels", "at line 3")
+
+
+def test_half_a_million_levels_do_not_crash_libyaml(tmp_path: Path) -> None:
+    # libyaml's composer recurses in C: without the check on the parser's events first, this
+    # kills the interpreter with a segmentation fault.  Run apart, so a crash cannot take pytest.
+    path = write(tmp_path, LAYER + "args: " + nested(500_000, "1") + "\n")
+    assert path.stat().st_size < MAX_SPEC_BYTES
+    code = f"from gradcheck_cli.spec import load_spec\ntry:\n    load_spec({str(path)!r})\nexcept Exception as e:\n    print(e)\n"
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    with quick(20):
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "nested too deeply" in done.stdout
+
+
+# --------------------------------------------------------------------------- 7. numbers out of range
+
+
+@pytest.mark.parametrize(
+    ("text", "line"), [("description: 2001-02-30\n", 2), ("seed: " + "1" * 5000 + "\n", 2), ("args:\n  - !!int 'x'\n", 3)]
+)
+def test_values_yaml_cannot_construct(tmp_path: Path, loader: str, text: str, line: int) -> None:
+    text_error(tmp_path, LAYER + text, None, f"cannot read the value on line {line}")
+
+
+def test_binary_that_does_not_decode(tmp_path: Path) -> None:
+    text_error(tmp_path, LAYER + "args: [!!binary 'x']\n", None, "cannot read the value at line 2", "base64")
 
 
 # --------------------------------------------------------------------------- 9. wrong suffix
