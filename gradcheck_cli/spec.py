@@ -23,6 +23,7 @@ import errno
 import functools
 import math
 import os
+import re
 import reprlib
 import stat
 from pathlib import Path
@@ -54,6 +55,15 @@ MAX_NESTING = 100
 MAX_SPEC_VALUES = 2_000_000
 # torch reduces (sums, norms) only tensors of up to 64 dimensions.
 MAX_DIMS = 64
+# Elements of one literal (a spec's 'value:' or 'params:' entry, or --input =JSON).  Each number
+# of a literal is written out as text and held as a Python object (about 40 bytes with its list
+# slot and its tensor copy), so 1 million is 40 MB -- far below the MAX_INPUT_BYTES guard on drawn
+# inputs (2 GiB), and already more elements than finite differences can check (two forward calls
+# each); larger tensors belong in a random input ('shape:').  Below MAX_SPEC_VALUES, so a spec's
+# own literal meets this message, not the alias one.
+MAX_LITERAL_ELEMENTS = 1_000_000
+assert MAX_LITERAL_ELEMENTS < MAX_SPEC_VALUES and MAX_DIMS + 3 < MAX_NESTING
+
 MINIMAL_SPEC = "A minimal spec: 'layer: layers/my_layer.py:MyLayer' and, below it, 'inputs: [{shape: [4, 3]}]'."
 
 # Integer range of each non-float dtype (bool literals are 0/1, true/false).
@@ -66,6 +76,15 @@ INT_RANGES = {
     "bool": (0, 1),
 }
 assert set(INT_RANGES) == set(INT_DTYPES)
+
+# Largest finite magnitude of each floating dtype (torch.finfo(dtype).max; no torch import here).
+FLOAT_MAX = {
+    "float64": 1.7976931348623157e308,
+    "float32": 3.4028234663852886e38,
+    "float16": 65504.0,
+    "bfloat16": 3.3895313892515355e38,
+}
+assert set(FLOAT_MAX) == set(FLOAT_DTYPES)
 
 # Which extra keys each distribution takes.
 DIST_KEYS = {"normal": ("mean", "std"), "uniform": ("low", "high")}
@@ -119,14 +138,25 @@ def _name(key: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+_EXPONENT = re.compile(r"([-+]?)(\d+)(?:\.(\d*))?[eE]([-+]?)(\d+)")
+
+
 def _number_hint(value: Any) -> str | None:
-    """YAML 1.1 reads ``1e-6`` (no dot) as text; say so when a string looks numeric."""
+    """YAML 1.1 reads ``1e-6`` (no dot) and ``1.0e39`` (no exponent sign) as text; say so when a string looks numeric."""
     if isinstance(value, str):
         try:
             if not math.isfinite(float(value)):
                 return None
         except ValueError:
             return None
+        exponent = _EXPONENT.fullmatch(value.strip())
+        if exponent:
+            sign, whole, fraction, exponent_sign, power = exponent.groups()
+            fixed = f"{sign}{whole}.{fraction or '0'}e{exponent_sign or '+'}{power}"
+            return (
+                f"YAML reads {value!r} as text; write {fixed}: YAML needs a dot and a signed exponent "
+                "(e.g. 1.0e-6 instead of 1e-6, 1.0e+39 instead of 1.0e39)."
+            )
         return f"YAML reads {value!r} as text; write it with a dot and no quotes, e.g. 1.0e-6 instead of 1e-6."
     return None
 
@@ -206,10 +236,14 @@ def _dtype(value: Any, key: str, choices: tuple[str, ...]) -> str:
 
 
 def _shape(value: Any, key: str) -> tuple[int, ...]:
-    """A list of positive ints; ``[]`` is a 0-d (scalar) tensor."""
+    """A list of at most MAX_DIMS positive ints; ``[]`` is a 0-d (scalar) tensor."""
     hint = "Write a shape as a list of sizes, e.g. [4, 3]; [] is a scalar."
     if not isinstance(value, list):
         raise _Invalid(key, f"expected a list of sizes, found {_found(value)}.", hint)
+    if len(value) > MAX_DIMS:
+        raise _Invalid(
+            key, f"has {len(value)} dimensions, but torch supports at most {MAX_DIMS}.", f"Give at most {MAX_DIMS} sizes."
+        )
     for i, dim in enumerate(value):
         if isinstance(dim, bool) or not isinstance(dim, int):
             raise _Invalid(f"{key}[{i}]", f"expected a whole number, found {_found(dim)}.", hint)
@@ -218,21 +252,63 @@ def _shape(value: Any, key: str) -> tuple[int, ...]:
     return tuple(value)
 
 
+def _literal_size(value: Any, key: str) -> None:
+    """Refuse a literal deeper than MAX_DIMS or larger than MAX_LITERAL_ELEMENTS before it is walked.
+
+    The first element of each level gives the shape a rectangular literal has, so a literal that is
+    too large is refused after looking at one element per level; a ragged one is caught by the
+    count in :func:`_literal`.
+    """
+    dims, item = [], value
+    while isinstance(item, list) and item and len(dims) <= MAX_DIMS:
+        dims.append(len(item))
+        item = item[0]
+    if len(dims) > MAX_DIMS:
+        _too_deep(key)
+    if math.prod(dims) > MAX_LITERAL_ELEMENTS:
+        _too_many_elements(key, "x".join(map(str, dims)))
+
+
+def _too_deep(key: str) -> None:
+    raise _Invalid(
+        key,
+        f"is nested more than {MAX_DIMS} lists deep, but torch supports at most {MAX_DIMS} dimensions.",
+        f"A literal needs one level of brackets per dimension; give at most {MAX_DIMS}.",
+    )
+
+
+def _too_many_elements(key: str, shape: str | None = None) -> None:
+    size = f" (shape {shape})" if shape else ""
+    raise _Invalid(
+        key,
+        f"holds more than {MAX_LITERAL_ELEMENTS:,} numbers{size}; a literal may hold at most {MAX_LITERAL_ELEMENTS:,}.",
+        "For a large tensor use a random input ('shape: [...]') instead of writing the numbers out.",
+    )
+
+
 def _literal(value: Any, key: str, dtype: str | None = None) -> Any:
     """A number or rectangular nested list of numbers that fits ``dtype``.
 
     Bools are accepted only for ``dtype: bool`` or when every element is a bool
     and no dtype is given (a bool tensor); integer dtypes need whole numbers in
-    range.  Returns ``value`` unchanged.
+    range, and so does a literal of whole numbers only without a dtype (it
+    becomes an int64 tensor); floating dtypes need numbers within their range.
+    At most MAX_DIMS levels and MAX_LITERAL_ELEMENTS numbers.  Returns ``value``
+    unchanged.
     """
     hint = "Examples: 4.5, [4.5], [[1, 2], [3, 4]]."
+    _literal_size(value, key)
     leaves: list[tuple[str, Any]] = []
 
-    def shape_of(item: Any, where: str) -> tuple[int, ...]:
+    def shape_of(item: Any, where: str, depth: int) -> tuple[int, ...]:
         if isinstance(item, list):
             if not item:
                 raise _Invalid(where, "an empty list holds no numbers.", hint)
-            shapes = [shape_of(sub, f"{where}[{i}]") for i, sub in enumerate(item)]
+            if depth >= MAX_DIMS:  # only a ragged literal gets here: _literal_size saw the first elements
+                _too_deep(key)
+            if len(leaves) + len(item) > MAX_LITERAL_ELEMENTS:
+                _too_many_elements(key)
+            shapes = [shape_of(sub, f"{where}[{i}]", depth + 1) for i, sub in enumerate(item)]
             for i, sub in enumerate(shapes):
                 if sub != shapes[0]:
                     raise _Invalid(
@@ -248,8 +324,9 @@ def _literal(value: Any, key: str, dtype: str | None = None) -> Any:
         leaves.append((where, item))
         return ()
 
-    shape_of(value, key)
+    shape_of(value, key, 0)
     all_bools = all(isinstance(leaf, bool) for _, leaf in leaves)
+    any_floats = any(isinstance(leaf, float) for _, leaf in leaves)
     for where, leaf in leaves:
         if isinstance(leaf, bool) and (dtype not in ("bool", None) or (dtype is None and not all_bools)):
             raise _Invalid(where, f"expected a number, found {_found(leaf)}.", "true/false only fit bool values.")
@@ -258,7 +335,24 @@ def _literal(value: Any, key: str, dtype: str | None = None) -> Any:
             if isinstance(leaf, float) and not leaf.is_integer():
                 raise _Invalid(where, f"dtype {dtype} needs whole numbers, found {leaf}.")
             if not low <= leaf <= high:
-                raise _Invalid(where, f"{leaf} is out of range for dtype {dtype} ({low}..{high}).")
+                raise _Invalid(where, f"{_REPR.repr(leaf)} is out of range for dtype {dtype} ({low}..{high}).")
+        elif dtype is None and not any_floats and not all_bools:
+            low, high = INT_RANGES["int64"]
+            if not low <= leaf <= high:
+                raise _Invalid(
+                    where,
+                    f"{_REPR.repr(leaf)} is out of range for int64 ({low}..{high}): "
+                    "whole numbers without a dtype make an int64 tensor.",
+                    "For a floating input write it with a dot and a signed exponent, e.g. 1.0e+20, or add 'dtype: float64'.",
+                )
+        elif dtype in FLOAT_MAX or any_floats:
+            name = dtype if dtype in FLOAT_MAX else "float64"
+            if abs(leaf) > FLOAT_MAX[name]:
+                raise _Invalid(
+                    where,
+                    f"{_REPR.repr(leaf)} is out of range for {name} (largest magnitude {FLOAT_MAX[name]:.6g}).",
+                    "Inputs and parameters must be finite in the dtype they are checked in.",
+                )
     return value
 
 
@@ -306,6 +400,32 @@ def _layer(value: Any, spec_path: Path) -> str:
     return f"{file}:{attr}"
 
 
+def _draws_fit(dist: str, numbers: dict[str, float], key: str) -> None:
+    """Random draws must stay finite in float64, where they are made.
+
+    Uniform draws are ``low + u * (high - low)``, so ``high - low`` must not overflow.  Normal
+    draws are ``mean + z * std``; float64 draws of ``z`` stay well inside 10, so ``|mean| + 10 * std``
+    must be finite.  (Whether they also fit the check dtype is known only when the inputs are built.)
+    """
+    if dist == "uniform":
+        low, high = numbers.get("low", 0.0), numbers.get("high", 1.0)
+        if not math.isfinite(high - low):
+            raise _Invalid(
+                f"{key}.high",
+                f"the range is too wide: high - low overflows ({high:g} - {low:g} is beyond the float64 range).",
+                "Keep high - low below about 1.8e308; finite differences need far smaller values anyway.",
+            )
+    else:
+        mean, std = numbers.get("mean", 0.0), numbers.get("std", 1.0)
+        if not math.isfinite(abs(mean) + 10 * std):
+            name = "std" if 10 * std >= abs(mean) else "mean"
+            raise _Invalid(
+                f"{key}.{name}",
+                f"draws can overflow: mean ± 10·std (mean {mean:g}, std {std:g}) is beyond the float64 range.",
+                "Keep |mean| + 10·std below about 1.8e308; finite differences need far smaller values anyway.",
+            )
+
+
 def _input(item: Any, key: str) -> InputSpec:
     """One entry of ``inputs``: a random tensor (``shape``) or a literal (``value``)."""
     example = "Write each input as '- shape: [4, 3]' (random data) or '- value: [4.5]' (a literal)."
@@ -341,6 +461,7 @@ def _input(item: Any, key: str) -> InputSpec:
         raise _Invalid(
             f"{key}.low", f"low ({low:g}) must be less than high ({high:g}).", "The defaults are low: 0 and high: 1."
         )
+    _draws_fit(dist, numbers, key)
     return InputSpec(shape=_shape(item["shape"], f"{key}.shape"), dist=dist, dtype=dtype, **numbers)
 
 

@@ -27,7 +27,7 @@ from gradcheck_cli import inputs as inputs_module
 from gradcheck_cli.config import InputSpec
 from gradcheck_cli.errors import SpecError, UsageError
 from gradcheck_cli.inputs import build_inputs, check_literal, parse_input
-from gradcheck_cli.spec import MAX_NESTING, MAX_SPEC_BYTES, MAX_SPEC_VALUES, find_specs, load_spec
+from gradcheck_cli.spec import MAX_DIMS, MAX_LITERAL_ELEMENTS, MAX_NESTING, MAX_SPEC_BYTES, MAX_SPEC_VALUES, find_specs, load_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 SIMPLE = ROOT / "tests" / "layers" / "simple.py"
@@ -198,6 +198,19 @@ def test_aliases_below_the_cap_are_fine(tmp_path: Path) -> None:
     assert spec.inputs[0].value == [[0.5, 1.5]] * 3
 
 
+def test_literal_cap_through_aliases(tmp_path: Path) -> None:
+    # 1001 x 1000 numbers: under the document's cap, over the literal's.
+    row = "&r [" + ", ".join(["0.5"] * 1000) + "]"
+    text = LAYER + f"inputs:\n  - value: [{row}" + ", *r" * 1000 + "]\n"
+    text_error(tmp_path, text, "inputs[0].value", f"more than {MAX_LITERAL_ELEMENTS:,} numbers (shape 1001x1000)", "shape: [")
+
+
+def test_literal_cap_in_params(tmp_path: Path) -> None:
+    row = "&r [" + ", ".join(["0.5"] * 2000) + "]"
+    text = LAYER + f"params:\n  w: [{row}" + ", *r" * 600 + "]\n"
+    text_error(tmp_path, text, "params.w", f"more than {MAX_LITERAL_ELEMENTS:,} numbers")
+
+
 def test_large_shared_value_in_an_error_message_is_cut_short(tmp_path: Path) -> None:
     # About a million values (under the cap) reach _found() through 'description'.
     row = "&r [" + ", ".join(["1"] * 1000) + "]"
@@ -349,6 +362,28 @@ def nested(depth: int, leaf: str = "1.0") -> str:
     return "[" * depth + leaf + "]" * depth
 
 
+def test_spec_shape_with_65_dimensions(tmp_path: Path) -> None:
+    text = LAYER + f"inputs:\n  - shape: [{', '.join(['1'] * 65)}]\n"
+    text_error(tmp_path, text, "inputs[0].shape", "has 65 dimensions, but torch supports at most 64")
+    assert load_spec(write(tmp_path, LAYER + f"inputs: [{{shape: [{', '.join(['1'] * 64)}]}}]\n", "ok.yaml"))
+
+
+@pytest.mark.parametrize(
+    ("where", "key"),
+    [("inputs:\n  - value: {v}\n", "inputs[0].value"), ("params:\n  w: {v}\n", "params.w")],
+    ids=["value", "params"],
+)
+def test_spec_literal_nested_65_deep(tmp_path: Path, where: str, key: str) -> None:
+    text_error(tmp_path, LAYER + where.format(v=nested(65)), key, f"torch supports at most {MAX_DIMS} dimensions")
+    spec = load_spec(write(tmp_path, LAYER + where.format(v=nested(64)), "ok.yaml"))
+    assert spec.inputs or spec.params
+
+
+def test_spec_ragged_literal_deeper_than_64_is_refused(tmp_path: Path) -> None:
+    text = LAYER + f"inputs:\n  - value: [{nested(20)}, {nested(70)}]\n"  # its first element is shallow
+    text_error(tmp_path, text, "inputs[0].value", f"torch supports at most {MAX_DIMS} dimensions")
+
+
 # --------------------------------------------------------------------------- 6. nested too deeply
 
 
@@ -381,6 +416,25 @@ def test_half_a_million_levels_do_not_crash_libyaml(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- 7. numbers out of range
 
 
+def test_int64_overflow_in_spec_value(tmp_path: Path) -> None:
+    text = LAYER + "inputs:\n  - value: [1, 99999999999999999999]\n"
+    err = text_error(tmp_path, text, "inputs[0].value[1]", "99999999999999999999 is out of range for int64")
+    assert "dtype: float64" in err.hint
+
+
+@pytest.mark.parametrize(
+    ("value", "dtype", "fragment"),
+    [
+        ("[1.0e+39]", "float32", "out of range for float32"),
+        ("[70000]", "float16", "out of range for float16"),
+        ("[1" + "0" * 400 + "]", "float64", "out of range for float64"),
+    ],
+    ids=["float32", "float16", "float64"],
+)
+def test_value_beyond_a_float_dtype(tmp_path: Path, value: str, dtype: str, fragment: str) -> None:
+    text_error(tmp_path, LAYER + f"inputs:\n  - value: {value}\n    dtype: {dtype}\n", "inputs[0].value[0]", fragment)
+
+
 @pytest.mark.parametrize(
     ("text", "line"), [("description: 2001-02-30\n", 2), ("seed: " + "1" * 5000 + "\n", 2), ("args:\n  - !!int 'x'\n", 3)]
 )
@@ -390,6 +444,39 @@ def test_values_yaml_cannot_construct(tmp_path: Path, loader: str, text: str, li
 
 def test_binary_that_does_not_decode(tmp_path: Path) -> None:
     text_error(tmp_path, LAYER + "args: [!!binary 'x']\n", None, "cannot read the value at line 2", "base64")
+
+
+# --------------------------------------------------------------------------- 8. random ranges
+
+
+def test_uniform_range_overflow(tmp_path: Path) -> None:
+    text = LAYER + "inputs:\n  - shape: [3]\n    dist: uniform\n    low: -1.0e+308\n    high: 1.0e+308\n"
+    text_error(tmp_path, text, "inputs[0].high", "the range is too wide: high - low overflows")
+
+
+def test_exponent_without_a_sign_is_text_and_the_hint_says_how_to_write_it(tmp_path: Path) -> None:
+    # YAML 1.1 reads 1.0e308 (no sign in the exponent) as a string, so it never reaches the range check.
+    text = LAYER + "inputs:\n  - shape: [3]\n    dist: uniform\n    low: -1.0e308\n    high: 1.0e308\n"
+    err = text_error(tmp_path, text, "inputs[0].low", "expected a number, found str '-1.0e308'")
+    assert "write -1.0e+308" in err.hint
+
+
+def test_uniform_wide_but_finite_range_is_fine(tmp_path: Path) -> None:
+    spec = load_spec(write(tmp_path, LAYER + "inputs: [{shape: [3], dist: uniform, low: -8.0e+307, high: 8.0e+307}]\n"))
+    assert torch.isfinite(build_inputs(list(spec.inputs), torch.float64, CPU, 0)[0]).all()
+
+
+@pytest.mark.parametrize(
+    ("extra", "key"),
+    [
+        ("std: 1.0e+308", "inputs[0].std"),
+        ("mean: 1.79e+308\n    std: 1.0e+307", "inputs[0].mean"),
+        ("mean: -1.7e+308\n    std: 1.0e+307", "inputs[0].mean"),
+    ],
+    ids=["std", "mean", "negative-mean"],
+)
+def test_normal_draws_that_overflow(tmp_path: Path, extra: str, key: str) -> None:
+    text_error(tmp_path, LAYER + f"inputs:\n  - shape: [3]\n    {extra}\n", key, "draws can overflow", "10·std")
 
 
 # --------------------------------------------------------------------------- 9. wrong suffix
