@@ -27,7 +27,15 @@ from gradcheck_cli import inputs as inputs_module
 from gradcheck_cli.config import InputSpec
 from gradcheck_cli.errors import SpecError, UsageError
 from gradcheck_cli.inputs import build_inputs, check_literal, parse_input
-from gradcheck_cli.spec import MAX_DIMS, MAX_LITERAL_ELEMENTS, MAX_NESTING, MAX_SPEC_BYTES, MAX_SPEC_VALUES, find_specs, load_spec
+from gradcheck_cli.spec import (
+    MAX_DIMS,
+    MAX_LITERAL_ELEMENTS,
+    MAX_NESTING,
+    MAX_SPEC_BYTES,
+    MAX_SPEC_VALUES,
+    find_specs,
+    load_spec,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 SIMPLE = ROOT / "tests" / "layers" / "simple.py"
@@ -68,6 +76,17 @@ def spec_error(path: Path, key: str | None, *fragments: str) -> SpecError:
 
 def text_error(tmp_path: Path, text: str, key: str | None, *fragments: str, name: str = "spec.yaml") -> SpecError:
     return spec_error(write(tmp_path, text, name), key, *fragments)
+
+
+def input_error(text: str, *fragments: str) -> UsageError:
+    with quick(), pytest.raises(UsageError) as info:
+        parse_input(text)
+    err = info.value
+    assert err.message.startswith("--input ") and err.hint
+    assert len(err.message) < 400, err.message  # the --input value is quoted, but cut short
+    for fragment in fragments:
+        assert fragment in str(err), str(err)
+    return err
 
 
 @pytest.fixture(params=["libyaml", "python"])
@@ -355,6 +374,37 @@ def test_a_file_that_grows_after_the_check_is_read_only_up_to_the_cap(tmp_path: 
     assert sum(read) <= MAX_SPEC_BYTES + 1
 
 
+# --------------------------------------------------------------------------- 4. literal caps (--input)
+
+
+def test_input_literal_over_the_cap_is_refused_before_torch(monkeypatch) -> None:
+    def no_tensor(*args, **kwargs):
+        raise AssertionError("torch.tensor was called")
+
+    text = "=[" + "0," * MAX_LITERAL_ELEMENTS + "0]"
+    monkeypatch.setattr(inputs_module.torch, "tensor", no_tensor)
+    input_error(text, f"more than {MAX_LITERAL_ELEMENTS:,} numbers", "characters)")
+
+
+def test_ragged_literal_over_the_cap_is_refused(monkeypatch) -> None:
+    value = [[0.5] * 10, [0.5] * MAX_LITERAL_ELEMENTS]
+    with quick(), pytest.raises(UsageError, match=f"more than {MAX_LITERAL_ELEMENTS:,} numbers"):
+        check_literal(value, "input0")
+
+
+def test_python_literal_over_the_cap_is_refused_when_building_inputs() -> None:
+    row = [0.5] * 1000
+    value = [row] * 1001  # shared rows: cheap to make, 1,001,000 numbers
+    with quick(), pytest.raises(UsageError, match=r"input0: the literal holds more than 1,000,000 numbers \(shape 1001x1000\)"):
+        build_inputs([InputSpec(value=value)], torch.float64, CPU, 0)
+
+
+def test_literal_at_the_cap_is_accepted() -> None:
+    spec = parse_input("=[" + "0.5," * (1000 - 1) + "0.5]")
+    assert build_inputs([spec], torch.float64, CPU, 0)[0].shape == (1000,)
+    check_literal([[0.5] * 1000] * 1000, "input0")  # exactly MAX_LITERAL_ELEMENTS
+
+
 # --------------------------------------------------------------------------- 5. more than 64 dimensions
 
 
@@ -384,7 +434,39 @@ def test_spec_ragged_literal_deeper_than_64_is_refused(tmp_path: Path) -> None:
     text_error(tmp_path, text, "inputs[0].value", f"torch supports at most {MAX_DIMS} dimensions")
 
 
+def test_input_shape_with_65_dimensions() -> None:
+    input_error("1" + "x1" * 64, "65 dimensions, but torch supports at most 64")
+    assert parse_input("1" + "x1" * 63).shape == (1,) * 64
+
+
+def test_input_literal_nested_65_deep() -> None:
+    input_error("=" + nested(65), "nested too deeply (65 levels of brackets)", "at most 64 dimensions")
+    assert build_inputs([parse_input("=" + nested(64))], torch.float64, CPU, 0)[0].dim() == 64
+
+
+def test_python_input_spec_with_65_dimensions() -> None:
+    with pytest.raises(UsageError, match="input0: 65 dimensions, but torch supports at most 64"):
+        build_inputs([InputSpec(shape=(1,) * 65)], torch.float64, CPU, 0)
+
+
 # --------------------------------------------------------------------------- 6. nested too deeply
+
+
+@pytest.mark.parametrize("opener", ["[", '{"a":'], ids=["lists", "objects"])
+def test_30000_deep_json_literal(opener: str) -> None:
+    closer = "]" if opener == "[" else "}"
+    input_error("=" + opener * 30000 + closer * 30000, "nested too deeply (30,000 levels of brackets)")
+
+
+def test_json_brackets_inside_strings_do_not_count() -> None:
+    input_error('=["' + "[" * 100 + '"]', "is not a number or a rectangular list")
+
+
+def test_self_containing_python_literal_is_refused() -> None:
+    value: list = [1.0]
+    value.append(value)
+    with quick(), pytest.raises(UsageError, match="nested too deeply"):
+        build_inputs([InputSpec(value=value)], torch.float64, CPU, 0)
 
 
 @pytest.mark.parametrize(
@@ -416,10 +498,42 @@ def test_half_a_million_levels_do_not_crash_libyaml(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- 7. numbers out of range
 
 
+@pytest.mark.parametrize("text", ["=[99999999999999999999]", "=-9223372036854775809", "=[[1, 2], [3, 9223372036854775808]]"])
+def test_int64_overflow_in_input_literal(text: str) -> None:
+    err = input_error(text, "is out of range for int64")
+    assert "1.0e20" in err.hint
+
+
+def test_big_whole_number_beside_a_float_is_a_float() -> None:
+    (t,) = build_inputs([parse_input("=[1.5, 99999999999999999999]")], torch.float64, CPU, 0)
+    assert t.dtype == torch.float64 and t[1].item() == 1e20
+
+
+@pytest.mark.parametrize("text", ["=1e999", "=[1.0, -1e999]"])
+def test_float64_overflow_in_input_literal(text: str) -> None:
+    # json reads 1e999 as infinity; say what happened instead.
+    input_error(text, "1e999 is not a finite number: it is out of range for float64", "infinity")
+
+
+def test_whole_number_too_big_even_for_float64() -> None:
+    input_error("=[1.5, 1" + "0" * 400 + "]", "out of range for float64")
+
+
+def test_integer_with_thousands_of_digits() -> None:
+    input_error("=" + "1" * 5000, "too long")
+    input_error("1" * 5000, "a dimension is too large")
+
+
 def test_int64_overflow_in_spec_value(tmp_path: Path) -> None:
     text = LAYER + "inputs:\n  - value: [1, 99999999999999999999]\n"
     err = text_error(tmp_path, text, "inputs[0].value[1]", "99999999999999999999 is out of range for int64")
     assert "dtype: float64" in err.hint
+
+
+def test_big_whole_number_with_a_float_dtype_is_fine(tmp_path: Path) -> None:
+    spec = load_spec(write(tmp_path, LAYER + "inputs:\n  - {value: [99999999999999999999], dtype: float64}\n"))
+    (t,) = build_inputs(list(spec.inputs), torch.float32, CPU, 0)
+    assert t.dtype == torch.float64 and t.item() == 1e20
 
 
 @pytest.mark.parametrize(
@@ -433,6 +547,13 @@ def test_int64_overflow_in_spec_value(tmp_path: Path) -> None:
 )
 def test_value_beyond_a_float_dtype(tmp_path: Path, value: str, dtype: str, fragment: str) -> None:
     text_error(tmp_path, LAYER + f"inputs:\n  - value: {value}\n    dtype: {dtype}\n", "inputs[0].value[0]", fragment)
+
+
+def test_literal_that_overflows_the_check_dtype_when_built(tmp_path: Path) -> None:
+    spec = load_spec(write(tmp_path, LAYER + "inputs:\n  - value: [1.0, 1.0e+39]\n"))
+    assert build_inputs(list(spec.inputs), torch.float64, CPU, 0)[0][1].item() == 1e39
+    with pytest.raises(UsageError, match=r"input0 \(=\[1.0, 1e\+39\]\): the literal does not fit float32"):
+        build_inputs(list(spec.inputs), torch.float32, CPU, 0)
 
 
 @pytest.mark.parametrize(
@@ -477,6 +598,24 @@ def test_uniform_wide_but_finite_range_is_fine(tmp_path: Path) -> None:
 )
 def test_normal_draws_that_overflow(tmp_path: Path, extra: str, key: str) -> None:
     text_error(tmp_path, LAYER + f"inputs:\n  - shape: [3]\n    {extra}\n", key, "draws can overflow", "10·std")
+
+
+def test_normal_within_float64_but_not_the_check_dtype(tmp_path: Path) -> None:
+    spec = load_spec(write(tmp_path, LAYER + "inputs: [{shape: [3], mean: 1.0e+300}]\n"))
+    assert torch.isfinite(build_inputs(list(spec.inputs), torch.float64, CPU, 0)[0]).all()
+    with pytest.raises(UsageError, match=r"input0 \(3 normal\(1e\+300,1\)\): its random values would overflow float32"):
+        build_inputs(list(spec.inputs), torch.float32, CPU, 0)
+
+
+def test_uniform_beyond_float16(tmp_path: Path) -> None:
+    spec = load_spec(write(tmp_path, LAYER + "inputs: [{shape: [3], dist: uniform, low: 0, high: 1.0e+5, dtype: float16}]\n"))
+    with pytest.raises(UsageError, match="would overflow float16"):
+        build_inputs(list(spec.inputs), torch.float64, CPU, 0)
+
+
+def test_python_input_spec_with_an_overflowing_range() -> None:
+    with pytest.raises(UsageError, match="would overflow float64"):
+        build_inputs([InputSpec(shape=(2,), dist="uniform", low=-1e308, high=1e308)], torch.float64, CPU, 0)
 
 
 # --------------------------------------------------------------------------- 9. wrong suffix
