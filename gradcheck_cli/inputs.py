@@ -10,53 +10,129 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from typing import Any, Sequence
 
 import torch
 
 from .config import DTYPES, FLOAT_DTYPES, InputSpec
 from .errors import UsageError
+from .spec import MAX_DIMS, MAX_LITERAL_ELEMENTS, bounded_repr
 
 # Refuse to allocate inputs larger than this (bytes, all inputs together).
 MAX_INPUT_BYTES = 2 * 1024**3
 
+# A literal holds at most MAX_LITERAL_ELEMENTS numbers in at most MAX_DIMS levels, here as in a
+# spec (the caps and why they are what they are: gradcheck_cli/spec.py).
+assert MAX_LITERAL_ELEMENTS * 8 < MAX_INPUT_BYTES
+
 _SHAPE = re.compile(r"^\d+(x\d+)*$")
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"?')
+_BRACKET = re.compile(r"[\[\]{}]")
+_LITERAL_HINT = "Examples: --input =4.5, --input =[4.5], --input '=[[1,2],[3,4]]'."
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+class _BadNumber(Exception):
+    """A number in a JSON literal that no tensor can hold (raised from json's number hooks)."""
+
+
+def _shown(text: str) -> str:
+    """The --input value as an error message quotes it: repr'd, and cut short when long."""
+    return repr(text) if len(text) <= 60 else repr(text[:50]) + f"... ({len(text):,} characters)"
+
+
+def _brief(value: Any) -> str:
+    """A literal as an error message shows it, at bounded cost however large it is."""
+    return bounded_repr(value)
 
 
 def parse_input(text: str) -> InputSpec:
     """Parse one ``--input`` value: ``4x3x8`` (standard normal) or ``=JSON`` (a literal)."""
     raw = text.strip()
+    where = f"--input {_shown(text)}"
     if raw.startswith("="):
-        try:
-            value = json.loads(raw[1:])
-        except json.JSONDecodeError as exc:
-            raise UsageError(
-                f"--input {text!r}: the literal after '=' is not valid JSON ({exc.msg}).",
-                "Examples: --input =4.5, --input =[4.5], --input '=[[1,2],[3,4]]'.",
-            ) from None
-        check_literal(value, f"--input {text!r}")
+        value = _parse_json(raw[1:], where)
+        check_literal(value, where)
         return InputSpec(value=value)
     shape_text = raw.lower()
     if shape_text in ("scalar", "()"):
         return InputSpec(shape=())
     if not _SHAPE.match(shape_text):
         raise UsageError(
-            f"--input {text!r} is neither a shape nor a literal.",
+            f"{where} is neither a shape nor a literal.",
             "Give a shape such as 1x100 or 4x3x8 (standard-normal data), or a literal after '=' such as =4.5.",
         )
-    shape = tuple(int(d) for d in shape_text.split("x"))
+    parts = shape_text.split("x")
+    if len(parts) > MAX_DIMS:
+        raise UsageError(
+            f"{where}: {len(parts)} dimensions, but torch supports at most {MAX_DIMS}.", "Example: --input 4x3x8."
+        )
+    if any(len(d.lstrip("0")) > 18 for d in parts):  # before int(): at most ~10**18, far above any memory
+        raise UsageError(f"{where}: a dimension is too large.", "Example: --input 1x100.")
+    shape = tuple(int(d) for d in parts)
     if any(d <= 0 for d in shape):
-        raise UsageError(f"--input {text!r}: every dimension must be at least 1.", "Example: --input 1x100.")
+        raise UsageError(f"{where}: every dimension must be at least 1.", "Example: --input 1x100.")
     return InputSpec(shape=shape)
 
 
-def check_literal(value: Any, where: str) -> None:
-    """A literal must be a number or a rectangular nested list of numbers."""
-    try:
-        t = torch.tensor(value)
-    except (TypeError, ValueError, RuntimeError) as exc:
+def _json_depth(text: str) -> int:
+    """How deeply the brackets of a JSON text nest (strings skipped), without parsing it."""
+    depth = deepest = 0
+    for bracket in _BRACKET.findall(_JSON_STRING.sub("", text)):
+        depth += 1 if bracket in "[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise _BadNumber(
+            f"{text} is not a finite number: it is out of range for float64 (largest magnitude about 1.8e308), "
+            "and JSON would read it as infinity"
+        )
+    return number
+
+
+def _no_constant(text: str) -> float:
+    raise _BadNumber(f"{text} is not a finite number; inputs must be finite numbers")
+
+
+def _parse_json(body: str, where: str) -> Any:
+    """The JSON after '=': nesting is checked on the text first, so json never recurses deeply."""
+    depth = _json_depth(body)
+    if depth > MAX_DIMS:
         raise UsageError(
-            f"{where}: {json.dumps(value)} is not a number or a rectangular list of numbers ({exc}).",
+            f"{where}: the literal is nested too deeply ({depth:,} levels of brackets); "
+            f"torch supports at most {MAX_DIMS} dimensions.",
+            _LITERAL_HINT,
+        )
+    try:
+        return json.loads(body, parse_float=_finite_float, parse_constant=_no_constant)
+    except _BadNumber as exc:
+        raise UsageError(f"{where}: {exc}.", "Give finite numbers, e.g. =4.5.") from None
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{where}: the literal after '=' is not valid JSON ({exc.msg}).", _LITERAL_HINT) from None
+    except RecursionError:  # not reached after the depth check; kept so no input can give a traceback
+        raise UsageError(f"{where}: the literal is nested too deeply.", _LITERAL_HINT) from None
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        raise UsageError(f"{where}: the literal holds a number that is too long ({exc}).", _LITERAL_HINT) from None
+
+
+def check_literal(value: Any, where: str, to_float: bool = False) -> None:
+    """A literal must be a number or a rectangular nested list of numbers that a tensor can hold.
+
+    Its nesting, size and number ranges are checked first, without torch and without recursion,
+    so that no literal can exhaust memory or give torch's overflow errors.  ``to_float``: the
+    literal is made a floating tensor whatever its numbers are (its input has a floating dtype).
+    """
+    _check_structure(value, where, to_float)
+    try:
+        t = torch.tensor(value, dtype=torch.float64 if to_float else None)
+    except (TypeError, ValueError, RuntimeError, OverflowError) as exc:
+        raise UsageError(
+            f"{where}: {_brief(value)} is not a number or a rectangular list of numbers ({exc}).",
             "Examples: 4.5, [4.5], [[1, 2], [3, 4]].",
         ) from None
     if t.is_complex():
@@ -64,7 +140,68 @@ def check_literal(value: Any, where: str) -> None:
     if t.is_floating_point() and not bool(torch.isfinite(torch.tensor(value, dtype=torch.float64)).all()):
         raise UsageError(f"{where}: the literal holds NaN or infinity; inputs must be finite numbers.", "Give finite numbers, e.g. =4.5.")
     if t.numel() == 0:
-        raise UsageError(f"{where}: the literal {json.dumps(value)} has no elements.", "Give at least one number, e.g. =[4.5].")
+        raise UsageError(f"{where}: the literal {_brief(value)} has no elements.", "Give at least one number, e.g. =[4.5].")
+
+
+def _check_structure(value: Any, where: str, to_float: bool = False) -> None:
+    """Nesting at most MAX_DIMS, at most MAX_LITERAL_ELEMENTS items, whole numbers that fit.
+
+    Whole numbers only (no float among them, bools aside) make an int64 tensor, so each must fit
+    int64; beside a float, or for a floating input, each becomes a float64 and must fit that.
+    """
+    hint = "Examples: 4.5, [4.5], [[1, 2], [3, 4]]."
+    dims, item = [], value
+    while isinstance(item, (list, tuple)) and item and len(dims) <= MAX_DIMS:  # the shape it would have
+        dims.append(len(item))
+        item = item[0]
+    if len(dims) <= MAX_DIMS and math.prod(dims) > MAX_LITERAL_ELEMENTS:
+        _too_many(where, "x".join(map(str, dims)))
+    # Numbers, and lists and numbers together (a list of empty lists holds no number but costs a walk):
+    # a rectangular literal of n numbers has fewer than n lists.
+    stack, numbers, items, floats, ints = [(value, 0)], 0, 0, False, []
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (list, tuple)):
+            if depth >= MAX_DIMS:
+                raise UsageError(
+                    f"{where}: the literal is nested too deeply (more than {MAX_DIMS} levels of lists); "
+                    f"torch supports at most {MAX_DIMS} dimensions.",
+                    hint,
+                )
+            items += len(item)
+            if items > 2 * MAX_LITERAL_ELEMENTS:
+                _too_many(where)
+            stack.extend((sub, depth + 1) for sub in item)
+            continue
+        numbers += 1
+        if numbers > MAX_LITERAL_ELEMENTS:
+            _too_many(where)
+        if isinstance(item, float):
+            floats = True
+        elif isinstance(item, int) and not isinstance(item, bool) and not _INT64[0] <= item <= _INT64[1]:
+            ints.append(item)
+    for number in ints:
+        if floats or to_float:
+            if abs(number) > sys.float_info.max:
+                raise UsageError(
+                    f"{where}: {_brief(number)} is out of range for float64 (largest magnitude about 1.8e308).",
+                    "Give finite numbers that float64 can hold.",
+                )
+        else:
+            raise UsageError(
+                f"{where}: {_brief(number)} is out of range for int64 ({_INT64[0]}..{_INT64[1]}): "
+                "whole numbers make an int64 tensor.",
+                "For a floating input write it with a dot and an exponent, e.g. =[1.0e20].",
+            )
+
+
+def _too_many(where: str, shape: str | None = None) -> None:
+    size = f" (shape {shape})" if shape else ""
+    raise UsageError(
+        f"{where}: the literal holds more than {MAX_LITERAL_ELEMENTS:,} numbers{size}; "
+        f"a literal may hold at most {MAX_LITERAL_ELEMENTS:,}.",
+        "For a large tensor give its shape instead (e.g. --input 1000x1000): it is filled with random data.",
+    )
 
 
 def torch_dtype(name: str) -> torch.dtype:
@@ -90,6 +227,8 @@ def build_inputs(
     specs: Sequence[InputSpec], dtype: torch.dtype, device: torch.device, seed: int
 ) -> list[torch.Tensor]:
     """Materialise input descriptions as tensors.  Raises :class:`UsageError` on absurd sizes."""
+    for i, spec in enumerate(specs):
+        _check_spec(spec, f"input{i}", dtype)
     need = estimate_bytes(specs, dtype)
     if need > MAX_INPUT_BYTES:
         shapes = ", ".join("x".join(map(str, s.shape)) for s in specs if s.shape is not None)
@@ -100,10 +239,38 @@ def build_inputs(
             "or --max-elements to sample.",
         )
     gen = torch.Generator(device="cpu").manual_seed(seed)
-    return [_build_one(spec, dtype, device, gen) for spec in specs]
+    return [_build_one(spec, dtype, device, gen, f"input{i}") for i, spec in enumerate(specs)]
 
 
-def _build_one(spec: InputSpec, dtype: torch.dtype, device: torch.device, gen: torch.Generator) -> torch.Tensor:
+def _check_spec(spec: InputSpec, where: str, dtype: torch.dtype) -> None:
+    """What a spec or --input has checked already, checked again for inputs given from Python,
+    plus what only the check dtype decides: random values must be finite in it."""
+    want = torch_dtype(spec.dtype) if spec.dtype else None
+    target = want or dtype
+    if spec.shape is None:
+        check_literal(spec.value, where, to_float=want is not None and want.is_floating_point)
+        return
+    if len(spec.shape) > MAX_DIMS:
+        raise UsageError(
+            f"{where}: {len(spec.shape)} dimensions, but torch supports at most {MAX_DIMS}.", f"Give at most {MAX_DIMS} sizes."
+        )
+    if not target.is_floating_point:
+        return
+    largest = torch.finfo(target).max
+    if spec.dist == "uniform":
+        reach, which = max(abs(spec.low), abs(spec.high), abs(spec.high - spec.low)), "low and high"
+    else:
+        reach, which = abs(spec.mean) + 10 * abs(spec.std), "|mean| + 10·std"
+    if not reach <= largest:  # also NaN
+        name = str(target).removeprefix("torch.")
+        raise UsageError(
+            f"{where} ({spec.describe()}): its random values would overflow {name}: {which} must stay within "
+            f"{largest:.4g}, the largest {name} number.",
+            f"Use smaller {'low and high' if spec.dist == 'uniform' else 'mean and std'}, or a wider dtype such as float64.",
+        )
+
+
+def _build_one(spec: InputSpec, dtype: torch.dtype, device: torch.device, gen: torch.Generator, where: str) -> torch.Tensor:
     want = torch_dtype(spec.dtype) if spec.dtype else None
     if spec.shape is not None:
         if spec.dist == "uniform":
@@ -114,13 +281,24 @@ def _build_one(spec: InputSpec, dtype: torch.dtype, device: torch.device, gen: t
         if not target.is_floating_point:
             t = t.round()
         return t.to(device=device, dtype=target)
-    t = torch.tensor(spec.value)
-    if t.is_floating_point():
-        t = torch.tensor(spec.value, dtype=torch.float64)  # not float32 first: =0.1 must stay 0.1 in float64
+    if want is not None and want.is_floating_point:
+        t = torch.tensor(spec.value, dtype=torch.float64)  # whole numbers beyond int64 are fine here
+    else:
+        t = torch.tensor(spec.value)
+        if t.is_floating_point():
+            t = torch.tensor(spec.value, dtype=torch.float64)  # not float32 first: =0.1 must stay 0.1 in float64
     if want is not None:
         target = want
     elif t.is_floating_point():
         target = dtype
     else:
         target = t.dtype  # int64 or bool literals pass through unchanged
-    return t.to(device=device, dtype=target)
+    out = t.to(device=device, dtype=target)
+    if out.is_floating_point() and not bool(torch.isfinite(out).all()):
+        name = str(target).removeprefix("torch.")
+        raise UsageError(
+            f"{where} (={_brief(spec.value)}): the literal does not fit {name}: numbers beyond "
+            f"{torch.finfo(target).max:.4g} become infinity.",
+            "Give smaller numbers, or a wider dtype such as float64.",
+        )
+    return out

@@ -184,11 +184,14 @@ def test_missing_file_and_folder(tmp_path: Path) -> None:
 
 def test_unreadable_file(tmp_path: Path, monkeypatch) -> None:
     path = write(tmp_path, LAYER)
+    real_open = os.open
 
-    def denied(self: Path) -> bytes:
-        raise PermissionError(13, "Permission denied", str(self))
+    def denied(name, flags, *args, **kwargs) -> int:  # the spec reader opens with os.open (O_NONBLOCK)
+        if Path(name) == path:
+            raise PermissionError(13, "Permission denied", str(name))
+        return real_open(name, flags, *args, **kwargs)
 
-    monkeypatch.setattr(Path, "read_bytes", denied)
+    monkeypatch.setattr(os, "open", denied)
     err = spec_error(tmp_path, LAYER, None, "cannot be read", "Permission denied")
     assert err.path == str(path)
 
