@@ -17,13 +17,23 @@ def main() -> None:
     process alive after the report, and an ``atexit`` hook of the layer's cannot change
     the exit status.
     """
+    try:
+        code = _run(sys.argv[1:])
+    except KeyboardInterrupt:  # Ctrl-C before gradcheck's own handling was in place (starting up)
+        try:
+            sys.stderr.write("\nInterrupted.\n")
+        except (OSError, ValueError, AttributeError):
+            pass
+        code = 130
+    _flush()
+    os._exit(code)
+
+
+def _run(args: list[str]) -> int:
     from . import supervise
 
-    args = sys.argv[1:]
     if supervise.wants_isolation(args):
-        code = supervise.supervise(args)
-        _flush()
-        os._exit(code)
+        return supervise.supervise(args)
     supervise.connect()
     from .cli import main as command
     from .streams import finish, protect_stdout
@@ -32,7 +42,7 @@ def main() -> None:
     code = command.main(args, prog_name="gradcheck", standalone_mode=False)
     finish()
     supervise.tell(done=code)
-    os._exit(code)
+    return code
 
 
 def _flush() -> None:

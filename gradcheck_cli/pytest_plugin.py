@@ -16,6 +16,7 @@ item runs).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -23,7 +24,6 @@ import pytest
 
 from .errors import GradcheckError
 
-SUFFIXES = (".yaml", ".yml")
 _SPEC_PATHS = pytest.StashKey[list]()
 
 
@@ -49,11 +49,14 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _spec_files(paths: list[Path]) -> list[Path]:
-    """The spec files: each path's *.yaml/*.yml (sorted, hidden ones skipped), or the path itself; no duplicates."""
+    """The spec files: each folder's specs as ``gradcheck run FOLDER`` finds them (broken entries
+    included: they fail as items), or the path itself; no duplicates."""
+    from .spec import find_specs
+
     files: list[Path] = []
     for path in paths:
-        found = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.suffix.lower() in SUFFIXES and p.is_file() and not p.name.startswith("."))
-        files += [f for f in found if f.resolve() not in {g.resolve() for g in files}]
+        found = find_specs(path) if path.is_dir() else [path]
+        files += [f for f in found if os.path.realpath(f) not in {os.path.realpath(g) for g in files}]
     return files
 
 

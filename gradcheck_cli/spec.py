@@ -700,20 +700,17 @@ def _check_nodes(root: Any, loader: Any, written: int) -> None:
     what merging is for), but a key written twice in one mapping -- ``<<`` included -- is an
     error, since YAML would silently keep only the last.
     """
-    import yaml
-
-    mapping, sequence, scalar = yaml.MappingNode, yaml.SequenceNode, yaml.ScalarNode
-    if isinstance(root, scalar):
+    if _kind_of(root) == "scalar":
         return
     counts: dict[int, tuple[int, int]] = {}  # id -> (expanded values, expanded nesting) of a list or mapping
     parents: dict[int, tuple[Any, int]] = {}  # id -> (parent, index in it) on its first path from the root
     open_nodes: set[int] = set()  # the lists and mappings on the path from the root to the current one
 
     def step(parent: Any, index: int) -> str:
-        if isinstance(parent, sequence):
+        if _kind_of(parent) == "sequence":
             return f"[{index}]"
         key = parent.value[index][0]
-        return "." + _name(key.value if isinstance(key, scalar) else "?")
+        return "." + _name(key.value if _kind_of(key) == "scalar" else "?")
 
     def path(node: Any, child: int | None = None) -> str | None:  # of node (or of its child); only for a message
         steps = [step(node, child)] if child is not None else []
@@ -760,14 +757,14 @@ def _check_nodes(root: Any, loader: Any, written: int) -> None:
             )
         if other is not None:
             parents[ident] = (other, number)
-        if isinstance(node, mapping):
+        if _kind_of(node) == "mapping":
             if node.value:
                 _check_unique_keys(node, loader, lambda node=node: path(node))
             size = 2 * len(node.value)
-            nested = [(kid, i) for i, pair in enumerate(node.value) for kid in pair if not isinstance(kid, scalar)]
+            nested = [(kid, i) for i, pair in enumerate(node.value) for kid in pair if _kind_of(kid) != "scalar"]
         else:
             size = len(node.value)
-            nested = [(kid, i) for i, kid in enumerate(node.value) if not isinstance(kid, scalar)]
+            nested = [(kid, i) for i, kid in enumerate(node.value) if _kind_of(kid) != "scalar"]
         if not nested:  # scalars only (within the file's size, so within the cap): done at once
             counts[ident] = (1 + size, 1)
             continue
@@ -776,18 +773,23 @@ def _check_nodes(root: Any, loader: Any, written: int) -> None:
         stack.extend((True, kid, node, i) for kid, i in reversed(nested))  # reversed: visited in file order
 
 
+def _kind_of(node: Any) -> str:
+    """'scalar', 'sequence' or 'mapping': from the node's own ``id``, not isinstance -- libyaml's C
+    parser keeps making nodes of the classes it first imported, even where ``yaml`` is imported
+    afresh later (pytest's pytester restores sys.modules between runs)."""
+    return node.id
+
+
 def _check_unique_keys(node: Any, loader: Any, where: Callable[[], str | None]) -> None:
     """Refuse a key written twice in one mapping (and keys that are not plain scalars).
 
     Keys are compared as the values YAML makes of them, as a dict would: 'on' and 'true' are one key.
     """
-    import yaml
-
     seen: dict[Any, Any] = {}
     for key_node, _ in node.value:
         line = key_node.start_mark.line + 1
-        if not isinstance(key_node, yaml.ScalarNode):
-            what = "list" if isinstance(key_node, yaml.SequenceNode) else "mapping"
+        if _kind_of(key_node) != "scalar":
+            what = "list" if _kind_of(key_node) == "sequence" else "mapping"
             raise _Invalid(where(), f"has a {what} as a key on line {line}; keys must be names.", "Write name: value.")
         key = "<<" if key_node.tag == _MERGE_TAG else loader.construct_object(key_node)
         try:

@@ -15,7 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml  # noqa: F401 -- imported here, before any pytester run: see below
 from click.testing import CliRunner
+
+# tests/test_pytest_plugin.py runs pytest inside pytest (pytester), which restores sys.modules
+# after each inner run. A module first imported inside one is imported afresh afterwards; for
+# PyYAML that pairs a new `yaml` with the old libyaml C extension, which then crashes. So yaml
+# is imported once, here, by the outer session.
 
 SIMPLE = Path(__file__).resolve().parent / "layers" / "simple.py"
 

@@ -563,3 +563,13 @@ def test_isolation_turns_what_kills_the_process_into_the_layers_error(tmp_path):
         assert cases[name][1] in err, (name, err)
         data = report_of_this_run(tmp_path / f"{name}.json")
         assert data["status"] == "ERROR" and cases[name][1] in data["error"]
+
+
+def test_ctrl_c_while_starting_up_is_130_without_a_traceback():
+    proc = gradcheck_process("run", a("Square"), "--input", "3", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(0.3)  # the supervisor is up; its child is importing torch
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    no_traceback(out.decode(), err.decode())
+    assert proc.returncode == 130, (out, err)
+    assert "Interrupted" in err.decode() and "Aborted" not in err.decode()

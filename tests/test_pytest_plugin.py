@@ -136,3 +136,13 @@ def test_xdist_spreads_specs_over_workers_and_k_still_selects(pytester: pytest.P
     result.assert_outcomes(passed=3, failed=2)
     result.stdout.fnmatch_lines(["*created: 2/2 workers*", "*2 workers [[]5 items[]]*"])
     assert "ScaledMatrixNoSumBug: FAIL" in result.stdout.str()
+
+
+def test_a_dangling_spec_link_fails_as_an_item_not_skipped(pytester):
+    """A broken entry of a spec folder is an error, never silently left out (issue 12)."""
+    specs = pytester.path / "specs"
+    specs.mkdir()
+    (specs / "gone.yaml").symlink_to(specs / "missing.yaml")
+    result = pytester.runpytest("--gradcheck-specs", str(specs), "-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*dangling symbolic link*"])
