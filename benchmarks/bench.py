@@ -11,7 +11,7 @@ same point, in the same process, one after the other:
 
 * ``ours``        -- :func:`gradcheck_cli.check` with its defaults (grouped moves where
   verified, vmap where possible and faster); ``ours loop`` is the same with
-  ``batch=False``, ``ours single`` with ``batch=False, coloring=False`` (one element
+  ``batch=False``, ``ours single`` with ``batch=False, grouping=False`` (one element
   per pair of forwards);
 * ``torch slow``  -- ``torch.autograd.gradcheck(fast_mode=False)``: full numerical
   and analytical N x M Jacobians, then compared;
@@ -246,14 +246,14 @@ def run_child(spec: dict) -> None:
         err = max(float((g - r.reshape(-1)).abs().max() / (r.abs().max() + 1e-300)) for g, r in zip(grads, ref))
         return err < 1e-4, {"max_rel_err_vs_autograd": err}
 
-    def ours(mod, inp, batch=True, coloring=True):
+    def ours(mod, inp, batch=True, grouping=True):
         r = check(mod, [inp], dtype=spec["dtype"], device=spec["device"], batch=batch, coloring=coloring)
         return bool(r.passed), {"timing": dict(r.timing), "notes": list(r.notes)}
 
     tools = {
         "ours": lambda m, i: ours(m, i, True),
         "ours_loop": lambda m, i: ours(m, i, False),
-        "ours_single": lambda m, i: ours(m, i, False, coloring=False),
+        "ours_single": lambda m, i: ours(m, i, False, grouping=False),
         "torch_slow": lambda m, i: (torch_gradcheck(m, i, False), {}),
         "torch_fast": lambda m, i: (torch_gradcheck(m, i, True), {}),
         "plain_loop": plain_loop,
@@ -515,7 +515,7 @@ class Notes:
 def path_of(tool: str, timing: dict) -> str:
     """How a run of ours evaluated: grouped tensors (stride), then the path of the rest."""
     rest = "batched (vmap)" if timing.get("batched") else {"ours": "loop", "ours_loop": "loop (batch=False)"}.get(
-        tool, "one element per forward pair (batch=False, coloring=False)")
+        tool, "one element per forward pair (batch=False, grouping=False)")
     grouped = timing.get("grouped") or {}
     if not grouped:
         return rest

@@ -11,20 +11,19 @@ pytest plugin, which pytest loads in every run) does not import torch.
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
 # public name -> submodule that defines it
 _EXPORTS = {
-    "check": "check",
-    "check_spec": "check",
-    "CheckOptions": "check",
-    "TOLERANCES": "check",
-    "InputSpec": "config",
-    "LayerSpec": "config",
+    "check": "checker",
+    "check_spec": "checker",
+    "CheckOptions": "options",
+    "TOLERANCES": "options",
+    "InputSpec": "spec",
+    "LayerSpec": "spec",
+    "load_spec": "spec",
     "GradcheckError": "errors",
     "UsageError": "errors",
     "SpecError": "errors",
@@ -41,20 +40,22 @@ __all__ = [
     "TOLERANCES",
     "InputSpec",
     "LayerSpec",
-    "Report",
-    "TensorReport",
+    "load_spec",
     "GradcheckError",
     "UsageError",
     "SpecError",
     "LayerError",
+    "Report",
+    "TensorReport",
 ]
 assert set(__all__) == {"__version__", *_EXPORTS}
 
 if TYPE_CHECKING:
-    from .check import TOLERANCES, CheckOptions, check, check_spec
-    from .config import InputSpec, LayerSpec
+    from .checker import check, check_spec
     from .errors import GradcheckError, LayerError, SpecError, UsageError
+    from .options import TOLERANCES, CheckOptions
     from .report import Report, TensorReport
+    from .spec import InputSpec, LayerSpec, load_spec
 
 
 def __getattr__(name: str) -> Any:
@@ -67,19 +68,3 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_EXPORTS))
-
-
-class _Package(types.ModuleType):
-    """Keeps ``gradcheck_cli.check`` the function once the submodule of the same name is imported.
-
-    Importing a submodule binds it as an attribute of the package; for
-    ``check`` that would hide the function, so that one binding is skipped.
-    """
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in _EXPORTS and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

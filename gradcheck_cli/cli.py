@@ -22,10 +22,10 @@ from rich.console import Console
 from rich.text import Text
 
 from . import __version__
-from .config import FLOAT_DTYPES
+from .options import default_of
 from .errors import GradcheckError, UsageError
 from .outputs import Outputs, atomic_write, same_file
-from .report import EXIT_USAGE, RunResult, SuiteResult, to_json
+from .report import RunResult, SuiteResult, to_json
 from .streams import SafeStream, printable
 from .supervise import tell
 
@@ -201,7 +201,7 @@ def _is_a_report(path: Path) -> bool:
     return b'"passed"' in head or b'<testsuites name="gradcheck"' in head
 
 
-@click.group(cls=Gradcheck, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(name="gradcheck", cls=Gradcheck, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, "--version", prog_name="gradcheck")
 def main() -> None:
     """Is my backward right?  Compare a layer's hand-written gradients with
@@ -218,48 +218,47 @@ def main() -> None:
     """
 
 
-# The options of the check itself, shared by `run` and `sweep`: (declarations, click attributes).
-CHECK_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
-    (("--dtype",), dict(type=click.Choice(FLOAT_DTYPES), help="dtype the layer runs in [default: float64].")),
-    (
-        ("--reference-dtype",),
-        dict(type=click.Choice(FLOAT_DTYPES), help="dtype of the numeric (finite-difference) side [default: float64 when the layer runs faithfully there, else --dtype]. The analytic side always stays in --dtype."),
-    ),
-    (("--device",), dict(type=DeviceParam(), help="cpu, cuda, cuda:N, mps, ... [default: cpu].")),
-    (("--seed",), dict(type=click.IntRange(min=0), help="Seed of the random inputs [default: 0].")),
-    (("--eps",), dict(type=click.FloatRange(min=0, min_open=True), help="Finite-difference step [default: per dtype].")),
-    (("--rtol",), dict(type=click.FloatRange(min=0), help="Relative tolerance [default: per dtype].")),
-    (("--atol",), dict(type=click.FloatRange(min=0), help="Absolute tolerance [default: per dtype].")),
-    (
-        ("--kinks",),
-        dict(type=click.Choice(["pass", "fail"]), help="Whether elements at a non-differentiable point fail the check [default: pass]."),
-    ),
-    (
-        ("--weighted-loss/--no-weighted-loss",),
-        dict(default=None, help="Also check the loss sum(w*y) with random weights, which 1/2 sum(y^2) misses where y~0 [default: on]."),
-    ),
-    (
-        ("--coloring/--no-coloring",),
-        dict(
-            default=None,
-            help="Move many elements per forward where every output depends on at most one of them (elementwise layers, "
-            "filters), each credit verified; --no-coloring perturbs one element per forward pair [default: on].",
-        ),
-    ),
-    (("--max-elements",), dict(type=click.IntRange(min=1), help="Check at most this many elements per tensor (sampled with coverage).")),
-    (("--only",), dict(multiple=True, metavar="NAME", help="Check only this tensor (input0, input1, or a parameter name); repeatable.")),
-    (("--budget",), dict(type=click.FloatRange(min=0, min_open=True), metavar="SECONDS", help="Sample elements so the check takes about this long.")),
-    (("--timeout",), dict(type=click.FloatRange(min=0, min_open=True), metavar="SECONDS", help="Stop a check that runs longer (exit 1).")),
-]
+class OptionParam(click.ParamType):
+    """A check option's value, checked by its kind (options.py) exactly as a spec or the API is."""
+
+    def __init__(self, name: str, kind) -> None:
+        self.option, self.kind = name, kind
+        self.name = kind.metavar
+
+    def convert(self, value, param, ctx):
+        if not isinstance(value, str):
+            return value
+        from .options import cli_flag
+
+        try:
+            return self.kind.parse(value, cli_flag(self.option))
+        except GradcheckError as exc:
+            self.fail(exc.detail + (f"\nHint: {exc.hint}" if exc.hint else ""), param, ctx)
+
+
+def _click_option(name: str, opt) -> Callable[[Callable], Callable]:
+    """The --flag of one check option, derived from its declaration in options.py."""
+    from .options import Flag, Names, cli_flag
+
+    flag = cli_flag(name)
+    if isinstance(opt.kind, Flag):
+        return click.option(f"{flag}/--no-{flag[2:]}", default=None, help=f"{opt.help} [default: {'on' if default_of(name) else 'off'}].")
+    if name == "device":
+        return click.option(flag, type=DeviceParam(), help=f"{opt.help} [default: {default_of(name)}].")
+    default = default_of(name)
+    shown = f" [default: {default}]" if default not in (None, ()) and "[default" not in opt.help else ""
+    multiple = isinstance(opt.kind, Names)
+    return click.option(flag, type=OptionParam(name, opt.kind), multiple=multiple, metavar=opt.kind.metavar, help=opt.help + shown)
 
 
 def check_options(*exclude: str) -> Callable[[Callable], Callable]:
-    """Decorator adding CHECK_OPTIONS, less those whose first declaration is in ``exclude`` ('--eps')."""
+    """Decorator adding every command-line check option (options.py), less ``exclude`` ('eps')."""
+    from .options import options
 
     def decorate(fn: Callable) -> Callable:
-        for decls, attrs in reversed(CHECK_OPTIONS):
-            if decls[0] not in exclude:
-                fn = click.option(*decls, **attrs)(fn)
+        for name, opt in reversed(list(options())):
+            if opt.cli and name not in exclude:
+                fn = _click_option(name, opt)(fn)
         return fn
 
     return decorate
@@ -439,7 +438,7 @@ def _run(target: str, inputs: tuple, options: dict, sinks: _Sinks, color, quiet:
 
 def _check_all(plan, inputs: tuple, options: dict, view: View) -> RunResult:
     """Check every target of the plan in order; a signal stops the run after the partial result."""
-    from .check import Interrupted
+    from .checker import Interrupted
     from .environment import Interrupt
 
     results: list[SuiteResult] = []
@@ -470,7 +469,7 @@ def _check_all(plan, inputs: tuple, options: dict, view: View) -> RunResult:
 
 def _check(entry, inputs: tuple, options: dict, progress) -> Any:
     """Call the core on a layer target or a spec (whose inputs --input replaces), the user's prints sent to stderr."""
-    from .check import check, check_spec
+    from .checker import check, check_spec
 
     with contextlib.redirect_stdout(sys.stderr):
         if entry.spec is not None:
@@ -611,7 +610,7 @@ def _progress(console: Console, enabled: bool):
 @main.command("sweep", epilog=SWEEP_EPILOG)
 @click.argument("target")
 @input_option
-@check_options("--eps")
+@check_options("eps")
 @click.option("--eps-range", nargs=2, type=click.FloatRange(min=0, min_open=True), metavar="LOW HIGH", help="Smallest and largest step size [default: per dtype].")
 @click.option("--points", type=click.IntRange(min=2), default=10, show_default=True, help="How many step sizes, evenly spaced in log.")
 @plot_option("the error-versus-eps curve")

@@ -15,6 +15,7 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
@@ -53,6 +54,46 @@ def resolve_device(text: str) -> torch.device:
             reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
             raise UsageError(f"Device {text!r} cannot be used here: {reason}.", "Run with --device cpu, cuda or mps.") from None
     return dev
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a check runs: the device, and where its differences are accumulated in float64.
+
+    MPS has no float64, so its differences are accumulated on the CPU; everywhere else on
+    the device itself (no copy back to the host per evaluation).
+    """
+
+    device: torch.device
+
+    @classmethod
+    def of(cls, text: str) -> "Placement":
+        return cls(resolve_device(text))
+
+    @property
+    def acc(self) -> torch.device:
+        return torch.device("cpu") if self.device.type == "mps" else self.device
+
+    @property
+    def has_float64(self) -> bool:
+        return self.acc.type == self.device.type
+
+    def f64(self, t: torch.Tensor) -> torch.Tensor:
+        """A float64 copy on the accumulation device."""
+        return t.detach().to(device=self.acc, dtype=torch.float64)
+
+    def seconds_since(self, started: float) -> float:
+        return seconds_since(started, self.device)
+
+    def seed(self, seed: int) -> None:
+        seed_rng(seed, self.device)
+
+
+def seconds_since(started: float, device: torch.device) -> float:
+    """Wall time since ``started`` (time.perf_counter), after the device's queued work is done."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - started
 
 
 def seed_rng(seed: int, device: torch.device) -> None:

@@ -20,14 +20,15 @@ import numpy as np
 import torch
 
 from .errors import UsageError
-from .fd import FAIL, KINK, NOISE, PASS, UNCHECKED, relative_error
+from .rules import relative_error
+from .verdicts import FAIL, SEVERITY
 
 if TYPE_CHECKING:
     from .report import Report, TensorReport
 
-# Verdicts, mildest first: a bin shows the character of the highest-ranked verdict inside it.
-RANKED = (UNCHECKED, PASS, NOISE, KINK, FAIL)
-CHARS = {UNCHECKED: " ", PASS: ".", NOISE: "?", KINK: "k", FAIL: "X"}
+# Verdicts, mildest first: a bin shows the character of the most severe verdict inside it.
+RANKED = tuple(int(v) for v in SEVERITY)
+CHARS = {int(v): v.char for v in SEVERITY}
 LEGEND = "legend: . pass  X fail  k kink  ? noise  (blank) not checked"
 FRAME = "|"
 

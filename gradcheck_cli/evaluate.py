@@ -23,10 +23,10 @@ import time
 import torch
 from torch.autograd.function import Function, _SingleLevelFunction
 
-from .environment import seed_rng
+from .environment import seconds_since, seed_rng
 from .layer import Layer, flatten_outputs
+from .subject import Leaf
 
-Leaf = tuple[str, object]  # ("input", position) or ("param", name)
 
 # Elements (perturbed inputs plus outputs) per chunk of perturbations: 512K float64 = 4 MiB
 # a block, which keeps memory O(inputs + outputs) while chunks stay large.
@@ -40,7 +40,7 @@ RACE_MIN = 16
 # Shorter chunks (a bias, a sigma) always loop: two forwards an element cost less than the
 # two vmap calls (~0.3 ms each) that batching them would take.
 BATCH_MIN = 8
-# Grouped moves (see coloring.py) are batched when at least GROUP_BATCH_MIN moves fit in one
+# Grouped moves (see grouping.py) are batched when at least GROUP_BATCH_MIN moves fit in one
 # vmap call of at most GROUP_ROWS rows and VMAP_ELEMENTS inputs plus outputs: vmap over 16-32
 # rows ran a conv1d 2-3x faster per row than a loop, over 2 rows slower, over 128 rows (out
 # of cache) slower too.
@@ -169,8 +169,7 @@ class Evaluator:
         return self._bound
 
     def tensor(self, leaf: Leaf) -> torch.Tensor:
-        kind, key = leaf
-        return self.params[key] if kind == "param" else self.inputs[key]
+        return self.params[leaf.key] if leaf.kind == "param" else self.inputs[leaf.key]
 
     # -- perturbations ------------------------------------------------------
     def steps(self, leaf: Leaf, idx: torch.Tensor, h: float):
@@ -360,7 +359,7 @@ class Evaluator:
     def _vmapped(self, leaf: Leaf, xs: torch.Tensor) -> torch.Tensor:
         """One vmap call: the layer's flattened outputs for each row of ``xs`` (a flat value of the leaf)."""
         shape = self.tensor(leaf).shape
-        kind, key = leaf
+        kind, key = leaf.kind, leaf.key
         bound = self._bound_layer()
 
         def one(x_flat: torch.Tensor) -> torch.Tensor:
@@ -408,11 +407,6 @@ def _numpy_view(flat: torch.Tensor):
     return flat.numpy()
 
 
-def rounding_error(y: torch.Tensor, dtype: torch.dtype, factor: float = 8.0) -> torch.Tensor:
-    """A per-output estimate of forward rounding error: a few ulps of |y|."""
-    return factor * torch.finfo(dtype).eps * y.double().abs()
-
-
 def chunks(items: list[int], size: int) -> list[list[int]]:
     return [items[i : i + size] for i in range(0, len(items), size)] if items else []
 
@@ -449,8 +443,3 @@ def release_free_memory() -> None:
     _trim()
 
 
-def seconds_since(started: float, device: torch.device) -> float:
-    """Wall time since ``started`` (time.perf_counter), after the device's queued work is done."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - started

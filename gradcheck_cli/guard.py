@@ -59,3 +59,13 @@ def _first_line(exc: BaseException) -> str:
     except Exception:  # an exception whose __str__ raises
         text = ""
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+class Guard:
+    """Calls into one layer's code: ``guard("forward", fn, *args)`` names the stage and the layer in errors."""
+
+    def __init__(self, target: str, sizes_hint: Callable[[], str] | None = None) -> None:
+        self.target, self.sizes_hint = target, sizes_hint
+
+    def __call__(self, stage: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return guarded(f"The {stage} of {self.target}", fn, *args, sizes_hint=self.sizes_hint, **kwargs)

@@ -15,7 +15,8 @@ from typing import Any, Sequence
 
 import torch
 
-from .config import DTYPES, FLOAT_DTYPES, InputSpec
+from .options import DTYPES, FLOAT_DTYPES
+from .spec import InputSpec
 from .errors import UsageError
 from .spec import MAX_DIMS, MAX_LITERAL_ELEMENTS, bounded_repr
 

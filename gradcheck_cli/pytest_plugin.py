@@ -85,7 +85,7 @@ class SpecItem(pytest.Item):
     """Check one spec, exactly as ``gradcheck run SPEC`` does."""
 
     def runtest(self) -> None:
-        from .check import check_spec
+        from .checker import check_spec
         from .spec import load_spec
 
         report = check_spec(load_spec(self.path))

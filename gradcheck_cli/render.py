@@ -5,22 +5,24 @@ from __future__ import annotations
 import json
 import shlex
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from .config import InputSpec
+from .spec import InputSpec
+from .options import rerun_arguments
 from .report import Report, RunResult, TensorReport, verdict_counts, worst_element
 from .streams import printable
+from .verdicts import CHECKED
 
 if TYPE_CHECKING:
     from .sweep import SweepResult
 
 STYLE = {"PASS": "bold green", "FAIL": "bold red", "NOISE": "bold yellow", "KINK": "yellow", "ERROR": "bold magenta"}
 # Error-map cell characters (see errormap.py) and their colours.
-CELL_STYLE = {".": "green", "X": "bold red", "k": "yellow", "?": "yellow"}
+CELL_STYLE = {v.char: v.style for v in CHECKED}
 
 
 def _num(x: float | None) -> str:
@@ -202,21 +204,8 @@ def input_arg(spec: InputSpec) -> str:
 
 def repro_commands(report: Report, target: str, inputs: Iterable[InputSpec] = ()) -> dict[str, str]:
     """For each failing tensor, a ``gradcheck run`` command that rechecks just it with the same settings."""
-    c = report.config
     common = [arg for i in inputs for arg in ("--input", input_arg(i))]
-    for key in ("seed", "dtype"):
-        common += [f"--{key}", str(c[key])]
-    common += [arg for key in ("eps", "rtol", "atol") for arg in (f"--{key}", repr(float(c[key])))]
-    if c.get("reference_dtype") not in (None, c["dtype"]):
-        common += ["--reference-dtype", c["reference_dtype"]]
-    if c.get("device", "cpu") != "cpu":
-        common += ["--device", c["device"]]
-    if c.get("kinks", "pass") != "pass":
-        common += ["--kinks", c["kinks"]]
-    if list(c.get("losses", ["l2", "weighted"])) == ["l2"]:
-        common.append("--no-weighted-loss")
-    if c.get("max_elements") is not None:
-        common += ["--max-elements", str(c["max_elements"])]
+    common += rerun_arguments(report.config)
     return {t.name: shlex.join(["gradcheck", "run", target, "--only", t.name, *common]) for t in report.tensors if not t.passed}
 
 

@@ -17,7 +17,6 @@ from .errors import GradcheckError
 
 if TYPE_CHECKING:
     import numpy as np
-from .verdicts import FAIL, KINK, NOISE, PASS, VERDICT_NAMES
 
 EXIT_PASS, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
@@ -176,10 +175,7 @@ def verdict_counts(t: TensorReport) -> str:
     return ", ".join(f"{t.counts.get(k, 0)} {k.lower()}" for k in ("PASS", "FAIL", "KINK", "NOISE"))
 
 
-def count_verdicts(codes: np.ndarray) -> dict[str, int]:
-    import numpy as np  # here: the supervisor (supervise.py) uses this module without numpy
 
-    return {VERDICT_NAMES[c]: int((codes == c).sum()) for c in (PASS, FAIL, KINK, NOISE)}
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .check import CheckOptions, check, spec_arguments
-from .config import LayerSpec
+from .checker import check, spec_arguments
+from .options import CheckOptions
+from .spec import LayerSpec
 from .errors import UsageError
 from .load import load_target
 
@@ -112,11 +113,11 @@ def sweep(
     """
     if "eps" in options:
         raise UsageError("sweep chooses eps itself; give --eps-range LOW HIGH instead of --eps.", None)
-    opts = CheckOptions(**options).validated()
+    opts = CheckOptions(**options)
     numeric_dtype = opts.reference_dtype or opts.dtype
     grid = eps_grid(*(eps_range or EPS_RANGES[numeric_dtype]), points)
     source = "default" if spec_eps is None else "spec"
-    default_eps = opts.resolved()[0] if spec_eps is None else spec_eps
+    default_eps = opts.resolved().eps if spec_eps is None else spec_eps
     obj = load_target(layer) if isinstance(layer, str) else layer
     name = name or (layer if isinstance(layer, str) else None)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import LayerSpec
+from .spec import LayerSpec
 from .errors import GradcheckError, UsageError
 from .load import is_file_target, split_target
 from .outputs import resolve

@@ -430,7 +430,7 @@ def test_spec_option_errors_name_the_spec_file(run_cli, tmp_path, spec, key, fra
     write(tmp_path / "square.py", SQUARE_SRC)
     path = write(tmp_path / "s.yaml", "layer: square.py:Square\ninputs: [{shape: [3]}]\n" + spec)
     with pytest.raises(SpecError) as info:
-        from gradcheck_cli.check import check_spec
+        from gradcheck_cli.checker import check_spec
         from gradcheck_cli.spec import load_spec
 
         check_spec(load_spec(path))
@@ -520,7 +520,7 @@ def test_sigterm_ends_like_ctrl_c_with_a_partial_report_and_exit_143(tmp_path):
         tmp_path / "slow.py",
         SQUARE_SRC + f"\n\nimport time, pathlib\n\ndef slow(x):\n    pathlib.Path({str(started)!r}).touch()\n    time.sleep(0.2)\n    return Square.apply(x)\n",
     )
-    proc = gradcheck_process("run", f"{layer}:slow", "--input", "40", "--no-coloring", "--json", str(report), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = gradcheck_process("run", f"{layer}:slow", "--input", "40", "--no-grouping", "--json", str(report), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 60
         while not started.exists() and time.monotonic() < deadline:

@@ -101,10 +101,10 @@ def test_importing_the_package_does_not_import_torch() -> None:
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_check_stays_the_function_after_the_submodule_is_imported() -> None:
-    import gradcheck_cli.check as submodule_or_function
-    from gradcheck_cli.check import TOLERANCES
+def test_check_is_the_function_and_no_submodule_shadows_it() -> None:
+    import gradcheck_cli.checker as checker
+    from gradcheck_cli.options import TOLERANCES
 
-    assert callable(gradcheck_cli.check) and gradcheck_cli.check is submodule_or_function
+    assert callable(gradcheck_cli.check) and gradcheck_cli.check is checker.check
     assert gradcheck_cli.TOLERANCES is TOLERANCES
     assert "check" in dir(gradcheck_cli) and "Report" in gradcheck_cli.__all__

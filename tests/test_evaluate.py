@@ -9,6 +9,9 @@ import torch
 
 from gradcheck_cli.evaluate import RACE_MIN, Evaluator
 from gradcheck_cli.layer import make_layer
+from gradcheck_cli.subject import Leaf
+
+X0 = Leaf("input0", "input", 0)  # the layer's first input
 
 
 GEN = torch.Generator().manual_seed(0)
@@ -25,8 +28,8 @@ def test_batched_and_loop_paths_give_the_same_outputs():
     batched, loop = _evaluator(), _evaluator()
     loop.batched = False
     idx = list(range(24))
-    yb = batched.perturbed(("input", 0), idx, 1e-6)
-    yl = loop.perturbed(("input", 0), idx, 1e-6)
+    yb = batched.perturbed(X0, idx, 1e-6)
+    yl = loop.perturbed(X0, idx, 1e-6)
     assert batched.batched is True and loop.batched is False
     for a, b in zip(yb, yl):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
@@ -43,7 +46,7 @@ def test_the_loop_is_kept_when_vmap_is_slower(monkeypatch):
     monkeypatch.setattr(Evaluator, "_batched", slow_batched)
     idx = list(range(RACE_MIN))
     for _ in range(3):
-        ev.perturbed(("input", 0), idx, 1e-6)
+        ev.perturbed(X0, idx, 1e-6)
     assert ev.batched is False
     assert "faster than vmap" in ev.batch_note
 
@@ -56,10 +59,10 @@ def test_vmap_is_kept_when_the_loop_is_slower(monkeypatch):
         time.sleep(0.05)
         return original(self, *args)
 
-    ev.perturbed(("input", 0), list(range(RACE_MIN)), 1e-6)  # the probe (runs a short loop too)
+    ev.perturbed(X0, list(range(RACE_MIN)), 1e-6)  # the probe (runs a short loop too)
     monkeypatch.setattr(Evaluator, "_loop", slow_loop)
     for _ in range(3):
-        ev.perturbed(("input", 0), list(range(RACE_MIN)), 1e-6)
+        ev.perturbed(X0, list(range(RACE_MIN)), 1e-6)
     assert ev.batched is True
 
 
@@ -70,7 +73,7 @@ def test_the_loop_moves_exactly_one_element_by_exactly_the_step_and_restores_it(
     layer = make_layer(lambda v: v * 1, "identity")
     ev = Evaluator(layer, {}, [x], seed=0, device=torch.device("cpu"), batch=False)
     idx = [0, 5, 11]
-    yp, ym, hp, hm = ev.perturbed(("input", 0), idx, 0.25)
+    yp, ym, hp, hm = ev.perturbed(X0, idx, 0.25)
     flat = x.reshape(-1)
     for row, i in enumerate(idx):
         want_p, want_m = flat.clone(), flat.clone()
@@ -98,12 +101,12 @@ class _ReusedBuffer(torch.autograd.Function):
         return 2 * x * g
 
 
-@pytest.mark.parametrize("coloring", [False, True])
-def test_a_layer_that_reuses_its_output_buffer_is_checked_correctly(coloring):
+@pytest.mark.parametrize("grouping", [False, True])
+def test_a_layer_that_reuses_its_output_buffer_is_checked_correctly(grouping):
     """Every forward's outputs are copied before the next forward overwrites them."""
     from gradcheck_cli import check
 
-    report = check(_ReusedBuffer.apply, ["64"], batch=False, coloring=coloring)
+    report = check(_ReusedBuffer.apply, ["64"], batch=False, grouping=grouping)
     assert report.passed, str(report)
 
 
@@ -126,13 +129,13 @@ def test_a_short_chunk_is_looped_without_trying_vmap(monkeypatch):
         raise AssertionError("vmap tried for a chunk of 3")
 
     monkeypatch.setattr(Evaluator, "_batched", no_vmap)
-    yp, ym, _, _ = ev.perturbed(("input", 0), [0, 1, 2], 1e-6)
+    yp, ym, _, _ = ev.perturbed(X0, [0, 1, 2], 1e-6)
     assert yp.shape[0] == 3 and ev.batched is None  # undecided: a longer chunk may still batch
 
 
 def _grouped_block(ev):
-    """Ten grouped moves of the input (two elements each), as coloring.py asks for them."""
-    leaf = ("input", 0)
+    """Ten grouped moves of the input (two elements each), as grouping.py asks for them."""
+    leaf = X0
     index = torch.arange(X.numel())
     _, plus, minus, _, _ = ev.steps(leaf, index, 1e-6)
     positions = torch.arange(20).reshape(10, 2)
@@ -177,6 +180,6 @@ def test_the_loop_takes_over_single_elements_only_when_clearly_faster(monkeypatc
     timings = iter([1.0, loop_share])  # the vmap chunk, then the loop chunk
     monkeypatch.setattr(Evaluator, "_seconds", lambda self, started: next(timings))
     idx = list(range(RACE_MIN))
-    ev.perturbed(("input", 0), idx, 1e-6)
-    ev.perturbed(("input", 0), idx, 1e-6)
+    ev.perturbed(X0, idx, 1e-6)
+    ev.perturbed(X0, idx, 1e-6)
     assert ev.batched is batched

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gradcheck_cli.config import InputSpec
+from gradcheck_cli.spec import InputSpec
 from gradcheck_cli.errors import UsageError
 from gradcheck_cli.inputs import MAX_INPUT_BYTES, build_inputs, parse_input
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from gradcheck_cli import check
-from gradcheck_cli.config import InputSpec
+from gradcheck_cli.spec import InputSpec
 from gradcheck_cli.render import input_arg, repro_commands
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -29,7 +29,7 @@ import pytest
 import torch
 
 import gradcheck_cli
-from gradcheck_cli.check import Interrupted
+from gradcheck_cli.checker import Interrupted
 from gradcheck_cli.errors import LayerError, UsageError
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -22,20 +22,13 @@ from pathlib import Path
 import pytest
 import torch
 
-import gradcheck_cli.spec as spec_module
+import gradcheck_cli.yamlfile as yaml_module
 from gradcheck_cli import inputs as inputs_module
-from gradcheck_cli.config import InputSpec
+from gradcheck_cli.spec import InputSpec
 from gradcheck_cli.errors import SpecError, UsageError
 from gradcheck_cli.inputs import build_inputs, check_literal, parse_input
-from gradcheck_cli.spec import (
-    MAX_DIMS,
-    MAX_LITERAL_ELEMENTS,
-    MAX_NESTING,
-    MAX_SPEC_BYTES,
-    MAX_SPEC_VALUES,
-    find_specs,
-    load_spec,
-)
+from gradcheck_cli.spec import MAX_DIMS, MAX_LITERAL_ELEMENTS, find_specs, load_spec
+from gradcheck_cli.yamlfile import MAX_NESTING, MAX_SPEC_BYTES, MAX_SPEC_VALUES
 
 ROOT = Path(__file__).resolve().parent.parent
 SIMPLE = ROOT / "tests" / "layers" / "simple.py"
@@ -98,9 +91,9 @@ def loader(request, monkeypatch):
         monkeypatch.delattr(yaml, "CSafeLoader", raising=False)
     elif not hasattr(yaml, "CSafeLoader"):
         pytest.skip("PyYAML is built without libyaml")
-    spec_module._loader.cache_clear()
+    yaml_module._loader.cache_clear()
     yield request.param
-    spec_module._loader.cache_clear()
+    yaml_module._loader.cache_clear()
 
 
 # --------------------------------------------------------------------------- 1. duplicate keys
@@ -243,11 +236,11 @@ def test_found_never_reprs_a_value_in_full() -> None:
     for _ in range(9):
         value = [value] * 10  # 10**10 numbers, shared
     with quick(1.0):
-        text = spec_module._found(value)
+        text = yaml_module.found(value)
     assert text.startswith("list [[[") and len(text) < 60
     cyclic: list = [1]
     cyclic.append(cyclic)
-    assert spec_module._found(cyclic).startswith("list [1, [")
+    assert yaml_module.found(cyclic).startswith("list [1, [")
 
 
 @pytest.mark.parametrize(
@@ -315,7 +308,7 @@ def test_fifo_is_refused_at_once(tmp_path: Path) -> None:
 def test_fifo_swapped_in_after_the_check_cannot_block(tmp_path: Path, monkeypatch) -> None:
     fifo = tmp_path / "pipe.yaml"
     os.mkfifo(fifo)
-    monkeypatch.setattr(spec_module, "_check_file", lambda path: None)  # as if it was a file when checked
+    monkeypatch.setattr(yaml_module, "_check_file", lambda path: None)  # as if it was a file when checked
     with pytest.raises(SpecError, match="is not a regular file"):
         no_hang(lambda: load_spec(fifo), release_fifo(fifo))
 
@@ -367,7 +360,7 @@ def test_a_file_that_grows_after_the_check_is_read_only_up_to_the_cap(tmp_path: 
 
     read: list[int] = []
     real_read = os.read
-    monkeypatch.setattr(spec_module, "_check_file", lambda path: None)
+    monkeypatch.setattr(yaml_module, "_check_file", lambda path: None)
     monkeypatch.setattr(os, "fstat", small_fstat)
     monkeypatch.setattr(os, "read", lambda fd, n: read.append(n) or real_read(fd, n))
     spec_error(path, None, f"is {MAX_SPEC_BYTES + 1:,} bytes")
@@ -719,4 +712,4 @@ def test_module_still_imports_neither_torch_nor_click() -> None:
 
 def test_file_kinds_cover_every_non_regular_mode() -> None:
     for mode in (stat.S_IFIFO, stat.S_IFCHR, stat.S_IFBLK, stat.S_IFSOCK):
-        assert spec_module._kind(mode).startswith("a ")
+        assert yaml_module._kind(mode).startswith("a ")

@@ -1,8 +1,8 @@
-"""Grouped (coloured) evaluation: many elements per forward, each output credited to its one element.
+"""Grouped evaluation: many elements per forward, each output credited to its one element.
 
 Two levels:
 
-* ``coloring.colour`` on exact linear maps (dyadic numbers, so every sum is exact):
+* ``grouping.group`` on exact linear maps (dyadic numbers, so every sum is exact):
   which strides it accepts, which owners it credits, what it costs, and that it
   rejects structures that would misattribute -- including changes of three elements
   that cancel exactly inside the coded moves, which only the random probes can see.
@@ -23,7 +23,8 @@ import torch
 
 from corpus.elementwise import SqrtFn
 from corpus.kinks import ReluFn
-from gradcheck_cli import check, coloring, fd
+from gradcheck_cli import check, fd, grouping
+from gradcheck_cli.verdicts import FAIL
 from gradcheck_cli.cli import main
 
 H = 2.0**-10
@@ -42,12 +43,12 @@ def _linear(a: torch.Tensor, x: torch.Tensor):
     return evaluate, calls
 
 
-def _colour(a: torch.Tensor, budget: int | None = None, seed: int = 0):
+def _group(a: torch.Tensor, budget: int | None = None, seed: int = 0):
     n = a.shape[1]
     x = torch.arange(n, dtype=torch.float64) / 4 + 1  # dyadic: x +- H and every sum below are exact
     evaluate, calls = _linear(a, x)
     budget = n if budget is None else budget
-    parts, how = coloring.colour(evaluate, n, a @ x, torch.zeros(a.shape[0], dtype=torch.float64), budget, seed, list)
+    parts, how = grouping.group(evaluate, n, a @ x, torch.zeros(a.shape[0], dtype=torch.float64), budget, seed, list)
     return parts, how, calls
 
 
@@ -81,19 +82,19 @@ def _assert_credits_match(a: torch.Tensor, parts) -> None:
 def test_elementwise_fits_stride_1_in_a_logarithmic_number_of_forwards():
     n = 64
     a = torch.diag(torch.linspace(1, 2, n, dtype=torch.float64))
-    parts, how, calls = _colour(a)
+    parts, how, calls = _group(a)
     assert how.stride == 1
-    assert coloring.code_size(n) == (9, 5)  # C(9, 5) = 126 codes of 5 moves among 9, for 64 elements
-    assert coloring.cost(n, 1) == 2 * (9 + coloring.PROBES) + 4  # + the screen's two moves
+    assert grouping.code_size(n) == (9, 5)  # C(9, 5) = 126 codes of 5 moves among 9, for 64 elements
+    assert grouping.cost(n, 1) == 2 * (9 + grouping.PROBES) + 4  # + the screen's two moves
     screened = calls[0] // 2  # strides whose screens shared the first evaluation, within the budget
-    assert how.forwards == 2 * sum(calls) == coloring.cost(n, 1) + 4 * (screened - 1)
+    assert how.forwards == 2 * sum(calls) == grouping.cost(n, 1) + 4 * (screened - 1)
     _assert_credits_match(a, parts)
 
 
 def test_banded_layer_fits_the_first_stride_wider_than_its_band():
     n = 512
     a = sum(torch.diag(torch.full((n - abs(k),), 1.0 + k / 8, dtype=torch.float64), k) for k in range(-2, 3))  # width 5
-    parts, how, _ = _colour(a)
+    parts, how, _ = _group(a)
     assert how.stride == 8  # 1, 2 and 4 put two of an output's five inputs in one class
     _assert_credits_match(a, parts)
 
@@ -101,7 +102,7 @@ def test_banded_layer_fits_the_first_stride_wider_than_its_band():
 def test_a_wide_output_is_not_grouped_and_the_attempts_stay_within_budget():
     n = 64
     a = torch.ones(3, n, dtype=torch.float64)  # every output depends on every element
-    parts, how, calls = _colour(a, budget=n)
+    parts, how, calls = _group(a, budget=n)
     assert parts is None and how.stride == 0
     assert how.forwards == 2 * sum(calls) <= n
     assert all(c % 2 == 0 for c in calls) and len(calls) <= 2  # refused by their screens: two moves each, a few per call
@@ -111,7 +112,7 @@ def test_a_long_range_coupling_is_refused_within_budget():
     n = 64
     a = torch.eye(n, dtype=torch.float64)
     a[torch.arange(32), torch.arange(32) + 32] = 0.5  # y_i depends on x_i and x_{i+32}
-    parts, how, calls = _colour(a, budget=n)
+    parts, how, calls = _group(a, budget=n)
     assert parts is None and how.stride == 0
     assert how.forwards == 2 * sum(calls) <= n
 
@@ -128,14 +129,14 @@ def test_changes_that_cancel_exactly_inside_the_coded_moves_are_caught_by_the_ra
     a = torch.eye(n, dtype=torch.float64)
     a[0, 1], a[0, 11] = -1.0, 1.0
 
-    monkeypatch.setattr(coloring, "PROBES", 0)
-    parts, how, _ = _colour(a, budget=1000)
+    monkeypatch.setattr(grouping, "PROBES", 0)
+    parts, how, _ = _group(a, budget=1000)
     assert how.stride == 1 and _credits(parts)[0] == [7]  # the hazard the probes exist for
 
-    monkeypatch.setattr(coloring, "PROBES", 2)
+    monkeypatch.setattr(grouping, "PROBES", 2)
     misattributed = 0
     for seed in range(100):
-        parts, how, _ = _colour(a, budget=1000, seed=seed)
+        parts, how, _ = _group(a, budget=1000, seed=seed)
         if how.stride == 1:
             misattributed += 1
         else:
@@ -148,7 +149,7 @@ def test_an_output_that_depends_on_nothing_is_credited_to_nothing():
     n = 40
     a = torch.zeros(n + 5, n, dtype=torch.float64)
     a[:n] = torch.eye(n, dtype=torch.float64)
-    parts, how, _ = _colour(a)
+    parts, how, _ = _group(a)
     assert how.stride == 1
     _assert_credits_match(a, parts)
 
@@ -204,7 +205,7 @@ class _CoupledForgotten(_Coupled):
 def _both(fn, x, **options):
     """The report with grouping and without; the verdicts of every tensor must agree."""
     on = check(fn.apply, [x.clone()], **options)
-    off = check(fn.apply, [x.clone()], coloring=False, **options)
+    off = check(fn.apply, [x.clone()], grouping=False, **options)
     assert off.timing["grouped"] == {}
     for a, b in zip(on.tensors, off.tensors):
         np.testing.assert_array_equal(a.verdicts, b.verdicts)
@@ -230,7 +231,7 @@ def test_an_elementwise_bug_fails_on_exactly_the_wrong_elements_when_grouped():
     assert on.timing["grouped"] == {"input0": 1}
     t = on.tensors[0]
     assert not on.passed and t.status == "FAIL"
-    np.testing.assert_array_equal(t.verdicts == fd.FAIL, (x > 1.5).numpy())
+    np.testing.assert_array_equal(t.verdicts == FAIL, (x > 1.5).numpy())
 
 
 def test_float32_layer_grouped_with_float64_differences():
@@ -281,7 +282,7 @@ def test_the_cli_can_turn_grouping_off(tmp_path, run_cli):
     layer = tmp_path / "ew.py"
     layer.write_text("import torch\n\ndef ew(x):\n    return torch.sin(x) * x\n")
     code_on, out_on, _ = run_cli("run", f"{layer}:ew", "--input", "256", "--json", "-")
-    code_off, out_off, _ = run_cli("run", f"{layer}:ew", "--input", "256", "--json", "-", "--no-coloring")
+    code_off, out_off, _ = run_cli("run", f"{layer}:ew", "--input", "256", "--json", "-", "--no-grouping")
     assert code_on == code_off == 0
     assert json.loads(out_on)["timing"]["grouped"] == {"input0": 1}
     assert json.loads(out_off)["timing"]["grouped"] == {}
@@ -295,13 +296,13 @@ def test_the_corpus_gives_the_same_verdicts_grouped_as_one_at_a_time(monkeypatch
     """Every corpus layer, grouped wherever its structure allows (however small the tensor)."""
     from corpus import REGISTRY
 
-    monkeypatch.setattr(coloring, "MIN_ELEMENTS", 2)
-    monkeypatch.setattr(coloring, "BUDGET_FRACTION", 100.0)
+    monkeypatch.setattr(grouping, "MIN_ELEMENTS", 2)
+    monkeypatch.setattr(grouping, "BUDGET_FRACTION", 100.0)
     grouped = 0
     for case in REGISTRY:
         options = dict(dtype=case.dtype, reference_dtype=case.reference_dtype, name=case.name)
         on = check(case.make_layer(), [x.clone() for x in case.inputs], **options)
-        off = check(case.make_layer(), [x.clone() for x in case.inputs], coloring=False, **options)
+        off = check(case.make_layer(), [x.clone() for x in case.inputs], grouping=False, **options)
         grouped += bool(on.timing["grouped"])
         for a, b in zip(on.tensors, off.tensors):
             np.testing.assert_array_equal(a.verdicts, b.verdicts, err_msg=f"{case.name}: {a.name}")
@@ -327,8 +328,8 @@ class _Stencil(torch.autograd.Function):
 
 def test_a_misattribution_the_probes_miss_cannot_fail_a_correct_layer(monkeypatch):
     """Without probes the coded moves credit y_0 to element 7; re-evaluating flagged elements alone rescues the verdict."""
-    monkeypatch.setattr(coloring, "PROBES", 0)
-    monkeypatch.setattr(coloring, "BUDGET_FRACTION", 100.0)
+    monkeypatch.setattr(grouping, "PROBES", 0)
+    monkeypatch.setattr(grouping, "BUDGET_FRACTION", 100.0)
     x = torch.arange(64, dtype=torch.float64) / 4 + 1  # dyadic, and a power-of-two step: exact cancellation
     on, off = _both(_Stencil, x, eps=2.0**-10)
     assert on.timing["grouped"] == {"input0": 1}  # grouped, wrongly, at stride 1
@@ -360,7 +361,7 @@ def test_budget_caps_the_forwards_spent_on_grouping():
 
 
 def test_ctrl_c_while_grouping_gives_an_interrupted_report():
-    from gradcheck_cli.check import Interrupted
+    from gradcheck_cli.checker import Interrupted
 
     calls = {"n": 0}
 
@@ -382,7 +383,7 @@ def test_the_seed_gaussian_filter_is_grouped_at_stride_32_and_its_conv_bug_found
 
     target = f"{Path(__file__).resolve().parents[1] / 'layer_specs' / 'gauss_filter.py'}:GaussFilterConvBug"
     on = check(target, ["1x1000"], kwargs={"sigma": 2.0, "mu": 1.5})
-    off = check(target, ["1x1000"], kwargs={"sigma": 2.0, "mu": 1.5}, coloring=False)
+    off = check(target, ["1x1000"], kwargs={"sigma": 2.0, "mu": 1.5}, grouping=False)
     assert on.timing["grouped"] == {"input0": 32}
     assert {t.name: t.status for t in on.tensors} == {"input0": "FAIL", "sigma": "PASS", "mu": "PASS"}
     for a, b in zip(on.tensors, off.tensors):
@@ -399,7 +400,7 @@ def test_a_batch_of_signals_is_guessed_across_row_ends_with_the_verdicts_of_one_
 
     target = f"{Path(__file__).resolve().parents[1] / 'layer_specs' / 'gauss_filter.py'}:{layer}"
     on = check(target, ["4x250"], kwargs={"sigma": 2.0, "mu": 1.5})
-    off = check(target, ["4x250"], kwargs={"sigma": 2.0, "mu": 1.5}, coloring=False)
+    off = check(target, ["4x250"], kwargs={"sigma": 2.0, "mu": 1.5}, grouping=False)
     assert on.timing["grouped"] == {"input0": 32}
     assert on.passed == off.passed == (layer == "GaussFilter")
     for a, b in zip(on.tensors, off.tensors):
@@ -410,13 +411,13 @@ def test_a_batch_of_signals_is_guessed_across_row_ends_with_the_verdicts_of_one_
 def test_every_grouped_step_draws_its_own_random_probes(monkeypatch):
     """A miss of the probes at step h must not repeat itself at 2h and h/2 (same seed, same moves)."""
     seeds = []
-    original = coloring.colour
+    original = grouping.group
 
     def recording(evaluate, n, y0, tol, budget, seed, assemble):
         seeds.append(seed)
         return original(evaluate, n, y0, tol, budget, seed, assemble)
 
-    monkeypatch.setattr(coloring, "colour", recording)
+    monkeypatch.setattr(grouping, "group", recording)
     report = check(_BuggyElementwise.apply, [_x(4096)])  # about half the elements fail: confirmed in groups
     assert report.timing["grouped"] == {"input0": 1} and not report.passed
     assert len(seeds) == 3 and len(set(seeds)) == 3  # h, 2h, h/2
@@ -427,15 +428,15 @@ def test_blocks_that_split_a_class_give_the_same_credits(monkeypatch):
     for the decoded seed classes and the guessed ones alike."""
     n = 200
     a = sum(torch.diag(torch.full((n - abs(k),), 1.0 + k / 8, dtype=torch.float64), k) for k in range(-1, 2))  # width 3
-    whole, how_whole, _ = _colour(a, budget=10_000)
-    monkeypatch.setattr(coloring, "PROBES", 1)
-    monkeypatch.setattr(coloring, "BLOCK_BYTES", 16 * 2 * (n + n) * 2)  # two rows of each of 2 classes per evaluation
-    split, how_split, calls = _colour(a, budget=10_000)
+    whole, how_whole, _ = _group(a, budget=10_000)
+    monkeypatch.setattr(grouping, "PROBES", 1)
+    monkeypatch.setattr(grouping, "BLOCK_BYTES", 16 * 2 * (n + n) * 2)  # two rows of each of 2 classes per evaluation
+    split, how_split, calls = _group(a, budget=10_000)
     assert how_whole.stride == how_split.stride == 4
-    seed_rows = coloring.code_size(n // 4)[0] + coloring.PROBES  # 8 coded moves + 1 probe = 9
-    trial_rows = coloring.trial_size(n // 4)  # 5
+    seed_rows = grouping.code_size(n // 4)[0] + grouping.PROBES  # 8 coded moves + 1 probe = 9
+    trial_rows = grouping.trial_size(n // 4)  # 5
     screens = calls[0]
-    assert screens == 2 * coloring.SCREENS_PER_CALL  # strides 1 .. 32 screened in one call, two moves each
+    assert screens == 2 * grouping.SCREENS_PER_CALL  # strides 1 .. 32 screened in one call, two moves each
     assert max(calls[1:]) <= 2 * 2 and sum(calls[1:]) == 2 * seed_rows + 2 * trial_rows  # many small blocks, some odd
     assert len(calls[1:]) >= -(-seed_rows // 2) + -(-trial_rows // 2)
     _assert_credits_match(a, split)
@@ -446,9 +447,9 @@ def test_memory_bounds_split_a_stride_into_small_cohorts(monkeypatch):
     """Many classes times many outputs: classes are checked a few at a time, with the same credits."""
     n = 256
     a = sum(torch.diag(torch.full((n - abs(k),), 1.0 + k / 8, dtype=torch.float64), k) for k in range(-2, 3))  # width 5
-    whole, how_whole, _ = _colour(a, budget=10_000)
-    monkeypatch.setattr(coloring, "BLOCK_BYTES", 48 * n * 2)  # two classes' state at a time
-    small, how_small, _ = _colour(a, budget=10_000)
+    whole, how_whole, _ = _group(a, budget=10_000)
+    monkeypatch.setattr(grouping, "BLOCK_BYTES", 48 * n * 2)  # two classes' state at a time
+    small, how_small, _ = _group(a, budget=10_000)
     assert how_whole.stride == how_small.stride == 8
     assert [len(m) for m, _, _, _ in whole] == [2, 6]  # the two seed classes decoded, the other six guessed
     sizes = [len(m) for m, _, _, _ in small]
@@ -468,15 +469,15 @@ def test_classes_after_the_seeds_are_guessed_and_checked_in_fewer_forwards(monke
     """A convolution: every class is class 0 shifted, so classes 2.. are credited from a few trial moves."""
     n = 1024
     a = _band(n, 25)
-    parts, how, _ = _colour(a, budget=10_000)
+    parts, how, _ = _group(a, budget=10_000)
     assert how.stride == 32
     assert [len(m) for m, _, _, _ in parts] == [2, 30]
     _assert_credits_match(a, parts)
     k = n // 32
-    screens = 2 * 2 * coloring.SCREENS_PER_CALL  # strides 1 .. 32 screened in one call
-    assert how.forwards == screens + 2 * 2 * (coloring.code_size(k)[0] + coloring.PROBES) + 30 * 2 * coloring.trial_size(k)
-    monkeypatch.setattr(coloring, "SEED_CLASSES", 0)  # every class decoded from its own coded moves
-    decoded, how_decoded, _ = _colour(a, budget=10_000)
+    screens = 2 * 2 * grouping.SCREENS_PER_CALL  # strides 1 .. 32 screened in one call
+    assert how.forwards == screens + 2 * 2 * (grouping.code_size(k)[0] + grouping.PROBES) + 30 * 2 * grouping.trial_size(k)
+    monkeypatch.setattr(grouping, "SEED_CLASSES", 0)  # every class decoded from its own coded moves
+    decoded, how_decoded, _ = _group(a, budget=10_000)
     assert how_decoded.stride == 32 and [len(m) for m, _, _, _ in decoded] == [32]
     _assert_credits_match(a, decoded)
     assert how.forwards < 0.55 * how_decoded.forwards
@@ -490,7 +491,7 @@ def test_a_linear_layers_weight_is_guessed_with_no_shift():
     for b in range(batch):
         for i in range(rows):
             a[b * rows + i, i * cols : (i + 1) * cols] = x[b]
-    parts, how, _ = _colour(a, budget=10_000)
+    parts, how, _ = _group(a, budget=10_000)
     assert how.stride == 16
     assert [len(m) for m, _, _, _ in parts] == [2, 14]
     _assert_credits_match(a, parts)
@@ -504,7 +505,7 @@ def test_a_class_that_breaks_the_pattern_is_decoded_not_credited_to_the_guess(se
     n = 256
     a = _band(n, 5)
     a[0, 85] = 0.75
-    parts, how, _ = _colour(a, budget=10_000, seed=seed)
+    parts, how, _ = _group(a, budget=10_000, seed=seed)
     assert how.stride == 8
     assert sorted(len(m) for m, _, _, _ in parts) == [1, 2, 5]  # seeds, the five guessed, class 5 decoded
     _assert_credits_match(a, parts)
@@ -517,7 +518,7 @@ def test_a_coupling_inside_a_guessed_class_is_found_at_every_seed(seed):
     n = 256
     a = _band(n, 5)
     a[3, 85] = 0.75
-    parts, how, _ = _colour(a, budget=10_000, seed=seed)
+    parts, how, _ = _group(a, budget=10_000, seed=seed)
     assert how.stride == 32
     _assert_credits_match(a, parts)
 
@@ -528,20 +529,20 @@ def test_a_guess_that_does_not_reproduce_the_second_seed_is_not_tried():
     n = 256
     order = torch.randperm(n, generator=torch.Generator().manual_seed(3))
     a = _band(n, 5)[order]
-    parts, how, _ = _colour(a, budget=10_000)
+    parts, how, _ = _group(a, budget=10_000)
     assert how.stride == 8
     assert [len(m) for m, _, _, _ in parts] == [2, 6]
     _assert_credits_match(a, parts)
     k = n // 8
-    assert how.forwards == 2 * 2 * coloring.SCREENS_PER_CALL + 8 * 2 * (coloring.code_size(k)[0] + coloring.PROBES)
+    assert how.forwards == 2 * 2 * grouping.SCREENS_PER_CALL + 8 * 2 * (grouping.code_size(k)[0] + grouping.PROBES)
 
 
 @pytest.mark.parametrize("k", [1, 2, 13, 14, 40, 41, 1000])
 def test_trial_codes_are_nonzero_and_no_two_are_equal_or_opposite(k):
-    moves = coloring.trial_size(k)
-    codes = coloring._ternary_codes(moves)
+    moves = grouping.trial_size(k)
+    codes = grouping._ternary_codes(moves)
     assert codes.shape == (moves, (3**moves - 1) // 2) and codes.shape[1] >= k
-    assert moves == 1 or coloring._ternary_codes(moves - 1).shape[1] < k  # the fewest moves
+    assert moves == 1 or grouping._ternary_codes(moves - 1).shape[1] < k  # the fewest moves
     columns = {tuple(c) for c in codes.T.tolist()}
     assert len(columns) == codes.shape[1] and all(any(c) for c in columns)
     assert not columns & {tuple(-v for v in c) for c in columns}
@@ -549,9 +550,9 @@ def test_trial_codes_are_nonzero_and_no_two_are_equal_or_opposite(k):
 
 @pytest.mark.parametrize("k", [2, 3, 5, 32, 64, 1000])
 def test_every_member_gets_its_own_code_of_odd_weight_and_the_code_names_it(k):
-    t, w = coloring.code_size(k)
+    t, w = grouping.code_size(k)
     assert w % 2 == 1 and math.comb(t, w) >= k
-    codes = coloring._codes(k, t, w, torch.device("cpu"))
+    codes = grouping._codes(k, t, w, torch.device("cpu"))
     assert codes.shape == (t, k) and bool((codes.sum(0) == w).all())
     assert len({tuple(col) for col in codes.T.tolist()}) == k  # all distinct
     ranks = [sum(math.comb(j, i + 1) for i, j in enumerate(torch.nonzero(codes[:, q]).reshape(-1).tolist())) for q in range(k)]
@@ -564,13 +565,13 @@ def test_two_elements_whose_changes_cancel_exactly_are_refused_without_any_probe
     Such an output changes in an even number of coded moves (never the odd weight) and by
     values of both signs (never one element's single value): refused either way.
     """
-    monkeypatch.setattr(coloring, "PROBES", 0)
+    monkeypatch.setattr(grouping, "PROBES", 0)
     n = 64
     for a_, b_ in [(0, 2), (4, 10), (1, 63), (20, 22), (7, 9), (30, 62)]:  # same parity: the screen cannot see them
         a = torch.eye(n, dtype=torch.float64)
         a[0, 0] = 0.0
         a[0, a_], a[0, b_] = 1.0, -1.0
-        parts, how, _ = _colour(a, budget=10_000)
+        parts, how, _ = _group(a, budget=10_000)
         assert how.stride != 1, (a_, b_)
         if parts is not None:
             _assert_credits_match(a, parts)
@@ -589,6 +590,6 @@ def test_random_banded_layers_with_stray_couplings_are_credited_exactly(seed):
         a[i, j] = float(torch.randint(1, 8, (1,), generator=g)) / 4 * (1 if float(torch.rand(1, generator=g)) < 0.5 else -1)
     if float(torch.rand(1, generator=g)) < 0.2:
         a = a[torch.randperm(n, generator=g)]
-    parts, how, _ = _colour(a, budget=10**6, seed=seed)
+    parts, how, _ = _group(a, budget=10**6, seed=seed)
     if parts is not None:
         _assert_credits_match(a, parts)

@@ -1,11 +1,11 @@
-"""Step 4a: move many elements per forward where each output depends on few of them.
+"""Grouped moves: many elements moved per forward where each output depends on few of them.
 
 Checking element by element costs two forwards per element.  But if every output
 depends on at most one element of a *class* of elements -- an elementwise layer:
 on one element at all; a filter of width 25: on one of any elements 32 apart --
 then a whole class can be moved in one forward and each output's change credited
-to the one element it depends on.  That is Jacobian colouring (Curtis, Powell &
-Reid, 1974).  It usually needs the sparsity pattern up front, and a wrong
+to the one element it depends on (the literature calls it Jacobian colouring:
+Curtis, Powell & Reid, 1974).  It usually needs the sparsity pattern up front, and a wrong
 pattern silently credits changes to the wrong element.  Here the pattern is
 *measured* from the forwards themselves and every credit is checked:
 
@@ -65,9 +65,9 @@ GroupFn = Callable[[list], tuple[torch.Tensor, torch.Tensor]]
 
 T = TypeVar("T")
 
-# Tensors smaller than this are checked element by element (colouring cannot win).
+# Tensors smaller than this are checked element by element (grouping cannot win).
 MIN_ELEMENTS = 32
-# Forwards that colouring may spend, failed attempts included, as a fraction of the
+# Forwards that grouping may spend, failed attempts included, as a fraction of the
 # element-by-element path's 2n: a layer no stride fits costs at most this much extra.
 BUDGET_FRACTION = 0.5
 # Moved inputs and outputs held at once (float64, at +h and -h): a cohort's moves are
@@ -90,7 +90,7 @@ class Unstructured(Exception):
 
 
 @dataclass(frozen=True)
-class Colouring:
+class Grouping:
     """How a tensor was evaluated: the stride that fit (0: none) and the forwards all attempts took."""
 
     stride: int
@@ -482,7 +482,7 @@ def _ternary_codes(moves: int) -> torch.Tensor:
     return signs[:, keep].to(torch.int8)
 
 
-def colour(evaluate: GroupFn, n: int, y0: torch.Tensor, tol: torch.Tensor, budget: int, seed: int, assemble: Callable[[Iterator], T]) -> tuple[T | None, Colouring]:
+def group(evaluate: GroupFn, n: int, y0: torch.Tensor, tol: torch.Tensor, budget: int, seed: int, assemble: Callable[[Iterator], T]) -> tuple[T | None, Grouping]:
     """Try strides 1, 2, 4, ... within ``budget`` forwards; ``assemble`` consumes the classes of the first that fits.
 
     Returns (what ``assemble`` returned, or None if no stride fit, and the cost).
@@ -507,7 +507,7 @@ def colour(evaluate: GroupFn, n: int, y0: torch.Tensor, tol: torch.Tensor, budge
             continue
         gen = torch.Generator().manual_seed(seed)
         try:
-            return assemble(classes(counted, n, s, y0, tol, gen)), Colouring(s, spent)
+            return assemble(classes(counted, n, s, y0, tol, gen)), Grouping(s, spent)
         except Unstructured:
             continue
-    return None, Colouring(0, spent)
+    return None, Grouping(0, spent)
