@@ -88,10 +88,10 @@ def check(
 
 def check_spec(spec: LayerSpec, progress: ProgressFn | None = None, **overrides: Any) -> Report:
     """Check what a YAML spec describes; keyword ``overrides`` win over the spec's options."""
-    given = {k: v for k, v in overrides.items() if v is not None}
+    options = spec.options_with(overrides)
     # The spec's own options are the spec's problem: its file and key are named.
     for key, value in spec.options.items():
-        if key in given:
+        if options[key] is not value:
             continue
         try:
             check_option(key, value)
@@ -100,7 +100,7 @@ def check_spec(spec: LayerSpec, progress: ProgressFn | None = None, **overrides:
         except UsageError as exc:
             raise SpecError(spec.path, key, exc.detail, exc.hint) from None
     try:
-        return check(spec.layer, list(spec.inputs), progress=progress, **spec_arguments(spec), **{**spec.options, **given})
+        return check(spec.layer, list(spec.inputs), progress=progress, **spec_arguments(spec), **options)
     except SpecError:
         raise
     except UsageError as exc:

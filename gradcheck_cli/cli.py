@@ -25,7 +25,7 @@ from . import __version__
 from .options import default_of
 from .errors import GradcheckError, UsageError
 from .outputs import Outputs, atomic_write, same_file
-from .report import RunResult, SuiteResult, to_json
+from .report import RunResult, SuiteResult
 from .streams import SafeStream, printable
 from .supervise import tell
 
@@ -423,11 +423,11 @@ def _run(target: str, inputs: tuple, options: dict, sinks: _Sinks, color, quiet:
     if outputs.plot and plan.folder:
         raise UsageError("--plot takes one layer or spec, not a folder.", "Run the failing spec on its own with --plot.")
     sinks.refuse_inputs(plan.inputs)
-    tell(outputs={"json": str(outputs.json) if outputs.json else None, "junit": str(outputs.junit) if outputs.junit else None})
-    _start_reports(outputs)
+    tell(outputs=outputs.told())
+    outputs.start()
     result = _check_all(plan, inputs, options, view)
     _render_run(view, result)
-    code = _write_reports(view.err, outputs, result, result.exit_code, view=view)
+    code = _write_reports(view.err, outputs, result, result.exit_code)
     if outputs.plot and result.results and result.results[0].report is not None:
         from .errormap import plot_error_maps
 
@@ -440,6 +440,7 @@ def _check_all(plan, inputs: tuple, options: dict, view: View) -> RunResult:
     """Check every target of the plan in order; a signal stops the run after the partial result."""
     from .checker import Interrupted
     from .environment import Interrupt
+    from .render import progress_bar
 
     results: list[SuiteResult] = []
     for entry in plan.entries:
@@ -448,7 +449,7 @@ def _check_all(plan, inputs: tuple, options: dict, view: View) -> RunResult:
         try:
             if entry.error is not None:
                 raise entry.error
-            with _progress(view.err, enabled=not view.quiet) as progress:
+            with progress_bar(view.err, enabled=not view.quiet) as progress:
                 report = _check(entry, inputs, options, progress)
             result = SuiteResult(entry.name, report=report, time=time.perf_counter() - started, repro=_repro(report, entry.name, inputs))
         except Interrupted as exc:
@@ -513,40 +514,13 @@ def _render_run(view: View, result: RunResult) -> None:
         view.out.print(run_verdict_line(result), soft_wrap=True)
 
 
-def _start_reports(outputs: Outputs) -> None:
-    """Replace every requested report file by one that says this run has not finished (yet)."""
-    from .junit import junit_xml
-
-    unfinished = GradcheckError(INCOMPLETE, "Look at the job's log; the run may have been killed (SIGKILL, out of memory).")
-    result = RunResult((SuiteResult("gradcheck run", error=unfinished),))
-    if isinstance(outputs.json, Path):
-        data = {**result.to_dict(), "status": "INCOMPLETE", "exit_code": None}
-        atomic_write(outputs.json, to_json(data) + "\n", "JSON report")
-    if outputs.junit is not None:
-        atomic_write(outputs.junit, junit_xml(result.results), "JUnit XML report")
-
-
-INCOMPLETE = "gradcheck started this report but did not finish the run: no verdict."
-
-
-def _write_reports(err: Console, outputs: Outputs, result: RunResult, code: int, view: View | None = None) -> int:
+def _write_reports(err: Console, outputs: Outputs, result: RunResult, code: int) -> int:
     """Every requested report of this run, whatever its outcome; a report that cannot be written is exit 2."""
-    from .junit import junit_xml
-
     try:
-        if outputs.json == "-":
-            sys.stdout.write(result.to_json() + "\n")
-            sys.stdout.flush()
-            stream = sys.stdout
-            if isinstance(stream, SafeStream) and stream.failure:
-                raise UsageError(f"Cannot write the JSON report to stdout: {stream.failure}.", "Write it to a file with --json PATH.")
-        elif outputs.json is not None:
-            atomic_write(outputs.json, result.to_json() + "\n", "JSON report")
-        if outputs.junit is not None:
-            atomic_write(outputs.junit, junit_xml(result.results), "JUnit XML report")
+        outputs.write(result)
     except GradcheckError as exc:
         _error(err, exc)
-        return max(code, exc.exit_code) if code not in (0, 1) else exc.exit_code
+        return code if code >= 128 else exc.exit_code
     return code
 
 
@@ -574,37 +548,6 @@ def _repro(report, target: str, inputs: tuple) -> dict[str, str]:
     from .render import repro_commands
 
     return repro_commands(report, target, inputs)
-
-
-@contextlib.contextmanager
-def _progress(console: Console, enabled: bool):
-    """The cost estimate and a progress bar on stderr, for checks estimated above ~2 s on a terminal."""
-    if not enabled:
-        yield None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    bar = Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console, transient=True
-    )
-    state: dict[str, Any] = {}
-
-    def update(name: str, done: int, total: int, estimate_s: float) -> None:
-        if not name:  # the plan: announce the estimate once
-            if estimate_s > 2.0:
-                console.print(f"[dim]checking {total} elements, estimated {estimate_s:.0f}s (about 2 forward calls each)[/]")
-                if console.is_terminal:
-                    bar.start()
-                    state["task"] = bar.add_task("checking", total=total)
-            return
-        if "task" in state:
-            bar.update(state["task"], completed=done, description=f"checking {printable(name, one_line=True)}")
-
-    try:
-        yield update
-    finally:
-        if "task" in state:
-            bar.stop()
 
 
 @main.command("sweep", epilog=SWEEP_EPILOG)

@@ -47,6 +47,17 @@ class SpecError(UsageError):
         self.path = path
 
 
+def suggest(word: str, choices, listing: str = "allowed") -> str:
+    """'did you mean 'x'?' for a near miss among ``choices``, else '<listing>: a, b, c.' (the one suggestion helper)."""
+    import difflib
+
+    choices = list(choices)
+    close = difflib.get_close_matches(str(word)[:100], choices, n=1)
+    if close:
+        return f"did you mean {close[0]!r}?"
+    return f"{listing}: {', '.join(choices) or 'none'}."
+
+
 def user_frame(exc: BaseException, skip: tuple[str, ...] = ()) -> str:
     """'file, line N' of the innermost traceback frame in the user's code.
 

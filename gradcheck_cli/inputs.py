@@ -15,9 +15,9 @@ from typing import Any, Sequence
 
 import torch
 
-from .options import DTYPES, FLOAT_DTYPES
+from .options import DTYPES
 from .spec import InputSpec
-from .errors import UsageError
+from .errors import UsageError, suggest
 from .spec import MAX_DIMS, MAX_LITERAL_ELEMENTS, bounded_repr
 
 # Refuse to allocate inputs larger than this (bytes, all inputs together).
@@ -207,11 +207,7 @@ def _too_many(where: str, shape: str | None = None) -> None:
 
 def torch_dtype(name: str) -> torch.dtype:
     if name not in DTYPES:
-        import difflib
-
-        close = difflib.get_close_matches(name, DTYPES, n=1)
-        hint = f"did you mean {close[0]!r}?" if close else "choose one of: " + ", ".join(FLOAT_DTYPES) + "."
-        raise UsageError(f"Unknown dtype {name!r}.", hint)
+        raise UsageError(f"Unknown dtype {name!r}.", suggest(name, DTYPES, "choose one of"))
     return getattr(torch, name)
 
 

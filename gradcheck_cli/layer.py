@@ -15,7 +15,7 @@ from typing import Any, Callable
 import torch
 from torch.func import functional_call
 
-from .errors import LayerError, UsageError
+from .errors import LayerError, UsageError, suggest
 
 
 @dataclass
@@ -180,10 +180,7 @@ def set_params(layer: Layer, values: dict[str, Any], where: str = "params") -> N
     for pname, value in values.items():
         state = layer.buffers if pname in layer.frozen else layer.params
         if pname not in state:
-            import difflib
-
-            close = difflib.get_close_matches(pname, list(layer.params), n=1)
-            hint = f"did you mean {close[0]!r}?" if close else f"parameters: {', '.join(layer.params) or 'none'}."
+            hint = suggest(pname, layer.params, "parameters")
             raise UsageError(f"{layer.name} has no floating parameter {pname!r}.", hint, key=f"{where}.{pname}")
         old = state[pname]
         new = torch.as_tensor(value, dtype=old.dtype, device=old.device)

@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
-from .errors import UsageError
+from .errors import UsageError, suggest
 
 FLOAT_DTYPES = ("float64", "float32", "float16", "bfloat16")
 INT_DTYPES = ("int64", "int32", "int16", "int8", "uint8", "bool")
@@ -67,11 +67,8 @@ class Choice(Kind):
     def check(self, value: Any, name: str) -> str:
         if isinstance(value, str) and value in self.choices:
             return value
-        import difflib
-
-        close = difflib.get_close_matches(str(value), self.choices, n=1) if isinstance(value, str) else []
-        hint = f"did you mean {close[0]!r}?" if close else f"choose one of: {', '.join(self.choices)}."
-        return _raise(UsageError(f"must be one of {', '.join(self.choices)}, got {_shown(value)}.", hint, key=name))
+        hint = suggest(value, self.choices, "choose one of") if isinstance(value, str) else f"choose one of: {', '.join(self.choices)}."
+        raise UsageError(f"must be one of {', '.join(self.choices)}, got {_shown(value)}.", hint, key=name)
 
 
 @dataclass(frozen=True)
@@ -156,10 +153,6 @@ class Device(Kind):
         if isinstance(value, str) and _DEVICE.fullmatch(value.strip()):
             return value.strip()
         raise UsageError(f"{_shown(value)} is not a torch device.", "Use cpu, cuda, cuda:N or mps.", key=name)
-
-
-def _raise(error: UsageError) -> Any:
-    raise error
 
 
 def _number(value: Any) -> float | None:

@@ -11,21 +11,26 @@
   run that is killed outright leaves no stale report of an earlier run behind; at
   the end every requested report describes this run, whatever its outcome.
 
-No click and no torch here: the CLI (and its supervisor) call this.
+No click and no torch here: the CLI and its supervisor (supervise.py) write through this.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
-from .errors import UsageError
+from .errors import GradcheckError, UsageError
+
+if TYPE_CHECKING:
+    from .report import RunResult
 
 KINDS = {"json": "JSON report", "junit": "JUnit XML report", "plot": "plot"}
+INCOMPLETE = "gradcheck started this report but did not finish the run: no verdict."
 OPTIONS = {"json": "--json", "junit": "--junit-xml", "plot": "--plot"}
 
 
@@ -80,6 +85,42 @@ class Outputs:
                         "Give each report its own file.",
                     )
         return cls(**resolved)
+
+    def start(self) -> None:
+        """Replace every requested report file by one that says this run has not finished (yet)."""
+        from .junit import junit_xml
+        from .report import RunResult, SuiteResult, to_json
+
+        unfinished = GradcheckError(INCOMPLETE, "Look at the job's log; the run may have been killed (SIGKILL, out of memory).")
+        result = RunResult((SuiteResult("gradcheck run", error=unfinished),))
+        if isinstance(self.json, Path):
+            atomic_write(self.json, to_json({**result.to_dict(), "status": "INCOMPLETE", "exit_code": None}) + "\n", KINDS["json"])
+        if self.junit is not None:
+            atomic_write(self.junit, junit_xml(result.results), KINDS["junit"])
+
+    def write(self, result: RunResult) -> None:
+        """The JSON and JUnit reports of ``result``; raises UsageError if one cannot be written."""
+        from .junit import junit_xml
+        from .streams import SafeStream
+
+        if self.json == "-":
+            sys.stdout.write(result.to_json() + "\n")
+            sys.stdout.flush()
+            if isinstance(sys.stdout, SafeStream) and sys.stdout.failure:
+                raise UsageError(f"Cannot write the JSON report to stdout: {sys.stdout.failure}.", "Write it to a file with --json PATH.")
+        elif self.json is not None:
+            atomic_write(self.json, result.to_json() + "\n", KINDS["json"])
+        if self.junit is not None:
+            atomic_write(self.junit, junit_xml(result.results), KINDS["junit"])
+
+    def told(self) -> dict[str, str | None]:
+        """The paths, as the supervisor is told them (see supervise.py)."""
+        return {"json": str(self.json) if self.json else None, "junit": str(self.junit) if self.junit else None}
+
+    @classmethod
+    def from_told(cls, told: dict[str, str | None]) -> "Outputs":
+        json_path = told.get("json")
+        return cls(json="-" if json_path == "-" else Path(json_path) if json_path else None, junit=Path(told["junit"]) if told.get("junit") else None)
 
     def files(self) -> list[tuple[str, Path]]:
         return [(kind, p) for kind, p in (("json", self.json), ("junit", self.junit), ("plot", self.plot)) if isinstance(p, Path)]

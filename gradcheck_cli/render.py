@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shlex
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
 
 from rich.console import Console, Group
 from rich.table import Table
@@ -323,3 +324,34 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, (set, tuple)):
         return list(obj)
     return str(obj)
+
+
+@contextlib.contextmanager
+def progress_bar(console: Console, enabled: bool) -> Iterator[Callable[[str, int, int, float], None] | None]:
+    """The cost estimate and a progress bar on stderr, for checks estimated above ~2 s on a terminal."""
+    if not enabled:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bar = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console, transient=True
+    )
+    state: dict[str, Any] = {}
+
+    def update(name: str, done: int, total: int, estimate_s: float) -> None:
+        if not name:  # the plan: announce the estimate once
+            if estimate_s > 2.0:
+                console.print(f"[dim]checking {total} elements, estimated {estimate_s:.0f}s (about 2 forward calls each)[/]")
+                if console.is_terminal:
+                    bar.start()
+                    state["task"] = bar.add_task("checking", total=total)
+            return
+        if "task" in state:
+            bar.update(state["task"], completed=done, description=f"checking {printable(name, one_line=True)}")
+
+    try:
+        yield update
+    finally:
+        if "task" in state:
+            bar.stop()

@@ -18,7 +18,6 @@ knowing the file; :func:`load_spec` adds the file name.
 
 from __future__ import annotations
 
-import difflib
 import math
 import os
 import re
@@ -27,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import SpecError, UsageError
+from .errors import SpecError, UsageError, suggest
 from .load import is_file_target, split_target
 from .options import DTYPES, FLOAT_DTYPES, INT_DTYPES, SPEC_KEYS, check_option
 from .yamlfile import MAX_NESTING, MAX_SPEC_VALUES, Invalid, bounded_repr, found, key_name, read_document
@@ -132,6 +131,10 @@ class LayerSpec:
     options: dict = field(default_factory=dict)
     description: str | None = None
 
+    def options_with(self, overrides: dict) -> dict:
+        """The spec's check options with ``overrides`` (the command line's) on top; None overrides nothing."""
+        return {**self.options, **{k: v for k, v in overrides.items() if v is not None}}
+
 
 
 # --------------------------------------------------------------------------- small validators
@@ -160,20 +163,12 @@ def _number_hint(value: Any) -> str | None:
     return None
 
 
-def _suggest(word: str, choices: tuple[str, ...]) -> str:
-    """'did you mean ...?' for a near miss, else the list of allowed words."""
-    close = difflib.get_close_matches(word[:100], choices, n=1)
-    if close:
-        return f"did you mean {close[0]!r}?"
-    return "allowed: " + ", ".join(choices) + "."
-
-
 def _check_keys(mapping: dict, allowed: tuple[str, ...], where: str) -> None:
     """Reject keys outside ``allowed``, suggesting the closest allowed one."""
     for key in mapping:
         if key not in allowed:
             path = f"{where}.{key_name(key)}" if where else key_name(key)
-            raise Invalid(path, f"unknown key {key_name(key)!r}.", _suggest(str(key), allowed))
+            raise Invalid(path, f"unknown key {key_name(key)!r}.", suggest(str(key), allowed))
 
 
 def _mapping(value: Any, key: str) -> dict:
@@ -230,7 +225,7 @@ def _dtype(value: Any, key: str, choices: tuple[str, ...]) -> str:
     if value in DTYPES and value not in choices:
         raise Invalid(key, f"{value!r} is not a floating dtype.", listing)
     if value not in choices:
-        raise Invalid(key, f"unknown dtype {value!r}.", _suggest(value, choices))
+        raise Invalid(key, f"unknown dtype {value!r}.", suggest(value, choices))
     return value
 
 
@@ -433,7 +428,7 @@ def _input(item: Any, key: str) -> InputSpec:
 
     dist = item.get("dist", "normal")
     if dist not in DISTS:
-        raise Invalid(f"{key}.dist", f"unknown distribution {found(dist)}.", _suggest(str(dist), DISTS))
+        raise Invalid(f"{key}.dist", f"unknown distribution {found(dist)}.", suggest(str(dist), DISTS))
     for other in DISTS:
         for name in DIST_KEYS[other]:
             if other != dist and name in item:

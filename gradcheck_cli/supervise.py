@@ -32,7 +32,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 ENV_FD = "GRADCHECK_SUPERVISOR_FD"
@@ -270,23 +269,11 @@ def _say(error) -> None:
         pass
 
 
-def _write(outputs: dict[str, str | None], result) -> None:
-    from .junit import junit_xml
-    from .outputs import atomic_write
+def _write(told: dict[str, str | None], result) -> None:
+    from .errors import GradcheckError
+    from .outputs import Outputs
 
-    for kind, path in outputs.items():
-        if not path:
-            continue
-        try:
-            if kind == "json" and path == "-":
-                sys.stdout.write(result.to_json() + "\n")
-                sys.stdout.flush()
-            elif kind == "json":
-                atomic_write(Path(path), result.to_json() + "\n", "JSON report")
-            elif kind == "junit":
-                atomic_write(Path(path), junit_xml(result.results), "JUnit XML report")
-        except Exception as exc:  # a report that cannot be written: say so, keep the status
-            try:
-                sys.stderr.write(f"gradcheck: could not write {path}: {exc}\n")
-            except (OSError, ValueError):
-                pass
+    try:
+        Outputs.from_told(told).write(result)
+    except GradcheckError as exc:  # a report that cannot be written: say so, keep the status
+        _say(exc)

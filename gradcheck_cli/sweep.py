@@ -152,7 +152,7 @@ def sweep(
 
 def sweep_spec(spec: LayerSpec, progress: SweepProgress | None = None, **overrides: Any) -> SweepResult:
     """Sweep what a YAML spec describes; keyword ``overrides`` win over the spec's options."""
-    options = {"max_elements": MAX_ELEMENTS, **spec.options, **{k: v for k, v in overrides.items() if v is not None}}
+    options = {"max_elements": MAX_ELEMENTS, **spec.options_with(overrides)}
     spec_eps = options.pop("eps", None)
     return sweep(spec.layer, list(spec.inputs), progress=progress, spec_eps=spec_eps, **spec_arguments(spec), **options)
 

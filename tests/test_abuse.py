@@ -26,7 +26,7 @@ import pytest
 import torch
 
 import gradcheck_cli
-from gradcheck_cli.errors import LayerError, SpecError, UsageError
+from gradcheck_cli.errors import SpecError, UsageError
 
 ROOT = Path(__file__).resolve().parent.parent
 ABUSE = Path(__file__).resolve().parent / "layers" / "robust" / "abuse.py"

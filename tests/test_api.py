@@ -371,6 +371,7 @@ def test_non_contiguous_input_is_checked_not_blamed_on_the_layer(simple):
     assert not x.is_contiguous()
     for batch in (True, False):
         assert check(simple.Square, [x], batch=batch).passed
+        assert [t.status for t in check(simple.SquareBug, [x], batch=batch).tensors] == ["FAIL"]
 
 
 def test_non_contiguous_parameter_is_checked(simple):
@@ -384,6 +385,13 @@ def test_non_contiguous_parameter_is_checked(simple):
 
     report = check(M(), ["3x4"], batch=False)
     assert report.passed, str(report)
+
+    class Wrong(M):
+        def forward(self, x):
+            return simple.SquareBug.apply(x * self.w)
+
+    wrong = check(Wrong(), ["3x4"], batch=False)
+    assert {t.name: t.status for t in wrong.tensors} == {"input0": "FAIL", "w": "FAIL"}
 
 
 def test_frozen_parameter_is_not_checked_and_says_so():

@@ -395,12 +395,6 @@ def test_run_help_lists_the_options(run_cli):
         assert option in out
 
 
-def test_python_dash_m_help():
-    proc = subprocess.run([sys.executable, "-m", "gradcheck_cli", "--help"], capture_output=True, text=True, cwd=ROOT, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    assert "Usage:" in proc.stdout and "gradcheck" in proc.stdout and "run" in proc.stdout
-
-
 # --------------------------------------------------------------------------- the bundled Gaussian filter
 
 

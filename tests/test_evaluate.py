@@ -101,6 +101,17 @@ class _ReusedBuffer(torch.autograd.Function):
         return 2 * x * g
 
 
+class _ReusedBufferWrongAtOne(_ReusedBuffer):
+    """The same forward; its backward is wrong at element 1 only."""
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        grad = 2 * x * g
+        grad[1] *= 1.5
+        return grad
+
+
 @pytest.mark.parametrize("grouping", [False, True])
 def test_a_layer_that_reuses_its_output_buffer_is_checked_correctly(grouping):
     """Every forward's outputs are copied before the next forward overwrites them."""
@@ -108,6 +119,8 @@ def test_a_layer_that_reuses_its_output_buffer_is_checked_correctly(grouping):
 
     report = check(_ReusedBuffer.apply, ["64"], batch=False, grouping=grouping)
     assert report.passed, str(report)
+    wrong = check(_ReusedBufferWrongAtOne.apply, ["64"], batch=False, grouping=grouping)
+    assert wrong.tensors[0].counts["FAIL"] == 1 and wrong.tensors[0].worst_index == (1,)
 
 
 def test_seeding_for_a_cpu_check_draws_what_torch_manual_seed_draws():

@@ -23,9 +23,8 @@ import torch
 
 from corpus.elementwise import SqrtFn
 from corpus.kinks import ReluFn
-from gradcheck_cli import check, fd, grouping
+from gradcheck_cli import check, grouping
 from gradcheck_cli.verdicts import FAIL
-from gradcheck_cli.cli import main
 
 H = 2.0**-10
 

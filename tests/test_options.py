@@ -1,0 +1,80 @@
+"""options.py: every check option declared once; the API, a spec and the command line take the same set."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from gradcheck_cli.cli import main
+from gradcheck_cli.errors import UsageError
+from gradcheck_cli.options import CLI_OPTIONS, SPEC_KEYS, TOLERANCES, CheckOptions, Steps, check_option, cli_flag, options, rerun_arguments
+from gradcheck_cli.spec import TOP_KEYS
+
+
+def test_the_api_the_spec_and_the_command_line_take_the_same_options():
+    api = {f.name for f in dataclasses.fields(CheckOptions)}
+    internal = {"batch"}  # an implementation switch for benchmarks, not a check option
+    assert set(SPEC_KEYS) == api - internal
+    assert set(CLI_OPTIONS) == api - internal
+    assert set(SPEC_KEYS) <= set(TOP_KEYS)
+    run = {p.name for p in main.commands["run"].params}
+    sweep = {p.name for p in main.commands["sweep"].params}
+    assert set(CLI_OPTIONS) <= run
+    assert set(CLI_OPTIONS) - {"eps"} <= sweep and "eps" not in sweep  # sweep chooses eps itself
+
+
+@pytest.mark.parametrize(
+    "name, value, fragment",
+    [
+        ("dtype", "float46", "did you mean 'float64'?"),
+        ("eps", 0, "greater than 0"),
+        ("eps", float("nan"), "finite"),
+        ("rtol", -1, "0 or more"),
+        ("seed", 2**63, "from 0 to"),
+        ("seed", True, "whole number"),
+        ("kinks", "maybe", "pass, fail"),
+        ("weighted_loss", "yes", "true or false"),
+        ("max_elements", 0, "from 1"),
+        ("budget", 1e9, "at most"),
+        ("only", [""], "tensor name"),
+        ("device", "not a device!", "not a torch device"),
+    ],
+)
+def test_a_bad_value_is_refused_the_same_way_from_every_side(name, value, fragment):
+    with pytest.raises(UsageError) as api:
+        CheckOptions(**{name: value})
+    with pytest.raises(UsageError) as spec:
+        check_option(name, value)
+    assert api.value.key == spec.value.key == name
+    assert fragment in api.value.message + (api.value.hint or "")
+    assert api.value.message == spec.value.message
+
+
+def test_values_are_normalised():
+    opts = CheckOptions(eps="1e-6", seed="3", only=["input0", "w"], max_elements=10.0)
+    assert (opts.eps, opts.seed, opts.only, opts.max_elements) == (1e-6, 3, ("input0", "w"), 10)
+    assert isinstance(opts.max_elements, int)
+
+
+def test_defaults_come_from_the_dtype_table_and_the_analytic_side_sets_the_tolerance():
+    assert CheckOptions().resolved() == Steps(*TOLERANCES["float64"])
+    f32 = CheckOptions(dtype="float32")
+    # differenced in float64: float64's step, float32's tolerances (the analytic side's rounding)
+    assert f32.resolved("float64") == Steps(TOLERANCES["float64"][0], TOLERANCES["float32"][1], TOLERANCES["float32"][2])
+    assert CheckOptions(eps=1e-4, rtol=0.0).resolved() == Steps(1e-4, 0.0, TOLERANCES["float64"][2])
+
+
+def test_rerun_arguments_repeat_what_changes_the_check():
+    config = {"dtype": "float32", "reference_dtype": "float64", "device": "cpu", "seed": 5, "eps": 1e-6, "rtol": 2e-3, "atol": 1e-6,
+              "kinks": "fail", "weighted_loss": False, "max_elements": None}
+    args = rerun_arguments(config)
+    assert args == ["--dtype", "float32", "--reference-dtype", "float64", "--seed", "5", "--eps", "1e-06", "--rtol", "0.002",
+                    "--atol", "1e-06", "--kinks", "fail", "--no-weighted-loss"]
+    same = rerun_arguments({**config, "reference_dtype": "float32", "kinks": "pass", "weighted_loss": True})
+    assert "--reference-dtype" not in same and "--kinks" not in same and "--no-weighted-loss" not in same
+
+
+def test_every_option_has_help_and_a_flag_name():
+    for name, opt in options():
+        assert opt.help.strip() and cli_flag(name).startswith("--") and "_" not in cli_flag(name)
