@@ -24,7 +24,7 @@ from rich.text import Text
 from . import __version__
 from .options import default_of
 from .errors import GradcheckError, UsageError
-from .outputs import Outputs, atomic_write, same_file
+from .outputs import Outputs, refused_command_line, same_file
 from .report import RunResult, SuiteResult
 from .streams import SafeStream, printable
 from .supervise import tell
@@ -141,8 +141,8 @@ class Gradcheck(click.Group):
         except click.ClickException as exc:
             exc.show()
             code = exc.exit_code
-            if isinstance(exc, click.UsageError):
-                _reports_after_usage_error(args, exc)
+            if isinstance(exc, click.UsageError) and args[:1] == ["run"]:
+                refused_command_line(args, exc.format_message())
         except (click.exceptions.Abort, KeyboardInterrupt):
             with contextlib.suppress(OSError, ValueError):
                 print("\nInterrupted.", file=sys.stderr)
@@ -153,52 +153,6 @@ class Gradcheck(click.Group):
         if standalone_mode:
             sys.exit(code)
         return code
-
-
-def _reports_after_usage_error(args: list[str], exc: click.UsageError) -> None:
-    """A command line click refused: leave no stale report in the files it asked for.
-
-    The command line could not be parsed, so what counts as the run's inputs is not known:
-    only a report file of an earlier run (or a path where nothing is yet) is replaced by
-    one that says why this run did not check anything.
-    """
-    if not args or args[0] != "run":
-        return
-    paths = {"json": _option_value(args, "--json"), "junit": _option_value(args, "--junit-xml")}
-    error = UsageError(f"the command line was refused: {exc.format_message()}", "Run 'gradcheck run --help' for the options.")
-    result = RunResult((SuiteResult("gradcheck run", error=error),))
-    from .junit import junit_xml
-
-    for kind, text in paths.items():
-        if not text or text == "-":
-            continue
-        with contextlib.suppress(GradcheckError, OSError):
-            path = Outputs.resolve(**{kind: text}).files()[0][1]
-            if path.exists() and not _is_a_report(path):
-                continue
-            atomic_write(path, result.to_json() + "\n" if kind == "json" else junit_xml(result.results))
-
-
-def _option_value(args: list[str], name: str) -> str | None:
-    value = None
-    for i, arg in enumerate(args):
-        if arg == "--":
-            break
-        if arg == name and i + 1 < len(args):
-            value = args[i + 1]
-        elif arg.startswith(name + "="):
-            value = arg[len(name) + 1 :]
-    return value
-
-
-def _is_a_report(path: Path) -> bool:
-    """Does the file hold a gradcheck report (JSON or JUnit) -- one it may replace?"""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(4096)
-    except OSError:
-        return False
-    return b'"passed"' in head or b'<testsuites name="gradcheck"' in head
 
 
 @click.group(name="gradcheck", cls=Gradcheck, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -352,7 +306,8 @@ def run_command(ctx: click.Context, target: str, inputs: tuple, color: bool | No
     # The report files are known (and resolved) before anything else can go wrong, so that
     # every later problem still leaves a report of this run in them, never a stale one.
     sinks = _Sinks(*_outputs(paths))
-    code = _guarded_run(target, err, sinks, debug, lambda: _run(target, inputs, options, sinks, color, quiet, verbose, show_errors, debug))
+    views = lambda json_stdout: _view(color, quiet, verbose, json_stdout=json_stdout, show_errors=show_errors, debug=debug)  # noqa: E731
+    code = _guarded_run(target, err, sinks, debug, lambda: _run(target, inputs, options, sinks, views))
     ctx.exit(code)
 
 
@@ -410,11 +365,12 @@ def _guarded_run(target: str, err: Console, sinks: _Sinks, debug: bool, run: Cal
     return _write_reports(err, sinks.outputs, result, result.exit_code)
 
 
-def _run(target: str, inputs: tuple, options: dict, sinks: _Sinks, color, quiet: bool, verbose: bool, show_errors: bool, debug: bool) -> int:
+def _run(target: str, inputs: tuple, options: dict, sinks: _Sinks, views: Callable[[bool], View]) -> int:
+    """Plan the run, check every target, render and write the reports; the exit status."""
     from .targets import plan_run
 
     outputs = sinks.outputs
-    view = _view(color, quiet, verbose, show_errors=show_errors, debug=debug, json_stdout=outputs.json == "-")
+    view = views(outputs.json == "-")
     if outputs.plot:
         from .errormap import require_matplotlib
 

@@ -178,3 +178,48 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def refused_command_line(args: list[str], reason: str) -> None:
+    """A command line that could not be parsed: leave no stale report in the files it named.
+
+    What counts as the run's inputs is not known then, so only a report of an earlier run
+    (or a path where nothing is yet) is replaced by one that says why nothing was checked.
+    """
+    from .junit import junit_xml
+    from .report import RunResult, SuiteResult
+
+    error = UsageError(f"the command line was refused: {reason}", "Run 'gradcheck run --help' for the options.")
+    result = RunResult((SuiteResult("gradcheck run", error=error),))
+    for kind, flag in (("json", "--json"), ("junit", "--junit-xml")):
+        text = _option_value(args, flag)
+        if not text or text == "-":
+            continue
+        with contextlib.suppress(GradcheckError, OSError):
+            path = Outputs.resolve(**{kind: text}).files()[0][1]
+            if path.exists() and not _is_a_report(path):
+                continue
+            atomic_write(path, result.to_json() + "\n" if kind == "json" else junit_xml(result.results), KINDS[kind])
+
+
+def _option_value(args: list[str], name: str) -> str | None:
+    """The last value given to option ``name`` (``--json X`` or ``--json=X``), before any ``--``."""
+    value = None
+    for i, arg in enumerate(args):
+        if arg == "--":
+            break
+        if arg == name and i + 1 < len(args):
+            value = args[i + 1]
+        elif arg.startswith(name + "="):
+            value = arg[len(name) + 1 :]
+    return value
+
+
+def _is_a_report(path: Path) -> bool:
+    """Does the file hold a gradcheck report (JSON or JUnit) -- one that may be replaced?"""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return False
+    return b'"passed"' in head or b'<testsuites name="gradcheck"' in head

@@ -199,24 +199,25 @@ def numeric_side(subject: Subject, evaluator: Evaluator, base: BasePoint, opts: 
                 f"numeric side computed in float64 (the layer runs in float64 too); the analytic side stays "
                 f"{opts.dtype}. Use --reference-dtype {opts.dtype} to difference in {opts.dtype}"
             )
-            y = placement.f64(y64)
-            return _side(ev64, torch.float64, opts.resolved("float64"), y, None, base, placement, guard, (note,))
+            outputs = _base_outputs(placement.f64(y64), None, torch.float64, base)
+            return NumericSide(ev64, torch.float64, opts.resolved("float64"), outputs, placement, guard, (note,))
     y64 = None if hi is None else placement.f64(hi[1])
     if wanted == dtype:
-        return _side(evaluator, dtype, opts.resolved(), base.y, y64, base, placement, guard)
+        return NumericSide(evaluator, dtype, opts.resolved(), _base_outputs(base.y, y64, dtype, base), placement, guard)
     ref_layer = subject.layer.cast(wanted, placement.device)
     ref_inputs = [x.to(wanted) if isinstance(x, torch.Tensor) and x.is_floating_point() else x for x in subject.inputs]
     ev = Evaluator(ref_layer, ref_layer.params, ref_inputs, opts.seed, placement.device, opts.batch)
     y = placement.f64(guard("forward", ev.forward))
-    return _side(ev, wanted, opts.resolved(), y, y64, base, placement, guard)
+    return NumericSide(ev, wanted, opts.resolved(), _base_outputs(y, y64, wanted, base), placement, guard)
 
 
-def _side(ev, dtype, steps, y, y64, base: BasePoint, placement, guard, notes=()) -> NumericSide:
+def _base_outputs(y: torch.Tensor, y64: torch.Tensor | None, dtype: torch.dtype, base: BasePoint) -> BaseOutputs:
+    """The numeric side's base outputs ``y`` (computed in ``dtype``), with each output's estimated rounding error."""
     out_err = fd.rounding_error(y, dtype)
     if dtype != torch.float64 and y64 is not None and y64.shape == y.shape:
         out_err = torch.maximum(out_err, (y - y64).abs())  # the real rounding error, measured against float64
     out_err = torch.maximum(out_err, base.spread)
-    return NumericSide(ev, dtype, steps, BaseOutputs(y, base.weights, out_err, fd.ulp_of(y, dtype)), placement, guard, notes)
+    return BaseOutputs(y, base.weights, out_err, fd.ulp_of(y, dtype))
 
 
 def _float64_forward(subject: Subject, opts: CheckOptions, placement: Placement) -> tuple[Evaluator, torch.Tensor] | None:
