@@ -247,7 +247,7 @@ def run_child(spec: dict) -> None:
         return err < 1e-4, {"max_rel_err_vs_autograd": err}
 
     def ours(mod, inp, batch=True, grouping=True):
-        r = check(mod, [inp], dtype=spec["dtype"], device=spec["device"], batch=batch, coloring=coloring)
+        r = check(mod, [inp], dtype=spec["dtype"], device=spec["device"], batch=batch, grouping=grouping)
         return bool(r.passed), {"timing": dict(r.timing), "notes": list(r.notes)}
 
     tools = {
