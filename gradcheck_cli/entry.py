@@ -25,6 +25,9 @@ def main() -> None:
         except (OSError, ValueError, AttributeError):
             pass
         code = 130
+    from . import supervise
+
+    supervise.tell(done=code)
     _flush()
     os._exit(code)
 
@@ -41,7 +44,6 @@ def _run(args: list[str]) -> int:
     protect_stdout()
     code = command.main(args, prog_name="gradcheck", standalone_mode=False)
     finish()
-    supervise.tell(done=code)
     return code
 
 

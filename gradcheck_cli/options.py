@@ -29,9 +29,12 @@ DTYPES = FLOAT_DTYPES + INT_DTYPES
 TOLERANCES = {
     "float64": (1e-6, 1e-5, 1e-10),
     "float32": (1e-3, 2e-3, 1e-6),
-    "float16": (1e-2, 2e-2, 1e-3),
-    "bfloat16": (3e-2, 1e-1, 1e-2),
+    "float16": (1e-2, 5e-3, 1e-5),
+    "bfloat16": (3e-2, 2e-2, 1e-4),
 }
+# Below float32 the rtol is a few units of the dtype's rounding (float16: 10 u, bfloat16: 5 u),
+# not tens of them: the backward's own rounding in its reductions is measured per element
+# (analytic.py) and allowed for on top, so a correct layer passes and a 5% wrong one does not.
 assert set(TOLERANCES) == set(FLOAT_DTYPES)
 
 

@@ -250,11 +250,13 @@ def _responds_in_float64(ev: Evaluator, dtype: torch.dtype, placement: Placement
     """Does the float64 forward follow changes far below the layer dtype's resolution, linearly?
 
     Every floating input and parameter is scaled by 1 + k*delta (k = 1, 2, 3; delta a few
-    ulps of the layer's dtype). A layer that is float64 throughout answers in proportion;
-    one that rounds to float32 somewhere inside (x.float()) answers in quantised steps, and
-    its finite differences must then be taken at float32 steps, not float64 ones.
+    ulps of float32, so below the resolution of every dtype a layer may round to inside,
+    and small enough that products of scaled inputs stay linear in it). A layer that is
+    float64 throughout answers in proportion; one that rounds to float32 (or lower)
+    somewhere inside (x.float()) answers in quantised steps, and its finite differences
+    must then be taken at its own steps, not float64 ones.
     """
-    delta = 4 * torch.finfo(dtype).eps
+    delta = 4 * torch.finfo(torch.float32).eps
     tensors = [t for t in (*ev.params.values(), *ev.inputs) if isinstance(t, torch.Tensor) and t.is_floating_point()]
     saved = [t.clone() for t in tensors]
     outs = []

@@ -76,6 +76,8 @@ def connect() -> None:
         return
     _channel = _Channel(int(fd))
     os.set_inheritable(int(fd), False)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # the supervisor started it ignored (see supervise)
+    _channel.send(ready=True)
 
 
 def supervised() -> bool:
@@ -118,6 +120,8 @@ class _State:
         self.done: int | None = None
         self.interrupts = 0
         self.terminated = False
+        self.ready = False  # the child listens for Ctrl-C itself
+        self.stopped_early = False  # a signal came before it did: it was stopped here
 
     def read(self, line: str) -> None:
         try:
@@ -133,40 +137,52 @@ class _State:
         if "timeout" in message:
             self.timeout = message["timeout"]
             self.kill_at = None if message["timeout"] is None else time.monotonic() + message["timeout"] + KILL_GRACE_S
+        if message.get("ready"):
+            self.ready = True
         if "done" in message:
             self.done = int(message["done"])
 
 
 def supervise(args: list[str]) -> int:
-    """Run ``gradcheck ARGS`` in a child process; return the exit status this command ends with."""
-    read_end, write_end = os.pipe()
-    env = {**os.environ, ENV_FD: str(write_end)}
+    """Run ``gradcheck ARGS`` in a child process; return the exit status this command ends with.
+
+    The child starts with SIGINT ignored and takes Ctrl-C over once it is ready (it says so):
+    a Ctrl-C before that, while it is still importing, is answered here by stopping it -- no
+    half-started child printing a KeyboardInterrupt traceback, no child left running.
+    """
     state = _State()
-    child = subprocess.Popen([sys.executable, "-m", "gradcheck_cli", *args], pass_fds=(write_end,), env=env)
-    os.close(write_end)
+    children: list[subprocess.Popen] = []
 
     def on_signal(signum, frame):
-        # Passed on: a Ctrl-C at the terminal reached the child too, and it counts the two as one.
-        _send(child, signum)
         if signum == signal.SIGINT:
             state.interrupts += 1
-            if state.interrupts >= 3:
-                state.kill_at = time.monotonic()
-            elif state.interrupts == 2:
-                state.kill_at = min(state.kill_at or float("inf"), time.monotonic() + KILL_GRACE_S)
         else:
             state.terminated = True
-            state.kill_at = min(state.kill_at or float("inf"), time.monotonic() + KILL_GRACE_S)
+        if not children or not state.ready:
+            state.stopped_early = True  # not started, or not yet listening: stop it now
+            state.kill_at = time.monotonic()
+            return
+        _send(children[0], signum)  # a Ctrl-C at the terminal reached the child too: it counts the two as one
+        grace = 0.0 if state.interrupts >= 3 else KILL_GRACE_S
+        state.kill_at = min(state.kill_at or float("inf"), time.monotonic() + grace) if state.interrupts >= 2 or state.terminated else state.kill_at
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    read_end, write_end = os.pipe()
     killed = False
     try:
+        env = {**os.environ, ENV_FD: str(write_end)}
+        ignoring = signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited by the child until it is ready
+        try:
+            children.append(subprocess.Popen([sys.executable, "-m", "gradcheck_cli", *args], pass_fds=(write_end,), env=env))
+        finally:
+            signal.signal(signal.SIGINT, ignoring)
+        os.close(write_end)
+        child = children[0]
         buffer = b""
         os.set_blocking(read_end, False)
         while True:
             buffer = _drain(read_end, buffer, state)
-            code = child.poll()
-            if code is not None:
+            if child.poll() is not None:
                 _drain(read_end, buffer, state)
                 break
             if state.kill_at is not None and time.monotonic() >= state.kill_at:
@@ -181,7 +197,18 @@ def supervise(args: list[str]) -> int:
         os.close(read_end)
     if state.done is not None and not killed:
         return state.done
-    return _died(child.returncode, state, killed)
+    if state.stopped_early and state.done is None:
+        _say_interrupted(state)
+        return 128 + (signal.SIGTERM if state.terminated else signal.SIGINT)
+    return _died(children[0].returncode, state, killed)
+
+
+def _say_interrupted(state: "_State") -> None:
+    try:
+        name = "SIGTERM" if state.terminated else "SIGINT"
+        sys.stderr.write(f"\nInterrupted ({name}) while starting up: nothing was checked.\n")
+    except (OSError, ValueError):
+        pass
 
 
 def _send(child: subprocess.Popen, signum: int) -> None:
@@ -216,7 +243,7 @@ def _died(returncode: int, state: _State, killed: bool) -> int:
     where = f" while running {_lower(state.stage)}" if state.stage else ""
     target = state.target or "the layer"
     signum = None
-    if killed and (state.interrupts >= 2 or state.terminated):
+    if killed and (state.interrupts or state.terminated or state.timeout is None):
         signum = signal.SIGTERM if state.terminated else signal.SIGINT
         message = f"The check of {target} did not stop when asked{where}; its process was killed."
         error = LayerError(message, "The layer may be stuck in C code, or catch every exception (a bare 'except:').")

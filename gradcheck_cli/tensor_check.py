@@ -41,6 +41,7 @@ class _Elements:
     analytic: torch.Tensor
     numeric: torch.Tensor
     verdict: torch.Tensor
+    allowance: torch.Tensor  # what the analytic value may be off by without a bug (Analytic.allowance)
 
 
 def check_tensor(leaf: Leaf, planned: TensorPlan, numeric: NumericSide, analytic: Analytic, opts: CheckOptions, advance: Callable[[int], None]) -> TensorOutcome:
@@ -51,14 +52,15 @@ def check_tensor(leaf: Leaf, planned: TensorPlan, numeric: NumericSide, analytic
         advance(len(planned.indices))
     else:
         first = numeric.singles(leaf, list(planned.indices), numeric.steps.eps, advance)
-    spread = analytic.spread[leaf.name].reshape(-1)[work.index]
     elements, judges = {}, {}
     for loss, grad in grads.items():
         a = grad.reshape(-1)[work.index]
+        allowance = analytic.allowance(leaf.name, loss).reshape(-1)[work.index]
         judges[loss] = Judge(numeric.steps.rtol, numeric.steps.atol, _largest(a, first[loss].central), analytic.layer_scale[loss])
-        elements[loss] = _Elements(a, first[loss].central.clone(), judges[loss].first_pass(a, first[loss], spread))
-    work.confirm(first, elements, judges, spread)
+        elements[loss] = _Elements(a, first[loss].central.clone(), judges[loss].first_pass(a, first[loss], allowance), allowance)
+    work.confirm(first, elements, judges)
     notes = _notes(leaf, work.shape, planned.indices, elements["l2"])
+    notes += _not_reentrant(leaf, analytic, work.index, elements)
     if planned.stride != 1:  # stride 1: no two elements share an output
         verdicts = {k: e.verdict for k, e in elements.items()}
         joint = kinks.check_joint(leaf, planned.indices, verdicts, {k: e.analytic for k, e in elements.items()}, numeric, judges)
@@ -81,9 +83,9 @@ class _Work:
     def index(self) -> torch.Tensor:
         return torch.tensor(self.planned.indices, device=self.numeric.placement.acc, dtype=torch.long)
 
-    def confirm(self, first: dict[str, Differences], elements: dict[str, _Elements], judges: dict[str, Judge], spread: torch.Tensor) -> None:
+    def confirm(self, first: dict[str, Differences], elements: dict[str, _Elements], judges: dict[str, Judge]) -> None:
         """Re-evaluate the flagged elements at 2h and h/2 and replace their verdicts and numeric values."""
-        flagged = torch.zeros_like(spread, dtype=torch.bool)
+        flagged = torch.zeros(len(self.planned.indices), dtype=torch.bool, device=self.numeric.placement.acc)
         for e in elements.values():
             flagged |= e.verdict == FAIL
         positions = torch.nonzero(flagged).reshape(-1)
@@ -104,9 +106,23 @@ class _Work:
         double, half = slopes(2 * h, 1), slopes(h / 2, 2)
         for loss, e in elements.items():
             d1 = single[loss] if single is not None else first[loss].select(positions)
-            verdict, value, _ = judges[loss].confirm(e.analytic[positions], d1, double[loss], half[loss], spread[positions])
+            verdict, value, _ = judges[loss].confirm(e.analytic[positions], d1, double[loss], half[loss], e.allowance[positions])
             e.numeric[positions] = value
             e.verdict[positions] = verdict
+
+
+def _not_reentrant(leaf: Leaf, analytic: Analytic, index: torch.Tensor, elements: dict[str, _Elements]) -> tuple[str, ...]:
+    """Elements whose two backwards differ by more than nondeterminism explains: FAIL, said so."""
+    differ = analytic.unstable[leaf.name].reshape(-1)[index]
+    unstable = differ > 0
+    if not bool(unstable.any()):
+        return ()
+    for e in elements.values():
+        e.verdict[unstable] = FAIL
+    return (
+        f"{leaf.name}: backward is not reentrant: two calls at the same point differ by up to {float(differ.max()):.3g} "
+        f"({int(unstable.sum())} element(s)), far more than nondeterminism explains (does it keep state between calls?): FAIL",
+    )
 
 
 def _notes(leaf: Leaf, shape: tuple[int, ...], idx: tuple[int, ...], e: _Elements) -> tuple[str, ...]:
