@@ -87,8 +87,9 @@ def analytic_side(subject: Subject, weights: torch.Tensor, weighted_loss: bool, 
             return [None] * len(tensors)
         # Backpropagate the scalar sum(y * g): the layer receives exactly g as its output
         # gradient (and torch skips a slow first-call import that tensor grad_outputs trigger).
-        loss = sum((y * g.reshape(y.shape).to(y.dtype)).sum() for y, g in zip(ys, grad_outputs) if y.requires_grad)
-        return torch.autograd.grad(loss, tensors, retain_graph=True, allow_unused=True)
+        with torch.enable_grad():  # whatever the layer's import did to the grad mode (torch.set_grad_enabled(False))
+            loss = sum((y * g.reshape(y.shape).to(y.dtype)).sum() for y, g in zip(ys, grad_outputs) if y.requires_grad)
+            return torch.autograd.grad(loss, tensors, retain_graph=True, allow_unused=True)
 
     outs = {"l2": [y.detach() for y in ys], "weighted": list(torch.split(weights, [y.numel() for y in ys]))}
     losses = ("l2", "weighted") if weighted_loss else ("l2",)

@@ -26,8 +26,8 @@ from .options import default_of
 from .errors import GradcheckError, UsageError
 from .outputs import Outputs, refused_command_line, same_file
 from .report import RunResult, SuiteResult
-from .streams import SafeStream, printable
-from .supervise import tell
+from .streams import SafeStream, printable, report_stream
+from .supervise import ready_for_interrupts, tell
 
 EXIT_INTERRUPTED = 130
 
@@ -272,7 +272,7 @@ def _view(color: bool | None, quiet: bool, verbose: bool, json_stdout: bool = Fa
         raise UsageError("--quiet and --verbose exclude each other.", "Give one of them.")
     err = _console(sys.stderr, color)
     # With --json -, stdout carries the JSON alone; the rendered report moves to stderr.
-    out = err if json_stdout else _console(sys.stdout, color)
+    out = err if json_stdout else _console(report_stream(), color)
     return View(out, err, quiet, verbose, **kwargs)
 
 
@@ -305,7 +305,7 @@ def run_command(ctx: click.Context, target: str, inputs: tuple, color: bool | No
     err = _console(sys.stderr, color)
     # The report files are known (and resolved) before anything else can go wrong, so that
     # every later problem still leaves a report of this run in them, never a stale one.
-    sinks = _Sinks(*_outputs(paths))
+    sinks = _Sinks(*_outputs(paths, target))
     views = lambda json_stdout: _view(color, quiet, verbose, json_stdout=json_stdout, show_errors=show_errors, debug=debug)  # noqa: E731
     code = _guarded_run(target, err, sinks, debug, lambda: _run(target, inputs, options, sinks, views))
     ctx.exit(code)
@@ -324,17 +324,20 @@ class _Sinks:
             raise problem
 
 
-def _outputs(paths: dict) -> tuple[Outputs, GradcheckError | None]:
-    """The output paths that can be used, and the first problem with any of them."""
+def _outputs(paths: dict, target: str) -> tuple[Outputs, GradcheckError | None]:
+    """The output paths that can be used, and the first problem with any of them (an input of the run among them)."""
+    from .targets import files_read
+
+    read = files_read(target)
     try:
-        return Outputs.resolve(paths["json_path"], paths["junit_path"], paths["plot_path"]), None
+        return Outputs.resolve(paths["json_path"], paths["junit_path"], paths["plot_path"], inputs=read), None
     except GradcheckError as exc:
         # The report files that are fine on their own still get this run's (error) report;
         # two outputs on one file get none (they would overwrite each other).
         usable = {}
         for key, kind in (("json_path", "json"), ("junit_path", "junit")):
             with contextlib.suppress(GradcheckError):
-                usable[kind] = Outputs.resolve(**{kind: paths[key]}).files()[0][1] if paths[key] not in (None, "-") else paths[key]
+                usable[kind] = Outputs.resolve(**{kind: paths[key]}, inputs=read).json if kind == "json" else Outputs.resolve(junit=paths[key], inputs=read).junit
         files = [p for p in usable.values() if isinstance(p, Path)]
         if len(files) == 2 and same_file(*files):
             usable = {k: v for k, v in usable.items() if not isinstance(v, Path)}
@@ -348,7 +351,10 @@ def _guarded_run(target: str, err: Console, sinks: _Sinks, debug: bool, run: Cal
     else gradcheck raises on purpose is a one-paragraph error with the core's exit status.
     """
     from .environment import Interrupt, interrupts
+    from .streams import hide_stdout
 
+    hide_stdout()  # the layer's print(), also from a thread it leaves running, goes to stderr
+    ready_for_interrupts()
     try:
         with interrupts((signal.SIGINT, signal.SIGTERM)):
             if sinks.problem is not None:
@@ -369,18 +375,22 @@ def _run(target: str, inputs: tuple, options: dict, sinks: _Sinks, views: Callab
     """Plan the run, check every target, render and write the reports; the exit status."""
     from .targets import plan_run
 
-    outputs = sinks.outputs
+    # What the run reads is settled first (no user code runs for it), and the outputs checked
+    # against it, before any other problem can be raised and reported into those outputs.
+    plan = plan_run(target)
+    sinks.refuse_inputs(plan.inputs)
+    outputs, problem = sinks.outputs.start()
+    sinks.outputs = outputs
+    tell(outputs=outputs.told())
+    if problem is not None:
+        raise problem
     view = views(outputs.json == "-")
     if outputs.plot:
         from .errormap import require_matplotlib
 
         require_matplotlib()
-    plan = plan_run(target)
-    if outputs.plot and plan.folder:
-        raise UsageError("--plot takes one layer or spec, not a folder.", "Run the failing spec on its own with --plot.")
-    sinks.refuse_inputs(plan.inputs)
-    tell(outputs=outputs.told())
-    outputs.start()
+        if plan.folder:
+            raise UsageError("--plot takes one layer or spec, not a folder.", "Run the failing spec on its own with --plot.")
     result = _check_all(plan, inputs, options, view)
     _render_run(view, result)
     code = _write_reports(view.err, outputs, result, result.exit_code)
@@ -472,11 +482,10 @@ def _render_run(view: View, result: RunResult) -> None:
 
 def _write_reports(err: Console, outputs: Outputs, result: RunResult, code: int) -> int:
     """Every requested report of this run, whatever its outcome; a report that cannot be written is exit 2."""
-    try:
-        outputs.write(result)
-    except GradcheckError as exc:
-        _error(err, exc)
-        return code if code >= 128 else exc.exit_code
+    problem = outputs.write(result)
+    if problem is not None:
+        _error(err, problem)
+        return code if code >= 128 else problem.exit_code
     return code
 
 
@@ -524,7 +533,7 @@ def sweep_command(ctx: click.Context, target: str, inputs: tuple, eps_range: tup
     the worst relative error of the check at each eps, and the best one."""
     opts.pop("isolate")
     err = _console(sys.stderr, color)
-    sinks = _Sinks(*_outputs({"json_path": None, "junit_path": None, "plot_path": plot_path}))
+    sinks = _Sinks(*_outputs({"json_path": None, "junit_path": None, "plot_path": plot_path}, target))
 
     def run() -> int:
         from .render import sweep_suggestion, sweep_table
@@ -575,7 +584,7 @@ def list_command(folder: str) -> None:
 
     from .spec import find_specs, load_spec
 
-    out = _console(sys.stdout, None)
+    out = _console(report_stream(), None)
     try:
         paths = find_specs(folder)
     except GradcheckError as exc:

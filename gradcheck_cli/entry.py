@@ -9,6 +9,9 @@ from __future__ import annotations
 import os
 import sys
 
+# Bound now: a layer that replaces os._exit (or sys.exit) cannot change how this process ends.
+_exit = os._exit
+
 
 def main() -> None:
     """Run the command, isolated in a child process where it runs the layer's code.
@@ -17,6 +20,9 @@ def main() -> None:
     process alive after the report, and an ``atexit`` hook of the layer's cannot change
     the exit status.
     """
+    from .streams import ensure_std_fds
+
+    ensure_std_fds()  # before any pipe or file is opened: none may take the number of a closed stdin/stdout
     try:
         code = _run(sys.argv[1:])
     except KeyboardInterrupt:  # Ctrl-C before gradcheck's own handling was in place (starting up)
@@ -29,7 +35,8 @@ def main() -> None:
 
     supervise.tell(done=code)
     _flush()
-    os._exit(code)
+    _exit(code)
+    raise SystemExit(code)  # not reached
 
 
 def _run(args: list[str]) -> int:

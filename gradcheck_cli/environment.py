@@ -213,11 +213,24 @@ def interrupts(signums: tuple[int, ...] = (signal.SIGINT,)) -> Iterator[None]:
             signal.signal(signum, _raise_interrupt)
     if saved:
         _last_interrupt[0] = float("-inf")  # a new run: its first signal counts
+    _OURS.update(saved)
     try:
         yield
     finally:
+        _OURS.difference_update(saved)
         for signum, handler in saved.items():
             signal.signal(signum, handler)
+
+
+_OURS: set[int] = set()  # the signals interrupts() took over, while it is active
+
+
+def reassert_interrupts() -> None:
+    """After the layer's code ran: if it replaced a handler gradcheck installed (an import that
+    resets SIGTERM or ignores SIGINT), gradcheck's goes back in, so a stop still stops the run."""
+    for signum in _OURS:
+        if signal.getsignal(signum) is not _raise_interrupt:
+            signal.signal(signum, _raise_interrupt)
 
 
 def watching_interrupts() -> bool:
@@ -378,7 +391,11 @@ def user_code() -> Iterator[None]:
     """Around every call into the layer's code (import, construction, forward, backward)."""
     watch = Deadline.current()
     if watch is None:
-        yield
+        try:
+            yield
+        finally:
+            reassert_interrupts()
         return
     with watch.user_code():
         yield
+    reassert_interrupts()

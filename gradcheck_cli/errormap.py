@@ -159,7 +159,11 @@ def plot_error_maps(report: Report, path: str | Path, tensors: Sequence[TensorRe
 
 
 def save_png(fig: Any, path: str | Path) -> None:
-    try:
-        fig.savefig(path, format="png", dpi=120)
-    except OSError as exc:
-        raise UsageError(f"Cannot write the plot to {str(path)!r}: {exc.strerror or exc}.", "Choose a writable path.") from None
+    """Render to memory, then write atomically (outputs.atomic_write): never a half-written plot."""
+    import io
+
+    from .outputs import atomic_write
+
+    data = io.BytesIO()
+    fig.savefig(data, format="png", dpi=120)
+    atomic_write(Path(path), data.getvalue(), "plot")

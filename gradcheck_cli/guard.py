@@ -41,7 +41,7 @@ def layer_error(exc: BaseException, what: str, sizes_hint: Callable[[], str] | N
         return exc  # no way to tell it from a real Ctrl-C here
     if isinstance(exc, SystemExit):
         return LayerError(f"{what} called sys.exit({exc.code!r}); no verdict could be reached.", "Remove sys.exit from the layer's code.")
-    text = _first_line(exc)
+    text = first_line(exc)
     if isinstance(exc, AttributeError) and "before Module.__init__() call" in text:
         return LayerError(f"{what} raised AttributeError: {text}.", "Call super().__init__() first in the layer's __init__.")
     # torch.OutOfMemoryError (CUDA), the CPU allocator's RuntimeError, Python's MemoryError.
@@ -53,12 +53,18 @@ def layer_error(exc: BaseException, what: str, sizes_hint: Callable[[], str] | N
     )
 
 
-def _first_line(exc: BaseException) -> str:
+# The most of an exception's message a report or the terminal shows (a layer can raise 10 MB).
+MESSAGE_MAX = 500
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, cut to MESSAGE_MAX characters; its type where it has none."""
     try:
         text = str(exc).strip()
     except Exception:  # an exception whose __str__ raises
         text = ""
-    return text.splitlines()[0] if text else type(exc).__name__
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return line if len(line) <= MESSAGE_MAX else f"{line[:MESSAGE_MAX]}... ({len(line) - MESSAGE_MAX:,} more characters)"
 
 
 class Guard:

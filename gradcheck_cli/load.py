@@ -25,6 +25,9 @@ from types import ModuleType
 
 from .errors import GradcheckError, LayerError, UsageError, user_frame
 
+# A layer's Python source is read whole (and hashed) before it is imported: larger is no source file.
+MAX_LAYER_BYTES = 64 * 1024**2
+
 FORMS = "'path/to/file.py:Name', 'package.module:Name' or 'package.module.Name'"
 
 
@@ -74,6 +77,12 @@ def import_file(path: Path) -> ModuleType:
     if not path.is_file():
         raise UsageError(f"Layer file {str(path)!r} is not a file.", f"Targets look like {FORMS}.")
     path = path.resolve()
+    if path.stat().st_size > MAX_LAYER_BYTES:
+        raise UsageError(
+            f"Layer file {str(path)!r} is {path.stat().st_size:,} bytes; a Python source file of a layer is at most "
+            f"{MAX_LAYER_BYTES // 1024**2} MiB.",
+            "Point the target at the layer's .py file.",
+        )
     try:
         source = path.read_bytes()
     except OSError as exc:
@@ -158,8 +167,10 @@ def _run_import(do_import, where: str):
     except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt) and not watching_interrupts():
             raise  # cannot tell it from a real Ctrl-C here
+        from .guard import first_line
+
         raise LayerError(
-            f"Importing {where} raised {type(exc).__name__}: {exc} ({user_frame(exc, skip=('importlib',))}).",
+            f"Importing {where} raised {type(exc).__name__}: {first_line(exc)} ({user_frame(exc, skip=('importlib',))}).",
             "Fix the layer file; run with --debug for the full traceback.",
         ) from exc
     finally:

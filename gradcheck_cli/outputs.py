@@ -17,8 +17,9 @@ No click and no torch here: the CLI and its supervisor (supervise.py) write thro
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
-import sys
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,10 @@ if TYPE_CHECKING:
     from .report import RunResult
 
 KINDS = {"json": "JSON report", "junit": "JUnit XML report", "plot": "plot"}
+# Names of this process's standard output: --json /dev/stdout is --json -.
+STDOUT_NAMES = ("/dev/stdout", "/dev/fd/1", "/proc/self/fd/1")
+# A report file that gradcheck may replace is at most this large (the reports of 1000 specs are ~2 MB).
+REPORT_MAX_BYTES = 256 * 1024**2
 INCOMPLETE = "gradcheck started this report but did not finish the run: no verdict."
 OPTIONS = {"json": "--json", "junit": "--junit-xml", "plot": "--plot"}
 
@@ -58,24 +63,19 @@ class Outputs:
     plot: Path | None = None
 
     @classmethod
-    def resolve(cls, json: str | None = None, junit: str | None = None, plot: str | None = None) -> "Outputs":
-        """Resolve the paths, and refuse a missing folder, a folder as the file, or two outputs on one file."""
+    def resolve(cls, json: str | None = None, junit: str | None = None, plot: str | None = None, inputs: Iterable[tuple[str, Path]] = ()) -> "Outputs":
+        """Resolve the paths; refuse a missing folder, an input of the run (``inputs``: (what, path)),
+        a file that is not a report of gradcheck's, or two outputs on one file."""
         given = {"json": json, "junit": junit, "plot": plot}
+        cls(**{k: resolve(v) if v and v != "-" and v not in STDOUT_NAMES else None for k, v in given.items()}).refuse_inputs(inputs)
         resolved: dict[str, Path | str | None] = {}
         for kind, text in given.items():
             if not text:
                 resolved[kind] = None
-            elif kind == "json" and text == "-":
-                resolved[kind] = "-"
+            elif kind == "json" and (text == "-" or text in STDOUT_NAMES):
+                resolved[kind] = "-"  # /dev/stdout names this process's stdout: the same as '-'
             else:
-                path = resolve(text)
-                if not path.parent.is_dir():
-                    raise UsageError(
-                        f"Cannot write {text!r}: folder {str(path.parent)!r} does not exist.", "Create the folder first, or choose another path."
-                    )
-                if path.is_dir():
-                    raise UsageError(f"Cannot write the {KINDS[kind]} to {text!r}: it is a folder.", "Give a file name.")
-                resolved[kind] = path
+                resolved[kind] = _output_path(kind, text)
         files = [(kind, p) for kind, p in resolved.items() if isinstance(p, Path)]
         for i, (kind, path) in enumerate(files):
             for other, other_path in files[i + 1 :]:
@@ -86,32 +86,56 @@ class Outputs:
                     )
         return cls(**resolved)
 
-    def start(self) -> None:
-        """Replace every requested report file by one that says this run has not finished (yet)."""
+    def start(self) -> tuple["Outputs", UsageError | None]:
+        """Replace every requested report by one that says this run has not finished (yet).
+
+        Returns the outputs that could be written, and the problem with any other: its old
+        content is removed, so that no earlier run's report survives beside this run's.
+        """
         from .junit import junit_xml
         from .report import RunResult, SuiteResult, to_json
 
         unfinished = GradcheckError(INCOMPLETE, "Look at the job's log; the run may have been killed (SIGKILL, out of memory).")
         result = RunResult((SuiteResult("gradcheck run", error=unfinished),))
-        if isinstance(self.json, Path):
-            atomic_write(self.json, to_json({**result.to_dict(), "status": "INCOMPLETE", "exit_code": None}) + "\n", KINDS["json"])
-        if self.junit is not None:
-            atomic_write(self.junit, junit_xml(result.results), KINDS["junit"])
+        texts = {"json": to_json({**result.to_dict(), "status": "INCOMPLETE", "exit_code": None}) + "\n", "junit": junit_xml(result.results)}
+        kept, problem = {"json": self.json, "junit": self.junit, "plot": self.plot}, None
+        for kind, path in self.files():
+            try:
+                if kind == "plot":
+                    _remove(path)  # written at the end only: until then, no plot of an earlier run
+                else:
+                    atomic_write(path, texts[kind], KINDS[kind])
+            except UsageError as exc:
+                kept[kind] = None
+                problem = problem or exc
+                _remove(path)
+        return Outputs(**kept), problem
 
-    def write(self, result: RunResult) -> None:
-        """The JSON and JUnit reports of ``result``; raises UsageError if one cannot be written."""
+    def write(self, result: RunResult) -> UsageError | None:
+        """The JSON and JUnit reports of ``result``, each on its own; the first problem, if one could not be written.
+
+        A report that cannot be written is removed, never left as an earlier run's.
+        """
         from .junit import junit_xml
-        from .streams import SafeStream
+        from .streams import SafeStream, report_stream
 
+        problem = None
         if self.json == "-":
-            sys.stdout.write(result.to_json() + "\n")
-            sys.stdout.flush()
-            if isinstance(sys.stdout, SafeStream) and sys.stdout.failure:
-                raise UsageError(f"Cannot write the JSON report to stdout: {sys.stdout.failure}.", "Write it to a file with --json PATH.")
-        elif self.json is not None:
-            atomic_write(self.json, result.to_json() + "\n", KINDS["json"])
-        if self.junit is not None:
-            atomic_write(self.junit, junit_xml(result.results), KINDS["junit"])
+            out = report_stream()
+            out.write(result.to_json() + "\n")
+            out.flush()
+            if isinstance(out, SafeStream) and out.failure:
+                problem = UsageError(f"Cannot write the JSON report to stdout: {out.failure}.", "Write it to a file with --json PATH.")
+        texts = {"json": lambda: result.to_json() + "\n", "junit": lambda: junit_xml(result.results)}
+        for kind, path in self.files():
+            if kind == "plot":
+                continue
+            try:
+                atomic_write(path, texts[kind](), KINDS[kind])
+            except UsageError as exc:
+                problem = problem or exc
+                _remove(path)
+        return problem
 
     def told(self) -> dict[str, str | None]:
         """The paths, as the supervisor is told them (see supervise.py)."""
@@ -124,6 +148,11 @@ class Outputs:
 
     def files(self) -> list[tuple[str, Path]]:
         return [(kind, p) for kind, p in (("json", self.json), ("junit", self.junit), ("plot", self.plot)) if isinstance(p, Path)]
+
+    def refuse_inputs(self, inputs: Iterable[tuple[str, Path]]) -> None:
+        _, problem = self.without_inputs(inputs)
+        if problem is not None:
+            raise problem
 
     def without_inputs(self, inputs: Iterable[tuple[str, Path]]) -> tuple["Outputs", UsageError | None]:
         """These outputs less any that is one of the run's input files (what, path), and the error that names it.
@@ -144,17 +173,72 @@ class Outputs:
         return Outputs(**kept), problem
 
 
+def _output_path(kind: str, text: str) -> Path:
+    """The resolved path of one output, refused unless gradcheck may write there.
+
+    It may write a path where nothing is yet, a regular file that holds a report of its own
+    (of this kind), or a device or pipe (written into, never replaced). Anything else --
+    the spec, the layer file, a module it imports, any file of the user's -- is refused:
+    gradcheck never overwrites a file it did not write.
+    """
+    path = resolve(text)
+    if not path.parent.is_dir():
+        raise UsageError(f"Cannot write {text!r}: folder {str(path.parent)!r} does not exist.", "Create the folder first, or choose another path.")
+    if path.is_dir():
+        raise UsageError(f"Cannot write the {KINDS[kind]} to {text!r}: it is a folder.", "Give a file name.")
+    if path.exists() and path.is_file() and not is_report(path, kind):
+        raise UsageError(
+            f"{OPTIONS[kind]} {text!r}: that file exists and is not a {KINDS[kind]} of gradcheck's; "
+            "gradcheck never overwrites a file it did not write.",
+            "Choose another path for the report, or remove the file first if it is an old report of another tool.",
+        )
+    return path
+
+
+def is_report(path: Path, kind: str) -> bool:
+    """Does ``path`` hold a report of ``kind`` that gradcheck wrote (one it may replace)?"""
+    try:
+        if os.stat(path).st_size > REPORT_MAX_BYTES:
+            return False
+        data = path.read_bytes()
+    except OSError:
+        return False
+    if kind == "plot":
+        return data.startswith(b"\x89PNG\r\n\x1a\n")
+    if kind == "junit":
+        return b'<testsuites name="gradcheck"' in data[:4096]
+    import json as jsonlib
+
+    try:
+        doc = jsonlib.loads(data)
+    except ValueError:
+        return False
+    return isinstance(doc, dict) and "passed" in doc and ("target" in doc or "specs" in doc)
+
+
+def _remove(path: Path) -> None:
+    """Remove an old report of gradcheck's (never anything else)."""
+    with contextlib.suppress(OSError):
+        if path.is_file() and any(is_report(path, kind) for kind in KINDS):
+            os.unlink(path)
+
+
 def atomic_write(path: Path, data: str | bytes, what: str = "report") -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder, then rename it into place.
 
     The file keeps the permissions an ordinary write would give it (the old file's, or
-    0666 less the umask), not the temporary file's 0600.
+    0666 less the umask), not the temporary file's 0600. A device or a pipe (/dev/null, a
+    FIFO) is written into, never replaced by a regular file.
     """
     raw = data.encode("utf-8") if isinstance(data, str) else data
     try:
-        mode = os.stat(path).st_mode & 0o7777
+        info = os.stat(path)
     except OSError:
-        mode = 0o666 & ~_umask()
+        info = None
+    if info is not None and not stat.S_ISREG(info.st_mode):
+        _write_into(path, raw, what)
+        return
+    mode = info.st_mode & 0o7777 if info is not None else 0o666 & ~_umask()
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
@@ -172,6 +256,22 @@ def atomic_write(path: Path, data: str | bytes, what: str = "report") -> None:
         if isinstance(exc, OSError):
             raise UsageError(f"Cannot write the {what} to {str(path)!r}: {exc.strerror or exc}.", "Choose a writable path.") from None
         raise
+
+
+def _write_into(path: Path, raw: bytes, what: str) -> None:
+    """A device or a pipe: opened without blocking (a FIFO nobody reads is an error, not a hang) and written."""
+    try:
+        fd = os.open(path, os.O_WRONLY | getattr(os, "O_NONBLOCK", 0))
+        try:
+            os.set_blocking(fd, True)
+            view = memoryview(raw)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        reason = "nobody is reading that pipe" if exc.errno == errno.ENXIO else exc.strerror or exc
+        raise UsageError(f"Cannot write the {what} to {str(path)!r}: {reason}.", "Choose a regular file.") from None
 
 
 def _umask() -> int:
@@ -197,7 +297,7 @@ def refused_command_line(args: list[str], reason: str) -> None:
             continue
         with contextlib.suppress(GradcheckError, OSError):
             path = Outputs.resolve(**{kind: text}).files()[0][1]
-            if path.exists() and not _is_a_report(path):
+            if path.exists() and path.is_file() and not is_report(path, kind):
                 continue
             atomic_write(path, result.to_json() + "\n" if kind == "json" else junit_xml(result.results), KINDS[kind])
 
@@ -213,13 +313,3 @@ def _option_value(args: list[str], name: str) -> str | None:
         elif arg.startswith(name + "="):
             value = arg[len(name) + 1 :]
     return value
-
-
-def _is_a_report(path: Path) -> bool:
-    """Does the file hold a gradcheck report (JSON or JUnit) -- one that may be replaced?"""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(4096)
-    except OSError:
-        return False
-    return b'"passed"' in head or b'<testsuites name="gradcheck"' in head

@@ -115,7 +115,7 @@ def verdict_line(report: Report) -> Text:
     if report.interrupted:
         bad = [printable(t.name, one_line=True) for t in report.tensors if not t.passed]
         detail = f"; failing so far: {', '.join(bad)}" if bad else ""
-        return Text.assemble(("INTERRUPTED", STYLE["NOISE"]), f": only {n} tensor(s) were checked before Ctrl-C{detail}.")
+        return Text.assemble(("INTERRUPTED", STYLE["NOISE"]), f": only {n} tensor(s) were checked before the run was interrupted{detail}.")
     if report.passed:
         return Text.assemble(("PASS", STYLE["PASS"]), f": all {n} tensor(s) match ({checked} elements checked).")
     failed = [printable(t.name, one_line=True) for t in report.tensors if t.status == "FAIL"]

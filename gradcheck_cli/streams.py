@@ -131,11 +131,23 @@ def ensure_std_fds() -> None:
                 os.close(null)
 
 
-def protect_stdout() -> None:
-    """gradcheck's stdout on a private descriptor; descriptor 1 and the layer's ``print`` go to stderr.
+_REPORT: SafeStream | None = None  # gradcheck's own stdout, once protect_stdout has moved it
 
-    Only for the real process (the console script), never inside a test runner.
+
+def report_stream() -> TextIO:
+    """Where gradcheck writes its report (the table, ``--json -``): its private stdout, or sys.stdout."""
+    return _REPORT if _REPORT is not None else sys.stdout
+
+
+def protect_stdout() -> None:
+    """gradcheck's stdout on a private descriptor; descriptor 1 and ``sys.stdout`` go to stderr.
+
+    Whatever the layer writes -- ``print`` (also from a thread, after the check), C code,
+    a child process -- lands on stderr; only gradcheck writes the report, through
+    :func:`report_stream`. Only for the real process (the console script), never inside a
+    test runner.
     """
+    global _REPORT
     ensure_std_fds()
     if sys.stdout is not None:
         try:
@@ -145,22 +157,30 @@ def protect_stdout() -> None:
     encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
     try:
         private = os.dup(1)
+        os.set_inheritable(private, False)
         os.dup2(2, 1)
     except OSError:
         return
     ours = open(private, "w", encoding=encoding, errors="backslashreplace", closefd=True, buffering=1)
-    sys.stdout = SafeStream(ours, "stdout")
+    _REPORT = SafeStream(ours, "stdout")
     sys.stderr = SafeStream(sys.stderr, "stderr") if sys.stderr is not None else SafeStream(None, "stderr")
+    sys.stdout = _REPORT  # for click (help, version, usage errors) until hide_stdout()
+
+
+def hide_stdout() -> None:
+    """From here on ``sys.stdout`` is stderr: before the layer's code first runs (see protect_stdout)."""
+    if _REPORT is not None:
+        sys.stdout = sys.stderr
 
 
 def finish() -> None:
     """Flush both streams; say once on stderr if the report could not be written to stdout."""
-    for stream in (sys.stdout, sys.stderr):
+    for stream in (report_stream(), sys.stderr):
         try:
             stream.flush()
         except (OSError, ValueError, AttributeError):
             pass
-    out = sys.stdout
+    out = report_stream()
     if isinstance(out, SafeStream) and out.failure:
         try:
             sys.stderr.write(f"gradcheck: could not write to stdout ({out.failure}); the report there is incomplete.\n")

@@ -11,7 +11,7 @@ arguments) and wait:
   layer's code is running (import, construction, forward, backward) and when its
   ``--timeout`` deadline starts; at the very end it reports its exit status;
 * a child that ends without that last word died: exit 1, "the layer's process died
-  with SIGSEGV while running the forward of X", and the requested reports say so;
+  with SIGSEGV during the forward of X", and the requested reports say so;
 * a child still running ``KILL_GRACE_S`` after its deadline is killed: exit 1, and
   the reports say why;
 * Ctrl-C reaches both processes; this one waits for the child's interrupted report
@@ -35,6 +35,10 @@ import time
 from typing import Any
 
 ENV_FD = "GRADCHECK_SUPERVISOR_FD"
+ENV_PARENT = "GRADCHECK_SUPERVISOR_PID"
+# The child: the same command, without the working folder first on sys.path (`python -m` would
+# put it there, and a file named inspect.py or yaml.py in it would shadow the real modules).
+CHILD = "import sys; del sys.path[0]; from gradcheck_cli.entry import main; main()"
 ENV_ISOLATE = "GRADCHECK_ISOLATE"
 # How long a child may run past its --timeout deadline (it is asked to stop every 50 ms
 # meanwhile), or past a SIGTERM or a second Ctrl-C, before it is killed.
@@ -71,13 +75,42 @@ _channel: _Channel | None = None
 def connect() -> None:
     """In the child: open the channel the supervisor passed, and hide it from the layer's own children."""
     global _channel
-    fd = os.environ.pop(ENV_FD, None)
-    if fd is None or not fd.isdigit():
+    fd, parent = os.environ.pop(ENV_FD, None), os.environ.pop(ENV_PARENT, None)
+    if fd is None or not fd.isdigit() or parent != str(os.getppid()):
+        return  # not started by a supervisor (a stray variable in the environment): no channel
+    try:
+        os.fstat(int(fd))
+    except OSError:
         return
     _channel = _Channel(int(fd))
     os.set_inheritable(int(fd), False)
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # the supervisor started it ignored (see supervise)
-    _channel.send(ready=True)
+    _watch_parent(int(parent))
+
+
+def ready_for_interrupts() -> None:
+    """In the child, when gradcheck's own handlers are about to go in: Ctrl-C is the child's to answer from now.
+
+    The supervisor started it with SIGINT ignored, and answered a Ctrl-C itself until now
+    (the child was importing, and a KeyboardInterrupt there can surface as any error).
+    """
+    if _channel is not None and signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        _channel.send(ready=True)
+
+
+def _watch_parent(parent: int) -> None:
+    """Where the kernel cannot kill the child with its parent (not Linux): it ends itself, without a report."""
+    if sys.platform.startswith("linux"):
+        return
+    import threading
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="gradcheck-parent-watch", daemon=True).start()
 
 
 def supervised() -> bool:
@@ -100,8 +133,8 @@ def stage(what: str) -> None:
 
 
 def wants_isolation(args: list[str]) -> bool:
-    if os.environ.get(ENV_FD) is not None or os.environ.get(ENV_ISOLATE, "1") == "0":
-        return False
+    if os.environ.get(ENV_PARENT) == str(os.getppid()) or os.environ.get(ENV_ISOLATE, "1") == "0":
+        return False  # the supervised child itself, or isolation turned off
     if not hasattr(os, "fork") or not args or args[0] not in ISOLATED_COMMANDS:
         return False
     words = args[: args.index("--")] if "--" in args else args
@@ -170,12 +203,8 @@ def supervise(args: list[str]) -> int:
     read_end, write_end = os.pipe()
     killed = False
     try:
-        env = {**os.environ, ENV_FD: str(write_end)}
-        ignoring = signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited by the child until it is ready
-        try:
-            children.append(subprocess.Popen([sys.executable, "-m", "gradcheck_cli", *args], pass_fds=(write_end,), env=env))
-        finally:
-            signal.signal(signal.SIGINT, ignoring)
+        env = {**os.environ, ENV_FD: str(write_end), ENV_PARENT: str(os.getpid())}
+        children.append(subprocess.Popen([sys.executable, "-c", CHILD, *args], pass_fds=(write_end,), env=env, preexec_fn=_in_child))
         os.close(write_end)
         child = children[0]
         buffer = b""
@@ -195,20 +224,52 @@ def supervise(args: list[str]) -> int:
         for s, handler in previous.items():
             signal.signal(s, handler)
         os.close(read_end)
+    asked = signal.SIGTERM if state.terminated else signal.SIGINT if state.interrupts else None
     if state.done is not None and not killed:
+        if asked is not None and state.done == 0:  # the run was asked to stop, and the layer would not let it
+            _say(_ignored(asked))
+            return 128 + asked
         return state.done
     if state.stopped_early and state.done is None:
         _say_interrupted(state)
-        return 128 + (signal.SIGTERM if state.terminated else signal.SIGINT)
+        return 128 + (asked or signal.SIGINT)
+    if asked is not None and not killed:  # it died of the signal it was sent (the layer reset the handler), or at start-up
+        result = _died(children[0].returncode, state, killed, report_only=True)
+        return 128 + asked if result is None else result
     return _died(children[0].returncode, state, killed)
 
 
-def _say_interrupted(state: "_State") -> None:
+def _ignored(signum: int):
+    from .errors import LayerError
+
+    name = signal.Signals(signum).name
+    return LayerError(
+        f"The run was asked to stop ({name}) but the check went on to its end: the layer's code replaced gradcheck's "
+        f"{name} handler. Its report stands, but the run counts as interrupted.",
+        f"Do not ignore or replace {name} in the layer's code.",
+    )
+
+
+def _say_interrupted(state: "_State", when: str = "while starting up: nothing was checked") -> None:
     try:
         name = "SIGTERM" if state.terminated else "SIGINT"
-        sys.stderr.write(f"\nInterrupted ({name}) while starting up: nothing was checked.\n")
+        sys.stderr.write(f"\nInterrupted ({name}) {when}.\n")
     except (OSError, ValueError):
         pass
+
+
+def _in_child() -> None:
+    """Run in the child before it starts: Ctrl-C ignored until it is ready for it (see supervise), and
+    on Linux, the child dies with the supervisor (a SIGKILLed gradcheck leaves no check running
+    on, to write a report over a later run's)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
 
 
 def _send(child: subprocess.Popen, signum: int) -> None:
@@ -235,12 +296,21 @@ def _drain(fd: int, buffer: bytes, state: _State) -> bytes:
     return buffer
 
 
-def _died(returncode: int, state: _State, killed: bool) -> int:
-    """The child ended without saying how: say it here, write the reports, and return the exit status."""
+def _died(returncode: int, state: _State, killed: bool, report_only: bool = False) -> int | None:
+    """The child ended without saying how: say it here, write the reports, and return the exit status.
+
+    ``report_only``: it ended because of the signal it was sent: an interrupted report, and None.
+    """
     from .errors import LayerError, UsageError
     from .report import EXIT_FAIL, RunResult, SuiteResult
 
-    where = f" while running {_lower(state.stage)}" if state.stage else ""
+    if report_only:
+        signum = signal.SIGTERM if state.terminated else signal.SIGINT
+        _say_interrupted(state, "before the check finished")
+        _write(state.outputs, RunResult((SuiteResult(state.target or "the layer", signum=signum),), signum=signum))
+        return None
+
+    where = _during(state.stage)
     target = state.target or "the layer"
     signum = None
     if killed and (state.interrupts or state.terminated or state.timeout is None):
@@ -273,8 +343,13 @@ def _died(returncode: int, state: _State, killed: bool) -> int:
     return 128 + signum if signum is not None else EXIT_FAIL if not isinstance(error, UsageError) else 2
 
 
-def _lower(text: str) -> str:
-    return text[:1].lower() + text[1:]
+def _during(stage: str | None) -> str:
+    """' while importing X' / ' during the forward of X' for the stage the child last reported."""
+    if not stage:
+        return ""
+    if stage.startswith("Importing "):
+        return f" while importing {stage[len('Importing '):]}"
+    return f" during {stage[:1].lower()}{stage[1:]}"
 
 
 def _signal_name(signum: int) -> str:

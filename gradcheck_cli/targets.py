@@ -48,8 +48,6 @@ def plan_run(target: str) -> RunPlan:
         return RunPlan(entries, True, _inputs(entries))
     if is_spec_path(target):
         entry = _spec_entry(target)
-        if entry.error is not None:
-            raise entry.error
         return RunPlan((entry,), False, _inputs((entry,)))
     _refuse_data_file(target)
     entry = Entry(target, _absolute(target))
@@ -65,6 +63,24 @@ def _refuse_data_file(target: str) -> None:
         f"{target!r} is neither a spec nor a layer: specs are .yaml/.yml files, layers are named as file.py:Name.",
         "Write the spec as YAML (spec.yaml), or name the layer as path/to/file.py:Name.",
     )
+
+
+def files_read(target: str) -> tuple[tuple[str, Path], ...]:
+    """The files a run of ``target`` reads, as far as they can be told without running anything; never raises.
+
+    The CLI checks its outputs against them before anything else: a report is never
+    written over the spec, a spec of the folder or a layer file (see outputs.py).
+    """
+    try:
+        return plan_run(target).inputs
+    except GradcheckError:
+        pass
+    found: list[tuple[str, Path]] = []
+    if is_spec_path(target) and not Path(target).is_dir():
+        found.append((f"the spec {target!r}", resolve(target)))
+    else:
+        found += _inputs((Entry(target, _absolute(target)),))
+    return tuple(found)
 
 
 def _spec_entry(path: str) -> Entry:

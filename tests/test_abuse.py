@@ -542,8 +542,8 @@ def test_sigterm_ends_like_ctrl_c_with_a_partial_report_and_exit_143(tmp_path):
 def test_isolation_turns_what_kills_the_process_into_the_layers_error(tmp_path):
     """os._exit(0) in forward, a segfault, a layer that never stops: exit 1 with words, and a report that says so."""
     cases = {
-        "os_exit_in_forward": ([], "exited with status 0 while running the forward"),
-        "segfault_in_forward": ([], "died with SIGSEGV while running the forward"),
+        "os_exit_in_forward": ([], "exited with status 0 during the forward"),
+        "segfault_in_forward": ([], "died with SIGSEGV during the forward"),
         "never_gives_up": (["--timeout", "0.3"], "did not finish within --timeout 0.3s and did not stop when asked"),
     }
     procs = {
@@ -573,3 +573,165 @@ def test_ctrl_c_while_starting_up_is_130_without_a_traceback():
     no_traceback(out.decode(), err.decode())
     assert proc.returncode == 130, (out, err)
     assert "Interrupted" in err.decode() and "Aborted" not in err.decode()
+
+
+# =========================================================================== found by an adversarial audit
+
+
+@pytest.mark.parametrize(
+    "extra, spec_text",
+    [
+        (["-q", "-v"], "layer: square.py:Square\ninputs: [{shape: [3]}]\n"),  # a usage error raised early
+        ([], "layer: square.py:Square\ninputs: [{shape: [3]}]\nrtol: one\n"),  # the spec itself is invalid
+        (["--junit-xml", "no/such/folder/r.xml"], "layer: square.py:Square\ninputs: [{shape: [3]}]\n"),  # another output is bad
+    ],
+)
+def test_no_early_error_writes_its_report_over_the_spec(run_cli, tmp_path, extra, spec_text):
+    write(tmp_path / "square.py", SQUARE_SRC)
+    spec = write(tmp_path / "s.yaml", spec_text)
+    code, out, err = run_cli("run", spec, "--json", spec, *extra)
+    assert code == 2, (out, err)
+    assert spec.read_text() == spec_text
+
+
+def test_no_file_of_the_users_is_overwritten_even_one_the_run_does_not_name(run_cli, tmp_path, monkeypatch):
+    """A module the layer imports, a file that only mentions "passed": not gradcheck's reports, never replaced."""
+    write(tmp_path / "helper.py", "def double(x):\n    return 2 * x  # the test asserts report['passed']\n")
+    write(tmp_path / "lay.py", SQUARE_SRC + "\nfrom helper import double\n")
+    monkeypatch.chdir(tmp_path)
+    before = (tmp_path / "helper.py").read_text()
+    expect(run_cli("run", "lay.py:Square", "--input", "3", "--json", "helper.py"), 2, "never overwrites a file it did not write")
+    code, _, _ = run_cli("run", "lay.py:Square", "--json", "helper.py", "--no-such-flag")  # a command line click refuses
+    assert code == 2 and (tmp_path / "helper.py").read_text() == before
+
+
+def test_json_to_dev_stdout_is_stdout_and_devices_are_written_not_replaced(run_cli, tmp_path):
+    code, out, _ = run_cli("run", a("Square"), "--input", "3", "--json", "/dev/stdout", "-q")
+    assert code == 0 and json.loads(out[out.index("{"):])["passed"] is True
+    code, _, err = run_cli("run", a("Square"), "--input", "3", "--json", os.devnull, "-q")
+    assert code == 0 and not Path(os.devnull).is_file()  # still the device: written into, not renamed over
+    fifo = tmp_path / "pipe.json"
+    os.mkfifo(fifo)
+    code, _, err = run_cli("run", a("Square"), "--input", "3", "--json", fifo, "-q")
+    assert code == 2 and "nobody is reading" in err and fifo.is_fifo()
+
+
+def test_a_report_that_cannot_be_written_leaves_no_stale_one_beside_the_others(run_cli, tmp_path, monkeypatch):
+    from gradcheck_cli import outputs
+
+    old_json = stale(tmp_path / "r.json")
+    junit = tmp_path / "r.xml"
+    real = outputs.atomic_write
+
+    def json_fails(path, data, what="report"):
+        if path.name == "r.json" and b"INCOMPLETE" not in (data.encode() if isinstance(data, str) else data):
+            raise UsageError(f"Cannot write the {what} to {str(path)!r}: No space left on device.")
+        return real(path, data, what)
+
+    monkeypatch.setattr(outputs, "atomic_write", json_fails)
+    code, _, err = run_cli("run", a("WrongSquare"), "--input", "3", "--json", old_json, "--junit-xml", junit)
+    assert code == 2 and err.count("No space left") == 1
+    assert not old_json.exists()  # removed: neither last week's pass nor a half-written one
+    assert ET.parse(junit).getroot().get("failures") == "1"  # the other report is this run's
+
+
+def test_a_layer_file_that_switches_autograd_off_at_import_is_still_checked(tmp_path):
+    layer = write(tmp_path / "nograd.py", "import torch\ntorch.set_grad_enabled(False)\n" + SQUARE_SRC)
+    assert gradcheck_cli.check(f"{layer}:Square", ["3"]).passed
+    assert torch.is_grad_enabled()
+
+
+@pytest.mark.parametrize(
+    "source, fragment",
+    [
+        ("class E(Exception):\n    def __str__(self):\n        raise RuntimeError('str raises')\nraise E()\n", "raised E: E"),
+        ("raise RuntimeError('boom\\nPASS: all 3 tensor(s) match.')\n", "boom"),
+        ("raise RuntimeError('A' * 10_000_000)\n", "more characters"),
+    ],
+)
+def test_an_import_error_is_one_short_line(run_cli, tmp_path, source, fragment):
+    layer = write(tmp_path / "bad.py", source)
+    err = expect(run_cli("run", f"{layer}:X", "--input", "3"), 1, fragment)
+    assert "PASS" not in err and len(err) < 2000
+
+
+def test_a_huge_layer_file_is_refused_before_it_is_read(run_cli, tmp_path):
+    big = tmp_path / "big.py"
+    with open(big, "wb") as f:
+        f.truncate(100 * 1024**2)  # sparse: no disk used
+    expect(run_cli("run", f"{big}:X", "--input", "3"), 2, "MiB")
+
+
+def test_what_only_a_real_process_shows_after_the_audit(tmp_path):
+    """In parallel: closed stdin and stdout; a working folder with inspect.py; a stray supervisor variable;
+    a layer that replaces os._exit (without isolation); a thread printing after the check into --json -;
+    SIGTERM while starting up; a layer that resets SIGTERM at import, signalled mid-check."""
+    shadow = tmp_path / "shadow"
+    shadow.mkdir()
+    write(shadow / "inspect.py", "x = 1\n")
+    patched = write(tmp_path / "patched.py", "import os\nos._exit = lambda code: None\n" + ABUSE.read_text())
+    chatter = write(tmp_path / "chatter.py", SQUARE_SRC + (
+        "\nimport threading, time\n\ndef beat():\n    time.sleep(1.0)\n    while True:\n        print('heartbeat')\n        time.sleep(0.001)\n\n"
+        "threading.Thread(target=beat, daemon=True).start()\n"
+    ))
+    started = tmp_path / "started"
+    resets = write(tmp_path / "resets.py", SQUARE_SRC + (
+        f"\nimport signal, time, pathlib\nsignal.signal(signal.SIGTERM, signal.SIG_DFL)\n\n"
+        f"def slow(x):\n    pathlib.Path({str(started)!r}).touch()\n    time.sleep(0.2)\n    return Square.apply(x)\n"
+    ))
+    pipe = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    runs = {
+        "closed": gradcheck_process("run", a("Square"), "--input", "3", stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                    preexec_fn=lambda: (os.close(0), os.close(1))),
+        "shadow": gradcheck_process("run", a("Square"), "--input", "3", cwd=shadow, **pipe),
+        "stray": gradcheck_process("run", a("Square"), "--input", "3", env={"GRADCHECK_SUPERVISOR_FD": "1"}, **pipe),
+        "patched": gradcheck_process("run", f"{patched}:WrongSquare", "--input", "3", "--no-isolate", **pipe),
+        "chatter": gradcheck_process("run", f"{chatter}:Square", "--input", "3", "--json", "-", **pipe),
+        "term_early": gradcheck_process("run", a("Square"), "--input", "3", "--json", str(tmp_path / "early.json"), **pipe),
+        "term_reset": gradcheck_process("run", f"{resets}:slow", "--input", "40", "--no-grouping", "--json", str(tmp_path / "reset.json"), **pipe),
+    }
+    time.sleep(0.3)
+    runs["term_early"].send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 60
+    while not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    runs["term_reset"].send_signal(signal.SIGTERM)
+    results = {}
+    try:
+        for name, proc in runs.items():
+            out, err = proc.communicate(timeout=120)
+            results[name] = (proc.returncode, (out or b"").decode(), (err or b"").decode())
+    finally:
+        for proc in runs.values():
+            if proc.poll() is None:
+                proc.kill()
+    expected = {"closed": 0, "shadow": 0, "stray": 0, "patched": 1, "chatter": 0, "term_early": 143, "term_reset": 143}
+    for name, (code, out, err) in results.items():
+        no_traceback(out, err)
+        assert code == expected[name], (name, code, out, err)
+    assert '"stage"' not in results["stray"][1] + results["stray"][2]  # the protocol is never shown
+    assert json.loads(results["chatter"][1])["passed"] is True and "heartbeat" not in results["chatter"][1]
+    reset = json.loads((tmp_path / "reset.json").read_text())
+    assert reset["interrupted"] is True and reset["exit_code"] == 143
+
+
+def test_a_killed_supervisor_takes_its_child_with_it(tmp_path):
+    """A SIGKILLed gradcheck (timeout -s KILL, the OOM killer) must leave no check running on to write a report later."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the kernel ties the child to its parent on Linux; elsewhere a watchdog thread does")
+    report = tmp_path / "r.json"
+    started = tmp_path / "started"
+    layer = write(tmp_path / "slow.py", SQUARE_SRC + (
+        f"\nimport time, pathlib\n\ndef slow(x):\n    pathlib.Path({str(started)!r}).touch()\n    time.sleep(0.05)\n    return Square.apply(x)\n"
+    ))
+    proc = gradcheck_process("run", f"{layer}:slow", "--input", "100", "--no-grouping", "--json", str(report), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+    proc.kill()
+    proc.wait()
+    time.sleep(1.0)
+    assert children and not any(Path(f"/proc/{c}").exists() and "zombie" not in Path(f"/proc/{c}/status").read_text().lower() for c in children)
+    assert json.loads(report.read_text())["status"] == "INCOMPLETE"  # never last run's, never a late pass
