@@ -61,12 +61,12 @@ def analytic_side(subject: Subject, weights: torch.Tensor, weighted_loss: bool, 
     leaves = subject.leaves
     checked_params = {leaf.key for leaf in leaves if leaf.kind == "param"}
     params = {k: v.detach().clone().requires_grad_(k in checked_params) for k, v in subject.layer.params.items()}
-    inputs = list(subject.inputs)
+    inputs = subject.inputs
     tensors = []
     for leaf in leaves:
         if leaf.kind == "input":
-            inputs[leaf.key] = inputs[leaf.key].detach().clone().requires_grad_(True)
-            tensors.append(inputs[leaf.key])
+            tensors.append(inputs.get(leaf.key).detach().clone().requires_grad_(True))
+            inputs = inputs.replaced(leaf.key, tensors[-1])
         else:
             tensors.append(params[leaf.key])
 

@@ -56,6 +56,7 @@ def check(
     layer: Any,
     inputs: Sequence[torch.Tensor | InputSpec | str | float] = (),
     *,
+    keywords: dict[str, Any] | None = None,
     args: Sequence = (),
     kwargs: dict | None = None,
     params: dict | None = None,
@@ -67,9 +68,13 @@ def check(
 
     ``layer`` is a Module (class or instance), an autograd.Function subclass, a
     callable of tensors, or a target string (``file.py:Name``, ``pkg.mod:Name``).
-    ``inputs`` are tensors (copied, never modified), :class:`InputSpec`s, or
-    ``--input``-style strings (``"2x64"``, ``"=4.5"``).  ``options`` are the
-    fields of :class:`CheckOptions` (dtype, device, eps, rtol, atol, seed, ...).
+    ``inputs`` are the positional arguments: tensors (copied, never modified),
+    :class:`InputSpec`s, ``--input``-style strings (``"2x64"``, ``"=4.5"``, ``"grid=1x8x8x2"``),
+    numbers and lists of numbers (literal tensors), or lists/tuples holding tensors (passed
+    as such). ``keywords`` are keyword arguments of the call: tensors, InputSpecs, or any
+    other value passed as it is (``{"mode": "bilinear"}``). ``args``/``kwargs`` construct
+    a Module class. ``options`` are the fields of :class:`CheckOptions` (dtype, device, eps,
+    rtol, atol, seed, constant, only, ...).
     """
     opts = CheckOptions(**options)
     target = name or (layer if isinstance(layer, str) else _name_of(layer))
@@ -82,7 +87,7 @@ def check(
     with preserved_state(placement.device), interrupts(), torch.inference_mode(False), torch.enable_grad(), deadline(opts.timeout, target):
         obj = load_target(layer) if isinstance(layer, str) else layer
         _check_default_device(target)
-        subject = prepare(obj, target, list(inputs), opts, placement, args=args, kwargs=kwargs, params=params)
+        subject = prepare(obj, target, list(inputs), opts, placement, keywords=keywords, args=args, kwargs=kwargs, params=params)
         return _Run(subject, opts, placement, progress).report()
 
 
@@ -175,7 +180,7 @@ class _Run:
 
     def _sides(self) -> _Sides:
         subject, opts, placement, guard = self.subject, self.opts, self.placement, self.guard
-        evaluator = Evaluator(subject.layer, subject.layer.params, list(subject.inputs), opts.seed, placement.device, opts.batch)
+        evaluator = Evaluator(subject.layer, subject.layer.params, subject.inputs, opts.seed, placement.device, opts.batch)
         base = base_point(subject, evaluator, opts.seed, placement, guard)
         analytic = analytic_side(subject, base.weights, opts.weighted_loss, opts.seed, placement, guard)
         numeric = numeric_side(subject, evaluator, base, opts, placement, guard)
@@ -226,6 +231,7 @@ class _Run:
             "weighted_loss": opts.weighted_loss,
             "losses": list(LOSSES if opts.weighted_loss else ("l2",)),
             "max_elements": opts.max_elements,
+            "constant": list(opts.constant),
             "noise_sigmas": NOISE_SIGMAS,
             "rel_floor": REL_FLOOR,
         }

@@ -25,6 +25,7 @@ from torch.autograd.function import Function, _SingleLevelFunction
 
 from .environment import seconds_since, seed_rng
 from .layer import Layer, flatten_outputs
+from .call import Call
 from .subject import Leaf
 
 
@@ -101,11 +102,11 @@ def forward_only_functions():
 class Evaluator:
     """Evaluates ``layer`` at its state with one leaf element moved by ±h."""
 
-    def __init__(self, layer: Layer, params: dict, inputs: list, seed: int, device: torch.device, batch: bool = True) -> None:
+    def __init__(self, layer: Layer, params: dict, inputs: Call, seed: int, device: torch.device, batch: bool = True) -> None:
         self.layer = layer
         # Contiguous working copies: the loop perturbs them through a flat view.
         self.params = {k: v.detach().clone(memory_format=torch.contiguous_format) for k, v in params.items()}
-        self.inputs = [x.detach().clone(memory_format=torch.contiguous_format) if isinstance(x, torch.Tensor) else x for x in inputs]
+        self.inputs = inputs.map_tensors(lambda x: x.detach().clone(memory_format=torch.contiguous_format))
         # Private buffers: a forward that updates its buffers (running statistics, counters)
         # gets them restored before every evaluation, so every point sees the same state.
         self.pristine = {k: v.detach().clone() for k, v in layer.buffers.items()}
@@ -169,7 +170,7 @@ class Evaluator:
         return self._bound
 
     def tensor(self, leaf: Leaf) -> torch.Tensor:
-        return self.params[leaf.key] if leaf.kind == "param" else self.inputs[leaf.key]
+        return self.params[leaf.key] if leaf.kind == "param" else self.inputs.get(leaf.key)
 
     # -- perturbations ------------------------------------------------------
     def steps(self, leaf: Leaf, idx: torch.Tensor, h: float):
@@ -367,9 +368,7 @@ class Evaluator:
             if kind == "param":  # batched parameters: swapped in for the call
                 out = self.layer.call({**self.params, key: x}, self.inputs, self.buffers)
             else:  # batched inputs: the private copy bound to the parameters, no functional_call
-                inputs = list(self.inputs)
-                inputs[key] = x
-                out = bound(inputs)
+                out = bound(self.inputs.replaced(key, x))
             return tuple(y.reshape(-1) for y in flatten_outputs(out, self.layer.name))
 
         self._reseed()

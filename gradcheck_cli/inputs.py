@@ -11,12 +11,14 @@ import json
 import math
 import re
 import sys
-from typing import Any, Sequence
+from dataclasses import replace
+from typing import Any, Mapping, Sequence
 
 import torch
 
 from .options import DTYPES
 from .spec import InputSpec
+from .call import Call
 from .errors import UsageError, suggest
 from .spec import MAX_DIMS, MAX_LITERAL_ELEMENTS, bounded_repr
 
@@ -48,22 +50,40 @@ def _brief(value: Any) -> str:
     return bounded_repr(value)
 
 
+_NAMED = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=(.*)", re.S)
+INPUT_FORMS = (
+    "a shape (1x100, 4x3x8: standard-normal data), =JSON (a literal tensor: =4.5, =[0,2,1]), :VALUE (a Python value "
+    "passed as it is: :bilinear, :true, :0.5, :null), [A, B, ...] or (A, B, ...) (a list or tuple of inputs); "
+    "NAME=... makes it a keyword argument (grid=1x8x8x2, mode=:bilinear)"
+)
+
+
 def parse_input(text: str) -> InputSpec:
-    """Parse one ``--input`` value: ``4x3x8`` (standard normal) or ``=JSON`` (a literal)."""
+    """Parse one ``--input`` value (see INPUT_FORMS)."""
     raw = text.strip()
     where = f"--input {_shown(text)}"
+    named = _NAMED.fullmatch(raw)
+    spec = _parse_body(named.group(2).strip() if named else raw, where, 0)
+    return replace(spec, name=named.group(1)) if named else spec
+
+
+def _parse_body(raw: str, where: str, depth: int) -> InputSpec:
     if raw.startswith("="):
         value = _parse_json(raw[1:], where)
         check_literal(value, where)
         return InputSpec(value=value)
+    if raw.startswith(":"):
+        return InputSpec(arg=_parse_arg(raw[1:], where))
+    if raw[:1] in ("[", "(") and raw[-1:] == {"[": "]", "(": ")"}[raw[:1]]:
+        if depth >= MAX_DIMS:
+            raise UsageError(f"{where}: lists of inputs are nested too deeply.", "Nest at most a few levels.")
+        parts = _split_top(raw[1:-1], where)
+        return InputSpec(items=tuple(_parse_body(p, where, depth + 1) for p in parts), sequence="list" if raw[0] == "[" else "tuple")
     shape_text = raw.lower()
     if shape_text in ("scalar", "()"):
         return InputSpec(shape=())
     if not _SHAPE.match(shape_text):
-        raise UsageError(
-            f"{where} is neither a shape nor a literal.",
-            "Give a shape such as 1x100 or 4x3x8 (standard-normal data), or a literal after '=' such as =4.5.",
-        )
+        raise UsageError(f"{where} is not an input.", f"Give {INPUT_FORMS}.")
     parts = shape_text.split("x")
     if len(parts) > MAX_DIMS:
         raise UsageError(
@@ -75,6 +95,40 @@ def parse_input(text: str) -> InputSpec:
     if any(d <= 0 for d in shape):
         raise UsageError(f"{where}: every dimension must be at least 1.", "Example: --input 1x100.")
     return InputSpec(shape=shape)
+
+
+def _parse_arg(text: str, where: str) -> Any:
+    """A Python value after ':': JSON where it is JSON (:true, :0.5, :null, :"a b", :[1, 2]), else the text itself (:bilinear)."""
+    text = text.strip()
+    if _json_depth(text) > MAX_DIMS:
+        raise UsageError(f"{where}: the value is nested too deeply.", "Give a plain value, e.g. :bilinear or :0.5.")
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _split_top(text: str, where: str) -> list[str]:
+    """The comma-separated items of a list of inputs, commas inside brackets and strings left alone."""
+    parts, depth, start, quoted = [], 0, 0, False
+    for i, ch in enumerate(text):
+        if quoted:
+            quoted = ch != '"' or text[i - 1] == "\\"
+        elif ch == '"':
+            quoted = True
+        elif ch in "[({":
+            depth += 1
+        elif ch in "])}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append(text[start:i].strip())
+            start = i + 1
+    last = text[start:].strip()
+    if last or parts:
+        parts.append(last)
+    if any(not p for p in parts):
+        raise UsageError(f"{where}: an item of the list is empty.", "Example: --input '[2x8, [2x4, 2x2]]'.")
+    return parts
 
 
 def _json_depth(text: str) -> int:
@@ -226,6 +280,94 @@ def build_inputs(
     """Materialise input descriptions as tensors.  Raises :class:`UsageError` on absurd sizes."""
     for i, spec in enumerate(specs):
         _check_spec(spec, f"input{i}", dtype)
+    _check_size(specs, dtype)
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    return [_build_one(spec, dtype, device, gen, f"input{i}") for i, spec in enumerate(specs)]
+
+
+def build_call(positional: Sequence, keywords: Mapping[str, Any], dtype: torch.dtype, device: torch.device, seed: int) -> tuple[Call, frozenset]:
+    """The layer's arguments, built: (the Call, the paths of the tensors marked constant).
+
+    ``positional`` holds InputSpecs (a named one is a keyword argument), ``--input`` strings,
+    tensors (copied), numbers and nested lists of numbers (literal tensors), and lists or
+    tuples holding tensors (passed as such structures). ``keywords`` maps names to tensors,
+    InputSpecs, or any other value passed as it is. Random tensors are drawn in the order
+    given, from one private generator seeded with ``seed``.
+    """
+    entries: list[tuple[tuple, Any]] = []
+    position = 0
+    for item in positional:
+        item = parse_input(item) if isinstance(item, str) else item
+        if isinstance(item, InputSpec) and item.name:
+            entries.append((("kwargs", item.name), item))
+        else:
+            entries.append((("args", position), _positional(item)))
+            position += 1
+    entries += [(("kwargs", k), v) for k, v in keywords.items()]
+    names = [path[1] for path, _ in entries if path[0] == "kwargs"]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise UsageError(f"keyword argument {twice[0]!r} is given twice.", "Give each keyword argument once.", key="inputs")
+    specs = [spec for _, item in entries for spec in _random_specs(item)]
+    for i, spec in enumerate(specs):
+        _check_spec(spec, f"input {spec.describe()}", dtype)
+    _check_size(specs, dtype)
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    constants: set = set()
+    built = {path: _build_item(item, path, dtype, device, gen, constants) for path, item in entries}
+    args = tuple(v for (where, _), v in built.items() if where == "args")
+    kwargs = {path[1]: v for path, v in built.items() if path[0] == "kwargs"}
+    return Call(args, kwargs), frozenset(constants)
+
+
+def _positional(item: Any) -> Any:
+    """A positional item from the API: numbers and lists of numbers are literal tensors (as --input =JSON)."""
+    if isinstance(item, bool) or item is None:
+        return InputSpec(arg=item)
+    if isinstance(item, (int, float)) or (isinstance(item, list) and not _holds_tensors(item)):
+        return InputSpec(value=item)
+    return item
+
+
+def _holds_tensors(value: Any) -> bool:
+    if isinstance(value, (torch.Tensor, InputSpec, str)):
+        return True
+    return isinstance(value, (list, tuple)) and any(_holds_tensors(v) for v in value)
+
+
+def _random_specs(item: Any) -> list[InputSpec]:
+    """The tensor descriptions inside an item (to check and to size before anything is drawn)."""
+    if isinstance(item, InputSpec):
+        if item.kind == "items":
+            return [s for sub in item.items for s in _random_specs(sub)]
+        return [item] if item.kind in ("random", "literal") else []
+    if isinstance(item, (list, tuple)):
+        return [s for sub in item for s in _random_specs(sub)]
+    return []
+
+
+def _build_item(item: Any, path: tuple, dtype: torch.dtype, device: torch.device, gen: torch.Generator, constants: set) -> Any:
+    if isinstance(item, InputSpec):
+        if item.kind == "arg":
+            return item.arg
+        if item.kind == "items":
+            values = [_build_item(sub, path + (i,), dtype, device, gen, constants) for i, sub in enumerate(item.items)]
+            built = tuple(values) if item.sequence == "tuple" else values
+        else:
+            built = _build_one(item, dtype, device, gen, f"input {item.describe()}")
+        if item.constant:
+            constants.update(path + sub for sub, _ in Call((built,)).tensors() for sub in [sub[2:]])
+        return built
+    if isinstance(item, torch.Tensor):
+        t = item.detach().to(device)
+        return (t.to(dtype) if t.is_floating_point() else t).clone(memory_format=torch.contiguous_format)
+    if isinstance(item, (list, tuple)) and _holds_tensors(item):
+        values = [_build_item(sub, path + (i,), dtype, device, gen, constants) for i, sub in enumerate(item)]
+        return tuple(values) if isinstance(item, tuple) else values
+    return item  # any other value, passed as it is
+
+
+def _check_size(specs: Sequence[InputSpec], dtype: torch.dtype) -> None:
     need = estimate_bytes(specs, dtype)
     if need > MAX_INPUT_BYTES:
         shapes = ", ".join("x".join(map(str, s.shape)) for s in specs if s.shape is not None)
@@ -235,8 +377,6 @@ def build_inputs(
             "Checking costs two forward calls per element: use small shapes (a few thousand elements) "
             "or --max-elements to sample.",
         )
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    return [_build_one(spec, dtype, device, gen, f"input{i}") for i, spec in enumerate(specs)]
 
 
 def _check_spec(spec: InputSpec, where: str, dtype: torch.dtype) -> None:

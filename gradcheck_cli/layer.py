@@ -15,6 +15,7 @@ from typing import Any, Callable
 import torch
 from torch.func import functional_call
 
+from .call import Call
 from .errors import LayerError, UsageError, suggest
 
 
@@ -34,13 +35,13 @@ class Layer:
     function_class: type | None = None
     frozen: tuple[str, ...] = ()  # floating parameters with requires_grad=False: not checked
 
-    def call(self, params: dict[str, torch.Tensor], inputs: list, buffers: dict | None = None) -> Any:
+    def call(self, params: dict[str, torch.Tensor], inputs: Call, buffers: dict | None = None) -> Any:
         if self.module is None:
-            return self.fn(*inputs)
+            return inputs(self.fn)
         state = {**(self.buffers if buffers is None else buffers), **params}
-        return functional_call(self.module, state, tuple(inputs), strict=False)
+        return functional_call(self.module, state, tuple(inputs.args), dict(inputs.kwargs), strict=False)
 
-    def bound(self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor] | None = None) -> Callable[[list], Any]:
+    def bound(self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor] | None = None) -> Callable[[Call], Any]:
         """A fast callable of the inputs alone, with ``params`` (the very tensors) in place.
 
         For a Module this is a private deep copy with the tensors swapped in once, so
@@ -49,7 +50,7 @@ class Layer:
         for modules that cannot be deep-copied.
         """
         if self.module is None:
-            return lambda inputs: self.fn(*inputs)
+            return lambda inputs: inputs(self.fn)
         buffers = self.buffers if buffers is None else buffers
         try:
             import copy
@@ -60,7 +61,7 @@ class Layer:
             NamedMemberAccessor(twin).swap_tensors_dict({**buffers, **params}, allow_missing=True)
         except Exception:
             return lambda inputs: self.call(params, inputs, buffers)
-        return lambda inputs: twin(*inputs)
+        return lambda inputs: inputs(twin)
 
     def cast(self, dtype: torch.dtype, device: torch.device) -> "Layer":
         """A copy of the state in ``dtype`` on ``device`` (floating tensors only change dtype)."""
@@ -85,6 +86,9 @@ def _cast(t: torch.Tensor, dtype: torch.dtype, device: torch.device) -> torch.Te
 def make_layer(obj: object, name: str, args: tuple = (), kwargs: dict | None = None) -> Layer:
     """Wrap a Module class or instance, an autograd.Function subclass or a callable."""
     kwargs = dict(kwargs or {})
+    owner = getattr(obj, "__self__", None)
+    if getattr(obj, "__name__", None) == "apply" and isinstance(owner, type) and issubclass(owner, torch.autograd.Function):
+        obj = owner  # MyFunction.apply: the Function itself (its forward's signature names the inputs)
     if isinstance(obj, type) and issubclass(obj, torch.nn.Module):
         obj = instantiate(obj, name, args, kwargs)
     elif args or kwargs:
@@ -107,7 +111,7 @@ def make_layer(obj: object, name: str, args: tuple = (), kwargs: dict | None = N
     if isinstance(obj, type) and issubclass(obj, torch.autograd.Function):
         cls = obj
         # Look ``apply`` up at call time, so batched evaluation can swap it (evaluate.py).
-        return Layer(name, None, lambda *xs: cls.apply(*xs), {}, {}, function_class=cls)
+        return Layer(name, None, lambda *xs, **kw: cls.apply(*xs, **kw), {}, {}, function_class=cls)
     if isinstance(obj, type):
         raise UsageError(
             f"{name} is a class but neither an nn.Module nor a torch.autograd.Function.",

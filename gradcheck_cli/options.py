@@ -227,7 +227,10 @@ class CheckOptions:
     )
     batch: bool = option(True, Flag(), "Batch perturbed forwards with torch.func.vmap where the layer allows it.", cli=False, spec=False)
     max_elements: int | None = option(None, Whole(1, example="1000"), "Check at most this many elements per tensor (sampled with coverage).", rerun="changed")
-    only: tuple[str, ...] = option((), Names(), "Check only this tensor (input0, a parameter name); repeatable.")
+    only: tuple[str, ...] = option((), Names(), "Check only this tensor (an input by its name, or a parameter); repeatable.")
+    constant: tuple[str, ...] = option(
+        (), Names(), "Pass this input as given, never perturbed nor checked (a fixed filter, boxes, a mask); repeatable.", rerun="changed"
+    )
     budget: float | None = option(None, Number(positive=True, maximum=1e7, example="60"), "Sample elements so the check takes about this many seconds.")
     timeout: float | None = option(None, Number(positive=True, maximum=1e7, example="60"), "Stop a check that runs longer than this many seconds (exit 1).")
 
@@ -301,6 +304,8 @@ def rerun_arguments(config: dict[str, Any], *, skip: Callable[[str], bool] = lam
             continue
         if isinstance(opt.kind, Flag):
             args.append(cli_flag(name) if value else "--no-" + name.replace("_", "-"))
+        elif isinstance(opt.kind, Names):
+            args += [arg for item in value for arg in (cli_flag(name), item)]
         else:
             args += [cli_flag(name), repr(float(value)) if isinstance(opt.kind, Number) else str(value)]
     return args

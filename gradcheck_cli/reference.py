@@ -92,10 +92,10 @@ def _check_finite(y: torch.Tensor, target: str) -> None:
 
 
 def _check_state_unchanged(subject: Subject, evaluator: Evaluator) -> None:
-    for i, (before, after) in enumerate(zip(subject.inputs, evaluator.inputs)):
-        if isinstance(before, torch.Tensor) and not torch.equal(before, after):
+    for (path, before), (_, after) in zip(subject.inputs.tensors(), evaluator.inputs.tensors()):
+        if not torch.equal(before, after):
             raise LayerError(
-                f"The forward of {subject.target} changed its input {i} in place; "
+                f"The forward of {subject.target} changed its input {subject.names.get(path, path)} in place; "
                 "finite differences need a forward that does not write into its inputs.",
                 "Use out-of-place ops on inputs (x = x * 2, not x.mul_(2)).",
             )
@@ -205,7 +205,7 @@ def numeric_side(subject: Subject, evaluator: Evaluator, base: BasePoint, opts: 
     if wanted == dtype:
         return NumericSide(evaluator, dtype, opts.resolved(), _base_outputs(base.y, y64, dtype, base), placement, guard)
     ref_layer = subject.layer.cast(wanted, placement.device)
-    ref_inputs = [x.to(wanted) if isinstance(x, torch.Tensor) and x.is_floating_point() else x for x in subject.inputs]
+    ref_inputs = subject.inputs.map_tensors(lambda x: x.to(wanted) if x.is_floating_point() else x)
     ev = Evaluator(ref_layer, ref_layer.params, ref_inputs, opts.seed, placement.device, opts.batch)
     y = placement.f64(guard("forward", ev.forward))
     return NumericSide(ev, wanted, opts.resolved(), _base_outputs(y, y64, wanted, base), placement, guard)
@@ -226,7 +226,7 @@ def _float64_forward(subject: Subject, opts: CheckOptions, placement: Placement)
         return None
     try:
         hi = subject.layer.cast(torch.float64, placement.device)
-        hi_inputs = [x.double() if isinstance(x, torch.Tensor) and x.is_floating_point() else x for x in subject.inputs]
+        hi_inputs = subject.inputs.map_tensors(lambda x: x.double() if x.is_floating_point() else x)
         ev = Evaluator(hi, hi.params, hi_inputs, opts.seed, placement.device, opts.batch)
         with torch.no_grad():
             return ev, ev.forward()
@@ -257,7 +257,7 @@ def _responds_in_float64(ev: Evaluator, dtype: torch.dtype, placement: Placement
     must then be taken at its own steps, not float64 ones.
     """
     delta = 4 * torch.finfo(torch.float32).eps
-    tensors = [t for t in (*ev.params.values(), *ev.inputs) if isinstance(t, torch.Tensor) and t.is_floating_point()]
+    tensors = [t for t in (*ev.params.values(), *(t for _, t in ev.inputs.tensors())) if t.is_floating_point()]
     saved = [t.clone() for t in tensors]
     outs = []
     try:

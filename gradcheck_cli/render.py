@@ -197,10 +197,18 @@ def error_map_lines(report: Report) -> list[Text]:
 
 
 def input_arg(spec: InputSpec) -> str:
-    """The --input value that gives this input: '4x3', 'scalar' or '=JSON'."""
-    if spec.shape is not None:
-        return "x".join(map(str, spec.shape)) or "scalar"
-    return "=" + json.dumps(spec.value, separators=(",", ":"))
+    """The --input value that gives this input: '4x3', 'scalar', '=JSON', ':VALUE', '[A,B]', with 'NAME=' for a keyword."""
+    kind = spec.kind
+    if kind == "items":
+        inner = ",".join(input_arg(item) for item in spec.items)
+        text = f"[{inner}]" if spec.sequence == "list" else f"({inner})"
+    elif kind == "arg":
+        text = ":" + json.dumps(spec.arg, separators=(",", ":"))
+    elif kind == "random":
+        text = "x".join(map(str, spec.shape)) or "scalar"
+    else:
+        text = "=" + json.dumps(spec.value, separators=(",", ":"))
+    return f"{spec.name}={text}" if spec.name else text
 
 
 def repro_commands(report: Report, target: str, inputs: Iterable[InputSpec] = ()) -> dict[str, str]:

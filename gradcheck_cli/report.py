@@ -51,6 +51,7 @@ class TensorReport:
     numeric_grad: np.ndarray | None = field(default=None, repr=False, compare=False)
     verdicts: np.ndarray | None = field(default=None, repr=False, compare=False)
     kinks_fail: bool = False
+    aliases: tuple[str, ...] = ()  # other names of the tensor (input0: its position), as --only takes them
 
     @property
     def n_failed(self) -> int:
@@ -74,6 +75,7 @@ class TensorReport:
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
+            "aliases": list(self.aliases),
             "kind": self.kind,
             "shape": list(self.shape),
             "passed": self.passed,

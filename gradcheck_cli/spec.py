@@ -22,7 +22,7 @@ import math
 import os
 import re
 import stat
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -72,14 +72,31 @@ DIST_KEYS = {"normal": ("mean", "std"), "uniform": ("low", "high")}
 assert set(DIST_KEYS) == set(DISTS)
 
 
+class _NotGiven:
+    """No ``arg`` (None is a value an argument may have)."""
+
+    def __repr__(self) -> str:
+        return "NOT_GIVEN"
+
+    def __reduce__(self) -> str:
+        return "NOT_GIVEN"
+
+
+NOT_GIVEN: Any = _NotGiven()
+
+
 @dataclass(frozen=True)
 class InputSpec:
-    """One positional input of the layer.
+    """One argument of the layer.
 
-    Exactly one of ``shape`` (a random tensor drawn from ``dist``) or ``value``
-    (a literal: a number or nested list) is set.  ``dtype`` None means: the
-    check dtype for floating data, int64 for integer literals.  Integer (and
-    bool) inputs are passed through and never perturbed.
+    Exactly one of: ``shape`` (a random tensor drawn from ``dist``), ``value`` (a
+    literal tensor: a number or nested list), ``arg`` (any other Python value, passed
+    as it is: a flag, a string, None, a number as a number) or ``items`` (a list or a
+    tuple of arguments, nested as the layer takes them). ``dtype`` None means: the check
+    dtype for floating data, int64 for integer literals; integer (and bool) tensors are
+    passed through and never perturbed. ``name`` makes it a keyword argument;
+    ``constant`` passes its tensors without perturbing or checking them (a fixed filter,
+    boxes, a mask).
     """
 
     shape: tuple[int, ...] | None = None
@@ -90,9 +107,29 @@ class InputSpec:
     mean: float = 0.0
     std: float = 1.0
     dtype: str | None = None
+    arg: Any = NOT_GIVEN
+    items: tuple["InputSpec", ...] | None = None
+    sequence: str = "list"  # what ``items`` is passed as: "list" or "tuple"
+    name: str | None = None
+    constant: bool = False
+
+    @property
+    def kind(self) -> str:
+        """'random', 'literal', 'arg' or 'items'."""
+        if self.items is not None:
+            return "items"
+        if self.arg is not NOT_GIVEN:
+            return "arg"
+        return "random" if self.shape is not None else "literal"
 
     def describe(self) -> str:
-        if self.shape is not None:
+        kind = self.kind
+        if kind == "items":
+            open_, close = ("[", "]") if self.sequence == "list" else ("(", ")")
+            text = open_ + ", ".join(i.describe() for i in self.items) + close
+        elif kind == "arg":
+            text = ":" + _short(self.arg)
+        elif kind == "random":
             text = "x".join(str(d) for d in self.shape) if self.shape else "scalar"
             if self.dist == "uniform":
                 text += f" uniform[{self.low:g},{self.high:g}]"
@@ -102,13 +139,15 @@ class InputSpec:
             text = "=" + _short(self.value)
         if self.dtype:
             text += f" {self.dtype}"
-        return text
+        if self.constant:
+            text += " constant"
+        return f"{self.name}={text}" if self.name else text
 
 
 def _short(value: Any, limit: int = 24) -> str:
     import json
 
-    text = json.dumps(value)
+    text = json.dumps(value, default=repr)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -353,7 +392,7 @@ def _literal(value: Any, key: str, dtype: str | None = None) -> Any:
 # --------------------------------------------------------------------------- the spec's parts
 
 TOP_KEYS = ("description", "layer", "args", "kwargs", "inputs", "params") + SPEC_KEYS
-INPUT_KEYS = ("shape", "value", "dist", "low", "high", "mean", "std", "dtype")
+INPUT_KEYS = ("shape", "value", "arg", "list", "tuple", "name", "constant", "dist", "low", "high", "mean", "std", "dtype")
 
 
 def _layer(value: Any, spec_path: Path) -> str:
@@ -410,15 +449,45 @@ def _draws_fit(dist: str, numbers: dict[str, float], key: str) -> None:
             )
 
 
-def _input(item: Any, key: str) -> InputSpec:
-    """One entry of ``inputs``: a random tensor (``shape``) or a literal (``value``)."""
-    example = "Write each input as '- shape: [4, 3]' (random data) or '- value: [4.5]' (a literal)."
+def _input(item: Any, key: str, depth: int = 0) -> InputSpec:
+    """One entry of ``inputs``: a random tensor (``shape``), a literal tensor (``value``), a Python value
+    passed as it is (``arg``), or a ``list``/``tuple`` of entries; ``name`` for a keyword argument."""
+    example = (
+        "Write each input as '- shape: [4, 3]' (random data), '- value: [4.5]' (a literal tensor), "
+        "'- {name: mode, arg: bilinear}' (a Python value) or '- list: [...]' (a list of inputs)."
+    )
     if not isinstance(item, dict):
-        raise Invalid(key, f"expected a mapping with 'shape' or 'value', found {found(item)}.", example)
+        raise Invalid(key, f"expected a mapping with 'shape', 'value', 'arg', 'list' or 'tuple', found {found(item)}.", example)
     _check_keys(item, INPUT_KEYS, key)
-    if ("shape" in item) == ("value" in item):
-        which = "both 'shape' and 'value'" if "shape" in item else "neither 'shape' nor 'value'"
+    given = [k for k in ("shape", "value", "arg", "list", "tuple") if k in item]
+    if len(given) != 1:
+        which = " and ".join(repr(k) for k in given) if given else "none of 'shape', 'value', 'arg', 'list', 'tuple'"
         raise Invalid(key, f"has {which}; an input needs exactly one of them.", example)
+    common = {"name": _argument_name(item.get("name"), f"{key}.name"), "constant": _flag(item.get("constant", False), f"{key}.constant")}
+    if given[0] in ("arg", "list", "tuple"):
+        for name in ("dist", "dtype") + DIST_KEYS["normal"] + DIST_KEYS["uniform"]:
+            if name in item:
+                raise Invalid(f"{key}.{name}", f"only applies to tensors ('shape' or 'value'), not to {given[0]!r}.", f"Remove {name!r}.")
+    if given[0] == "arg":
+        if common["constant"]:
+            raise Invalid(f"{key}.constant", "only applies to tensors: a Python value ('arg') is never perturbed anyway.", "Remove 'constant'.")
+        return InputSpec(arg=_plain(item["arg"], f"{key}.arg"), **common)
+    if given[0] in ("list", "tuple"):
+        if depth >= MAX_DIMS:
+            raise Invalid(key, f"lists of inputs are nested more than {MAX_DIMS} deep.", "Nest at most a few levels.")
+        entries = _list(item[given[0]], f"{key}.{given[0]}")
+        items = tuple(_input(sub, f"{key}.{given[0]}[{i}]", depth + 1) for i, sub in enumerate(entries))
+        named = [i for i, sub in enumerate(items) if sub.name]
+        if named:
+            raise Invalid(f"{key}.{given[0]}[{named[0]}].name", "the items of a list or tuple are positional: they have no names.", "Remove 'name'.")
+        if common["constant"]:
+            items = tuple(replace(sub, constant=True) if sub.kind in ("random", "literal", "items") else sub for sub in items)
+        return InputSpec(items=items, sequence=given[0], **common)
+    return replace(_tensor_input(item, key), **common)
+
+
+def _tensor_input(item: dict, key: str) -> InputSpec:
+    """A random tensor (``shape``) or a literal (``value``)."""
     dtype = None if item.get("dtype") is None else _dtype(item["dtype"], f"{key}.dtype", DTYPES)
     if "value" in item:
         for name in ("dist",) + DIST_KEYS["normal"] + DIST_KEYS["uniform"]:
@@ -447,6 +516,34 @@ def _input(item: Any, key: str) -> InputSpec:
         )
     _draws_fit(dist, numbers, key)
     return InputSpec(shape=_shape(item["shape"], f"{key}.shape"), dist=dist, dtype=dtype, **numbers)
+
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _argument_name(value: Any, key: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _IDENTIFIER.fullmatch(value):
+        raise Invalid(key, f"expected the name of one of the layer's arguments, found {found(value)}.", "Example: name: grid.")
+    return value
+
+
+def _flag(value: Any, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise Invalid(key, f"expected true or false, found {found(value)}.")
+    return value
+
+
+def _plain(value: Any, key: str) -> Any:
+    """A Python value given in a spec: plain data (numbers, text, booleans, null, lists and mappings of them)."""
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, list):
+        return [_plain(v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        return {k: _plain(v, f"{key}.{key_name(k)}") for k, v in _mapping(value, key).items()}
+    raise Invalid(key, f"expected plain data (a number, text, true/false, null, a list or a mapping), found {found(value)}.")
 
 
 def _option(name: str, value: Any) -> Any:

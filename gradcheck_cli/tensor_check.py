@@ -190,6 +190,7 @@ def tensor_report(leaf: Leaf, shape: tuple[int, ...], idx: tuple[int, ...], elem
         numeric_grad=_scattered(e.numeric, idx, n_elements, float("nan")).reshape(shape),
         verdicts=verdicts,
         kinks_fail=kinks_fail,
+        aliases=leaf.aliases,
     )
 
 

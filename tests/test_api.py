@@ -31,15 +31,15 @@ def x34(seed: int = 0, dtype=torch.float64) -> torch.Tensor:
 @pytest.mark.parametrize(
     ("name", "inputs", "tensors"),
     [
-        ("Square", ["3x4"], ["input0"]),
-        ("Tanh", ["2x3x2"], ["input0"]),
-        ("Mul", ["3x4", "3x4"], ["input0", "input1"]),
-        ("Scale", ["3x4"], ["input0", "weight"]),
-        ("scaled", ["2x4"], ["input0", "weight"]),  # a module instance
-        ("TwoOutputs", ["3x4"], ["input0"]),
-        ("poly", ["3x4", "3x4"], ["input0", "input1"]),  # a plain function using autograd
-        ("square_fn", ["5"], ["input0"]),  # a plain function using a hand-written Function
-        ("Tanh", ["scalar"], ["input0"]),
+        ("Square", ["3x4"], ["x"]),
+        ("Tanh", ["2x3x2"], ["x"]),
+        ("Mul", ["3x4", "3x4"], ["a", "b"]),
+        ("Scale", ["3x4"], ["x", "weight"]),
+        ("scaled", ["2x4"], ["x", "weight"]),  # a module instance
+        ("TwoOutputs", ["3x4"], ["x"]),
+        ("poly", ["3x4", "3x4"], ["x", "y"]),  # a plain function using autograd
+        ("square_fn", ["5"], ["x"]),  # a plain function using a hand-written Function
+        ("Tanh", ["scalar"], ["x"]),
     ],
 )
 def test_correct_layers_pass(simple, name, inputs, tensors):
@@ -55,7 +55,7 @@ def test_correct_layers_pass(simple, name, inputs, tensors):
 def test_target_string_works_like_the_object():
     report = check(f"{SIMPLE}:ScaleWeightBug", ["3x4"])
     assert not report.passed
-    assert [(t.name, t.passed) for t in report.tensors] == [("input0", True), ("weight", False)]
+    assert [(t.name, t.passed) for t in report.tensors] == [("x", True), ("weight", False)]
 
 
 def test_inputs_given_as_tensors_are_used_as_given(simple):
@@ -74,7 +74,7 @@ def test_wrong_input_gradient_fails_every_element(simple):
     report = check(simple.SquareBug, ["3x4"])
     assert not report.passed
     (t,) = report.tensors
-    assert t.name == "input0" and not t.passed and t.n_failed == 12
+    assert t.name == "x" and not t.passed and t.n_failed == 12
     assert t.max_rel_error == pytest.approx(0.5, rel=1e-4)  # analytic is half the numeric gradient
 
 
@@ -82,18 +82,18 @@ def test_bug_in_second_input_marks_only_that_input(simple):
     report = check(simple.MulSecondBug, ["3x4", "3x4"])
     tensors = by_name(report)
     assert not report.passed
-    assert tensors["input0"].passed and tensors["input0"].n_failed == 0
-    assert not tensors["input1"].passed and tensors["input1"].n_failed > 0
-    assert report.worst.name == "input1"
+    assert tensors["a"].passed and tensors["a"].n_failed == 0
+    assert not tensors["b"].passed and tensors["b"].n_failed > 0
+    assert report.worst.name == "b"
 
 
 def test_wrong_weight_gradient_fails_only_the_weight(simple):
     report = check(simple.ScaleWeightBug, ["3x4"])
     tensors = by_name(report)
-    assert set(tensors) == {"input0", "weight"}
-    assert tensors["input0"].passed
+    assert set(tensors) == {"x", "weight"}
+    assert tensors["x"].passed
     assert not tensors["weight"].passed and tensors["weight"].n_failed == 4
-    assert tensors["weight"].kind == "parameter" and tensors["input0"].kind == "input"
+    assert tensors["weight"].kind == "parameter" and tensors["x"].kind == "input"
     # the correct version of the same layer passes: the parameter really is checked, not just listed
     assert check(simple.Scale, ["3x4"]).passed
 
@@ -131,7 +131,7 @@ def test_int_inputs_are_passed_through_and_not_checked(simple):
     simple.SEEN_LABELS.clear()
     report = check(simple.LabelPick, [x34(), labels])
     assert report.passed, report
-    assert [t.name for t in report.tensors] == ["input0"]  # labels are not a checked tensor
+    assert [t.name for t in report.tensors] == ["x"]  # labels are not a checked tensor
     assert simple.SEEN_LABELS, "the layer was never called"
     for dtype, seen in simple.SEEN_LABELS:
         assert dtype == torch.int64
@@ -142,7 +142,7 @@ def test_int_inputs_are_passed_through_and_not_checked(simple):
 def test_int_literal_input_is_int64(simple):
     simple.SEEN_LABELS.clear()
     report = check(simple.LabelPick, ["3x4", "=[1,0,3]"])
-    assert report.passed and [t.name for t in report.tensors] == ["input0"]
+    assert report.passed and [t.name for t in report.tensors] == ["x"]
     assert {d for d, _ in simple.SEEN_LABELS} == {torch.int64}
     assert all(s.tolist() == [1, 0, 3] for _, s in simple.SEEN_LABELS)
 
@@ -169,7 +169,7 @@ def test_float32_correct_layers_pass_at_float32_defaults(simple, reference):
         assert report.config["rtol"] == gradcheck_cli.TOLERANCES["float32"][1]
     # ... and float32 tolerances still catch a real bug
     report = check(simple.ScaleWeightBug, ["3x4"], dtype="float32", reference_dtype=reference)
-    assert [(t.name, t.passed) for t in report.tensors] == [("input0", True), ("weight", False)]
+    assert [(t.name, t.passed) for t in report.tensors] == [("x", True), ("weight", False)]
 
 
 def test_default_config(simple):
@@ -217,7 +217,7 @@ def test_to_dict_has_the_documented_keys(simple):
     assert data["passed"] is False
     assert CONFIG_KEYS <= set(data["config"])
     assert data["config"]["seed"] == 2 and data["config"]["dtype"] == "float64" and data["config"]["device"] == "cpu"
-    assert [t["name"] for t in data["tensors"]] == ["input0", "weight"]
+    assert [t["name"] for t in data["tensors"]] == ["x", "weight"]
     for t in data["tensors"]:
         assert TENSOR_KEYS <= set(t)
     x, w = data["tensors"]
@@ -391,7 +391,7 @@ def test_non_contiguous_parameter_is_checked(simple):
             return simple.SquareBug.apply(x * self.w)
 
     wrong = check(Wrong(), ["3x4"], batch=False)
-    assert {t.name: t.status for t in wrong.tensors} == {"input0": "FAIL", "w": "FAIL"}
+    assert {t.name: t.status for t in wrong.tensors} == {"x": "FAIL", "w": "FAIL"}
 
 
 def test_frozen_parameter_is_not_checked_and_says_so():
@@ -415,7 +415,7 @@ def test_frozen_parameter_is_not_checked_and_says_so():
             return Scale.apply(x, self.w)
 
     report = check(Frozen(), ["3x4"])
-    assert report.passed and [t.name for t in report.tensors] == ["input0"]
+    assert report.passed and [t.name for t in report.tensors] == ["x"]
     assert any("frozen" in n and "w" in n for n in report.notes)
 
 

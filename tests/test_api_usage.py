@@ -31,7 +31,7 @@ def test_correct_function_passes(layers) -> None:
     x = torch.randn(3, 4, dtype=torch.float64)
     report = gradcheck_cli.check(layers.Smooth, [x], dtype="float64")
     assert report.passed, str(report)
-    assert [t.name for t in report.tensors] == ["input0"]
+    assert [t.name for t in report.tensors] == ["x"]
 
 
 def test_module_instance_with_parameters(layers) -> None:
@@ -54,7 +54,7 @@ def test_failing_report_names_the_tensor_and_worst_element(layers) -> None:
     text = str(report)
     t = report.tensors[0]
     assert text.splitlines()[0].startswith("gradcheck BorderBug: FAIL (dtype float64")
-    assert "input0" in text and "FAIL" in text
+    assert "x" in text and "FAIL" in text
     assert f"worst {list(t.worst_index)}: analytic {t.analytic:.6g} vs numeric {t.numeric:.6g}" in text
     i, j = t.worst_index
     assert i in (0, 2) or j in (0, 4)  # the worst element sits on the border
@@ -80,7 +80,7 @@ def test_check_a_spec_from_python() -> None:
 
     report = gradcheck_cli.check_spec(load_spec(SPECS / "broken" / "scaled_matrix_no_sum_bug.yaml"))
     assert not report.passed
-    assert [t.name for t in report.tensors if not t.passed] == ["input0"]
+    assert [t.name for t in report.tensors if not t.passed] == ["x"]
 
 
 def test_check_is_the_function_and_no_submodule_shadows_it() -> None:

@@ -25,10 +25,10 @@ EXPECTED: dict[str, frozenset[str]] = {
     "large_margin": frozenset(),
     "linear_sigmoid": frozenset(),
     "scaled_matrix": frozenset(),
-    "broken/gauss_filter_conv_bug": frozenset({"input0"}),
+    "broken/gauss_filter_conv_bug": frozenset({"x"}),
     "broken/gauss_filter_mu_bug": frozenset({"mu"}),
     "broken/linear_sigmoid_transposed_bug": frozenset({"weight"}),
-    "broken/scaled_matrix_no_sum_bug": frozenset({"input0"}),
+    "broken/scaled_matrix_no_sum_bug": frozenset({"x"}),
 }
 
 

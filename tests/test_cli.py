@@ -58,8 +58,8 @@ def test_correct_layer_exits_0_with_pass_table(run_cli):
     code, out, err = run_cli("run", t("Scale"), "--input", "3x4")
     assert code == 0, err
     table = rows(out)
-    assert set(table) == {"input0", "weight"}
-    assert table["input0"][1] == "3x4" and table["input0"][2] == "12" and table["input0"][-1] == "PASS"
+    assert set(table) == {"x", "weight"}
+    assert table["x"][1] == "3x4" and table["x"][2] == "12" and table["x"][-1] == "PASS"
     assert table["weight"][1] == "4" and table["weight"][-1] == "PASS"
     assert "PASS" in out.strip().splitlines()[-1]
     # the caption gives the settings
@@ -71,28 +71,28 @@ def test_bug_exits_1_with_fail_row_on_the_right_tensor(run_cli):
     code, out, _ = run_cli("run", t("ScaleWeightBug"), "--input", "3x4")
     assert code == 1
     table = rows(out)
-    assert table["input0"][-1] == "PASS"
+    assert table["x"][-1] == "PASS"
     assert table["weight"][-1] == "FAIL"
     verdict = out.strip().splitlines()[-1]
-    assert verdict.startswith("FAIL") and "weight" in verdict and "input0" not in verdict
+    assert verdict.startswith("FAIL") and "weight" in verdict and "x" not in verdict
 
 
 def test_inputs_are_positional_and_repeatable(run_cli):
     code, out, _ = run_cli("run", t("MulSecondBug"), "--input", "3x4", "-i", "3x4")
     assert code == 1
     table = rows(out)
-    assert table["input0"][-1] == "PASS" and table["input1"][-1] == "FAIL"
+    assert table["a"][-1] == "PASS" and table["b"][-1] == "FAIL"  # named by the layer's own arguments
 
 
 def test_literal_and_int_inputs(run_cli):
     code, out, err = run_cli("run", t("LabelPick"), "--input", "3x4", "--input", "=[0,2,3]")
     assert code == 0, err
-    assert set(rows(out)) == {"input0"}  # the int64 labels are not a checked tensor
+    assert set(rows(out)) == {"x"}  # the int64 labels are not a checked tensor
 
 
 def test_module_instance_target(run_cli):
     code, out, _ = run_cli("run", t("scaled"), "--input", "2x4")
-    assert code == 0 and set(rows(out)) == {"input0", "weight"}
+    assert code == 0 and set(rows(out)) == {"x", "weight"}
 
 
 @pytest.mark.parametrize("reference", [[], ["--reference-dtype", "float32"]])
@@ -126,10 +126,10 @@ def test_json_report(run_cli, tmp_path):
     assert CONFIG_KEYS <= set(data["config"])
     assert data["config"]["seed"] == 3 and data["config"]["dtype"] == "float64" and data["config"]["device"] == "cpu"
     tensors = {x["name"]: x for x in data["tensors"]}
-    assert list(tensors) == ["input0", "weight"]
+    assert list(tensors) == ["x", "weight"]
     for x in tensors.values():
         assert TENSOR_KEYS <= set(x)
-    assert tensors["input0"]["passed"] is True and tensors["input0"]["n_failed"] == 0 and tensors["input0"]["shape"] == [3, 4]
+    assert tensors["x"]["passed"] is True and tensors["x"]["n_failed"] == 0 and tensors["x"]["shape"] == [3, 4]
     assert tensors["weight"]["passed"] is False and tensors["weight"]["n_failed"] == 4 and tensors["weight"]["n_elements"] == 4
     assert rows(out)["weight"][-1] == "FAIL"  # the table is still printed
 
@@ -172,7 +172,7 @@ def test_json_to_stdout_is_parseable(run_cli, quiet):
         (["--input", "3", "--dtype", "float31"], ["--dtype", "float31"]),
         (["--input", "3", "--device", "nonsense"], ["nonsense"]),
         (["--input", "3", "--seed", "-1"], ["--seed"]),
-        (["--input", "3", "--only", "input7"], ["input7", "input0"]),
+        (["--input", "3", "--only", "input7"], ["input7", "x"]),
         ([], ["--input"]),  # the layer needs an input and none was given: say how to give it
         (["--input", "3", "--input", "3"], ["takes 1 input", "2 were given"]),  # one too many
     ],
@@ -297,7 +297,7 @@ def test_quiet_prints_only_the_verdict(run_cli):
     code, out, _ = run_cli("run", t("MulSecondBug"), "--input", "3x4", "--input", "3x4", "-q")
     assert code == 1
     lines = [line for line in out.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("FAIL") and "input1" in lines[0]
+    assert len(lines) == 1 and lines[0].startswith("FAIL") and "b" in lines[0]
 
 
 def test_quiet_verdict_is_one_line_even_when_long(run_cli):
@@ -407,7 +407,7 @@ def test_bundled_gauss_filter_passes(run_cli, in_repo):
     code, out, err = run_cli("run", f"{GAUSS}:GaussFilter", "--input", "2x64")
     assert code == 0, out + err
     table = rows(out)
-    assert set(table) == {"input0", "sigma", "mu"} and all(r[-1] == "PASS" for r in table.values())
+    assert set(table) == {"x", "sigma", "mu"} and all(r[-1] == "PASS" for r in table.values())
 
 
 def test_bundled_gauss_filter_conv_bug_fails_on_input_only(run_cli, in_repo, tmp_path):
@@ -415,15 +415,15 @@ def test_bundled_gauss_filter_conv_bug_fails_on_input_only(run_cli, in_repo, tmp
     code, out, _ = run_cli("run", f"{GAUSS}:GaussFilterConvBug", "--input", "2x64", "--json", path)
     assert code == 1
     tensors = {x["name"]: x for x in json.loads(path.read_text())["tensors"]}
-    assert set(tensors) == {"input0", "sigma", "mu"}
-    assert tensors["input0"]["passed"] is False and tensors["input0"]["n_failed"] > 0
+    assert set(tensors) == {"x", "sigma", "mu"}
+    assert tensors["x"]["passed"] is False and tensors["x"]["n_failed"] > 0
     assert tensors["sigma"]["passed"] is True and tensors["sigma"]["n_failed"] == 0
     assert tensors["mu"]["passed"] is True and tensors["mu"]["n_failed"] == 0
-    assert rows(out)["input0"][-1] == "FAIL"
+    assert rows(out)["x"][-1] == "FAIL"
 
 
 def test_bundled_gauss_function_with_literal_inputs(run_cli, in_repo):
     # the second example: an autograd.Function with sigma and mu given as literals
     code, out, err = run_cli("run", f"{GAUSS}:GaussianConvFunction", "--input", "1x100", "--input", "=4.5", "--input", "=-19.5")
     assert code == 0, out + err
-    assert set(rows(out)) == {"input0", "input1", "input2"}
+    assert set(rows(out)) == {"x", "sigma", "mu"}  # GaussianConvFunction.forward(ctx, x, sigma, mu)

@@ -31,7 +31,7 @@ def test_quiet_and_verbose_exclude_each_other(run_cli) -> None:
 def test_verbose_adds_counts_and_timing(run_cli) -> None:
     code, out, _ = run_cli("run", f"{BORDER}:ScaledBorderBug", "--input", "3x4", "--verbose")
     assert code == 1
-    assert "input0: 12 of 12 elements checked: 2 pass, 10 fail, 0 kink, 0 noise" in out
+    assert "x: 12 of 12 elements checked: 2 pass, 10 fail, 0 kink, 0 noise" in out
     assert "weight: 1 of 1 elements checked: 1 pass, 0 fail, 0 kink, 0 noise" in out
     assert "timing: " in out and "forward calls" in out
     _, plain, _ = run_cli("run", f"{BORDER}:ScaledBorderBug", "--input", "3x4")
@@ -41,7 +41,7 @@ def test_verbose_adds_counts_and_timing(run_cli) -> None:
 def test_quiet_prints_only_the_verdict(run_cli) -> None:
     code, out, err = run_cli("run", f"{BORDER}:BorderBug", "--input", "3x4", "-q")
     assert code == 1
-    assert out.startswith("FAIL: 1 of 1 tensor(s) do not match: input0.") and len(out.strip().splitlines()) == 1
+    assert out.startswith("FAIL: 1 of 1 tensor(s) do not match: x.") and len(out.strip().splitlines()) == 1
     assert err == ""
 
 
@@ -51,6 +51,6 @@ def test_report_on_stdout_diagnostics_on_stderr(run_cli, tmp_path: Path) -> None
     code, out, err = run_cli("run", f"{layer}:BorderBug", "--input", "3x4")
     assert code == 1
     assert "hello from the layer file" in err and "hello" not in out
-    assert "│ input0 " in out and "│ input0 " not in err
+    assert "│ x " in out and "│ x " not in err
     code, out, err = run_cli("run", f"{tmp_path}/missing.py:X", "--input", "3")
     assert code == 2 and out == "" and "does not exist" in err

@@ -23,6 +23,11 @@ def _params(cases):
     ]
 
 
+def positional(t) -> str:
+    """A tensor's name as the corpus writes it: inputs by position (input0), parameters by name."""
+    return t.aliases[0] if t.aliases else t.name
+
+
 def run_case(case: Case, **overrides):
     options = dict(dtype=case.dtype, reference_dtype=case.reference_dtype, kinks="pass", weighted_loss=True)
     options.update(overrides)
@@ -34,17 +39,17 @@ def run_case(case: Case, **overrides):
 def test_corpus_verdict(case: Case):
     report = run_case(case)
     explain = f"\n{report}"
-    not_passed = {t.name for t in report.tensors if not t.passed}
+    not_passed = {positional(t) for t in report.tensors if not t.passed}
     assert not_passed == case.wrong | case.inconclusive, f"not passed {sorted(not_passed)}, expected wrong {sorted(case.wrong)}" + explain
     assert report.passed == case.expect_pass, explain
-    status = {t.name: t.status for t in report.tensors}
+    status = {positional(t): t.status for t in report.tensors}
     for name in case.wrong:
         assert status[name] == "FAIL", f"{name}: {status[name]}" + explain
     for name in case.inconclusive:
         assert status[name] == "NOISE", f"{name}: {status[name]}" + explain
     if case.caught_by is not None:
         for t in report.tensors:
-            if t.name in case.wrong:
+            if positional(t) in case.wrong:
                 assert tuple(t.failed_losses) == tuple(case.caught_by), f"{t.name}: {t.failed_losses}" + explain
 
 
@@ -54,12 +59,12 @@ KINK_CASES = [c for c in REGISTRY if c.kinks_expected]
 @pytest.mark.parametrize("case", _params(KINK_CASES))
 def test_kinks_are_reported_and_can_be_failed(case: Case):
     report = run_case(case)
-    kinked = {t.name for t in report.tensors if t.counts.get("KINK", 0)}
+    kinked = {positional(t) for t in report.tensors if t.counts.get("KINK", 0)}
     assert kinked, f"\n{report}"
     assert any("kink" in note for note in report.notes), report.notes
     strict = run_case(case, kinks="fail")
     assert not strict.passed, f"\n{strict}"
-    assert {t.name for t in strict.tensors if not t.passed} == kinked
+    assert {positional(t) for t in strict.tensors if not t.passed} == kinked
     assert all(t.n_failed == t.counts["KINK"] + t.counts["FAIL"] for t in strict.tensors)
 
 

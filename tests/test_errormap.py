@@ -132,7 +132,7 @@ def test_relative_errors_follow_the_layout(layers) -> None:
 def test_show_errors_prints_the_map_for_failing_tensors_only(run_cli) -> None:
     code, out, _ = run_cli("run", f"{BORDER}:ScaledBorderBug", "--input", "4x6", "--show-errors")
     assert code == 1
-    assert "input0 [4, 6]: where the checked elements fail" in out
+    assert "x [4, 6]: where the checked elements fail" in out
     assert "weight [1]" not in out
     assert re.search(r"^\s+0 \|XXXXXX\|$", out, re.M) and re.search(r"^\s+1 \|X\.\.\.\.X\|$", out, re.M)
     assert LEGEND in out

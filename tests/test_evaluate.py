@@ -9,9 +9,10 @@ import torch
 
 from gradcheck_cli.evaluate import RACE_MIN, Evaluator
 from gradcheck_cli.layer import make_layer
+from gradcheck_cli.call import Call
 from gradcheck_cli.subject import Leaf
 
-X0 = Leaf("input0", "input", 0)  # the layer's first input
+X0 = Leaf("x", "input", ("args", 0))  # the layer's first input
 
 
 GEN = torch.Generator().manual_seed(0)
@@ -21,7 +22,7 @@ X = torch.randn(4, 6, dtype=torch.float64, generator=GEN)
 
 def _evaluator():
     layer = make_layer(MODULE, "Linear")
-    return Evaluator(layer, layer.params, [X], seed=0, device=torch.device("cpu"))
+    return Evaluator(layer, layer.params, Call((X,)), seed=0, device=torch.device("cpu"))
 
 
 def test_batched_and_loop_paths_give_the_same_outputs():
@@ -71,7 +72,7 @@ def test_the_loop_moves_exactly_one_element_by_exactly_the_step_and_restores_it(
     """The CPU loop writes through a numpy view (bfloat16: tensor writes); either way x +- h lands exactly."""
     x = torch.linspace(-1, 1, 12, dtype=dtype).reshape(3, 4)
     layer = make_layer(lambda v: v * 1, "identity")
-    ev = Evaluator(layer, {}, [x], seed=0, device=torch.device("cpu"), batch=False)
+    ev = Evaluator(layer, {}, Call((x,)), seed=0, device=torch.device("cpu"), batch=False)
     idx = [0, 5, 11]
     yp, ym, hp, hm = ev.perturbed(X0, idx, 0.25)
     flat = x.reshape(-1)
@@ -80,7 +81,7 @@ def test_the_loop_moves_exactly_one_element_by_exactly_the_step_and_restores_it(
         want_p[i] += 0.25
         want_m[i] -= 0.25
         assert torch.equal(yp[row], want_p) and torch.equal(ym[row], want_m)
-    assert torch.equal(ev.inputs[0], x)  # restored
+    assert torch.equal(ev.inputs.args[0], x)  # restored
 
 
 class _ReusedBuffer(torch.autograd.Function):

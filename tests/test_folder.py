@@ -157,11 +157,11 @@ def test_cli_input_replaces_the_spec_inputs(run_cli, tmp_path):
     spec = write(tmp_path / "s.yaml", spec_text(f"{SIMPLE}:Scale", inputs="[{shape: [2, 3]}]"))
     code, data, err = run_json(run_cli, "run", spec)
     assert code == 0, err
-    assert tensors(data)["input0"]["shape"] == [2, 3]
+    assert tensors(data)["x"]["shape"] == [2, 3]
     code, data, err = run_json(run_cli, "run", spec, "--input", "5x3")
     assert code == 0, err
-    assert tensors(data)["input0"]["shape"] == [5, 3]
-    assert set(tensors(data)) == {"input0", "weight"}  # replaced, not appended
+    assert tensors(data)["x"]["shape"] == [5, 3]
+    assert set(tensors(data)) == {"x", "weight"}  # replaced, not appended
 
 
 def test_cli_input_replaces_inputs_of_every_spec_in_a_folder(run_cli, tmp_path):
@@ -169,7 +169,7 @@ def test_cli_input_replaces_inputs_of_every_spec_in_a_folder(run_cli, tmp_path):
     good(tmp_path, "b.yaml")
     code, data, err = run_json(run_cli, "run", tmp_path, "--input", "4x3")
     assert code == 0, err
-    assert [tensors(s)["input0"]["shape"] for s in data["specs"]] == [[4, 3], [4, 3]]
+    assert [tensors(s)["x"]["shape"] for s in data["specs"]] == [[4, 3], [4, 3]]
 
 
 def test_params_set_a_parameter_before_the_check(run_cli, tmp_path):
@@ -182,10 +182,10 @@ def test_params_set_a_parameter_before_the_check(run_cli, tmp_path):
     code, data, err = run_json(run_cli, "run", negative)
     assert code == 1, err
     t = tensors(data)
-    assert (t["input0"]["passed"], t["weight"]["passed"]) == (False, True)
+    assert (t["x"]["passed"], t["weight"]["passed"]) == (False, True)
     # Only column 1 (the negative weight) is wrong: analytic = -numeric there.
-    assert t["input0"]["worst_index"][-1] == 1
-    assert t["input0"]["analytic"] == pytest.approx(-t["input0"]["numeric"], rel=1e-6)
+    assert t["x"]["worst_index"][-1] == 1
+    assert t["x"]["analytic"] == pytest.approx(-t["x"]["numeric"], rel=1e-6)
 
 
 def test_params_single_number_fills_the_parameter(run_cli, tmp_path):
@@ -193,14 +193,14 @@ def test_params_single_number_fills_the_parameter(run_cli, tmp_path):
     spec = write(tmp_path / "s.yaml", spec_text("layer.py:AbsScale", extra="params: {weight: -1.5}\n"))
     code, data, err = run_json(run_cli, "run", spec)
     assert code == 1, err
-    assert tensors(data)["input0"]["n_failed"] == 6  # every element: every weight is negative
+    assert tensors(data)["x"]["n_failed"] == 6  # every element: every weight is negative
 
 
 def test_params_value_reaches_the_analytic_gradient(run_cli, tmp_path):
     """Scale (correct): dL/dx = dL/dy * w, so with w = 0 every input gradient is 0."""
     spec = write(tmp_path / "s.yaml", spec_text(f"{SIMPLE}:Scale", extra="params: {weight: [0.0, 0.0, 0.0]}\n"))
     code, data, err = run_json(run_cli, "run", spec)
-    t = tensors(data)["input0"]
+    t = tensors(data)["x"]
     assert t["analytic"] == 0.0 and t["numeric"] == pytest.approx(0.0, abs=1e-12), (code, err)
 
 
@@ -263,7 +263,7 @@ def test_dotted_layer_path_in_a_spec(run_cli, tmp_path, monkeypatch, form):
     spec = write(tmp_path / "specs" / "dotted.yaml", spec_text(form.format(pkg=pkg)))
     code, data, err = run_json(run_cli, "run", spec)
     assert code == 0, err
-    assert set(tensors(data)) == {"input0", "weight"}
+    assert set(tensors(data)) == {"x", "weight"}
     bug = write(tmp_path / "specs" / "dotted_bug.yaml", spec_text(f"{pkg}.layers:AbsScale", extra="params: {weight: -1.0}\n"))
     code, data, err = run_json(run_cli, "run", bug)
     assert code == 1, err
@@ -337,10 +337,10 @@ def test_folder_json_shape(run_cli, tmp_path):
         assert Path(s["spec"]).resolve().parent == tmp_path.resolve()
         assert isinstance(s["passed"], bool) and isinstance(s["tensors"], list)
     a, b, c = data["specs"]
-    assert a["passed"] is True and {t["name"] for t in a["tensors"]} == {"input0", "weight"}
+    assert a["passed"] is True and {t["name"] for t in a["tensors"]} == {"x", "weight"}
     assert all(t["passed"] for t in a["tensors"])
     assert b["passed"] is False
-    assert {t["name"]: t["passed"] for t in b["tensors"]} == {"input0": True, "weight": False}
+    assert {t["name"]: t["passed"] for t in b["tensors"]} == {"x": True, "weight": False}
     assert c["passed"] is False and c["tensors"] == []
     assert isinstance(c.get("error"), str) and "c_broken.yaml" in c["error"] and "inptus" in c["error"]
 

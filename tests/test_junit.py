@@ -76,21 +76,21 @@ def test_folder_run_one_suite_per_spec(run_cli, folder: Path, tmp_path: Path) ->
     assert (root.get("tests"), root.get("failures"), root.get("errors")) == ("5", "1", "2")
 
     good = cases_of(suites["good.yaml"])
-    assert list(good) == ["input0"] and len(good["input0"]) == 0
-    assert good["input0"].get("classname") == str(folder / "good.yaml")
+    assert list(good) == ["x"] and len(good["x"]) == 0
+    assert good["x"].get("classname") == str(folder / "good.yaml")
 
     border = cases_of(suites["border.yaml"])
-    assert list(border) == ["input0", "weight"]
+    assert list(border) == ["x", "weight"]
     assert border["weight"].find("failure") is None
-    failure = border["input0"].find("failure")
+    failure = border["x"].find("failure")
     message = failure.get("message")
     # worst element, both values, verdict counts
     run_cli("run", folder / "border.yaml", "--json", tmp_path / "border.json", "-q")
     t = json.loads((tmp_path / "border.json").read_text())["tensors"][0]
-    assert f"input0{t['worst_index']}" in message
+    assert f"x{t['worst_index']}" in message
     assert f"analytic {t['analytic']:.6g}" in message and f"numeric {t['numeric']:.6g}" in message
     assert "verdicts: 6 pass, 14 fail, 0 kink, 0 noise" in message
-    assert "rerun: gradcheck run" in failure.text and "--only input0" in failure.text
+    assert "rerun: gradcheck run" in failure.text and "--only x" in failure.text
     props = {p.get("name"): p.get("value") for p in suites["border.yaml"].iter("property")}
     assert props["dtype"] == "float64" and props["seed"] == "0"
 
@@ -112,7 +112,7 @@ def test_single_target_one_suite_named_after_the_target(run_cli, tmp_path: Path)
     (suite,) = root
     assert suite.get("name") == target
     (case,) = suite.findall("testcase")
-    assert case.get("classname") == target and case.get("name") == "input0"
+    assert case.get("classname") == target and case.get("name") == "x"
     assert "2 of 6 checked elements do not match" in case.find("failure").get("message")
 
 
@@ -170,7 +170,7 @@ def test_junit_xml_from_reports_and_errors() -> None:
     passing = check(layers.Smooth, ["5"])
     xml = junit_xml(
         [
-            SuiteResult("a", report=failing, time=1.0, repro={"input0": "gradcheck run a --only input0"}),
+            SuiteResult("a", report=failing, time=1.0, repro={"x": "gradcheck run a --only input0"}),
             SuiteResult("b", report=passing, time=0.5),
             SuiteResult("c", error=UsageError("bad spec", "fix it")),
             SuiteResult("d", error=LayerError("the forward raised")),
@@ -181,8 +181,8 @@ def test_junit_xml_from_reports_and_errors() -> None:
     assert_junit_schema(root)
     assert (root.get("tests"), root.get("failures"), root.get("errors"), root.get("time")) == ("5", "1", "2", "1.500")
     a = cases_of(root[0])
-    assert a["input0"].find("failure").get("message") == failure_message(failing.tensors[0])
-    assert "gradcheck run a --only input0" in a["input0"].find("failure").text
+    assert a["x"].find("failure").get("message") == failure_message(failing.tensors[0])
+    assert "gradcheck run a --only input0" in a["x"].find("failure").text
     assert root[2].find("testcase/error").text == "bad spec\nHint: fix it"
     assert root[3].find("testcase").get("name") == "(layer error)"
 
@@ -194,4 +194,4 @@ def test_failure_message_for_an_inconclusive_tensor() -> None:
     t = check(layers.Smooth, ["4"]).tensors[0]
     noisy = replace(t, counts={"PASS": 1, "FAIL": 0, "KINK": 0, "NOISE": 3})
     assert noisy.status == "NOISE"
-    assert failure_message(noisy).startswith("input0: inconclusive, 3 of 4 checked elements lost in finite-difference noise")
+    assert failure_message(noisy).startswith("x: inconclusive, 3 of 4 checked elements lost in finite-difference noise")

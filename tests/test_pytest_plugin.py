@@ -41,7 +41,7 @@ def test_broken_specs_fail_with_the_report(run) -> None:
     result.assert_outcomes(failed=4)
     out = result.stdout.str()
     assert "gradcheck gauss_filter.py:GaussFilterConvBug: FAIL" in out
-    assert "input0       FAIL" in out and "worst [" in out and "analytic" in out
+    assert "x            FAIL" in out and "worst [" in out and "analytic" in out
     assert "gradcheck_cli/" not in out and "Traceback" not in out  # the report, not a traceback into gradcheck
     result.stdout.fnmatch_lines(["FAILED *gauss_filter_mu_bug.yaml::gauss_filter_mu_bug*"])
 
@@ -95,7 +95,7 @@ def test_failing_layer_written_next_to_the_test(pytester: pytest.Pytester, run) 
     result = run("--gradcheck-specs", specs)
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["collected 1 item", "FAILED specs/edge.yaml::edge*"])
-    assert "input0       FAIL  shape=[3, 5] checked=15/15" in result.stdout.str()
+    assert "x            FAIL  shape=[3, 5] checked=15/15" in result.stdout.str()
 
 
 def test_missing_path_is_a_usage_error(run, tmp_path: Path) -> None:

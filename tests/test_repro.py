@@ -36,14 +36,14 @@ def tensor_rows(stdout: str, names: list[str]) -> list[str]:
 @pytest.mark.parametrize(
     "args, failing, others",
     [
-        ([f"{BORDER}:ScaledBorderBug", "--input", "4x6"], "input0", ["weight"]),
+        ([f"{BORDER}:ScaledBorderBug", "--input", "4x6"], "x", ["weight"]),
         (
             [f"{SPECS}/gauss_filter.py:GaussianConvFunctionConvBug", "--input", "1x40", "--input", "=4.5", "--input", "=-1.5"],
-            "input0",
-            ["input1", "input2"],
+            "x",
+            ["sigma", "mu"],
         ),
-        ([str(SPECS / "broken" / "gauss_filter_mu_bug.yaml")], "mu", ["input0", "sigma"]),
-        ([str(SPECS / "broken" / "gauss_filter_conv_bug.yaml"), "--input", "2x30", "--seed", "3"], "input0", ["sigma", "mu"]),
+        ([str(SPECS / "broken" / "gauss_filter_mu_bug.yaml")], "mu", ["x", "sigma"]),
+        ([str(SPECS / "broken" / "gauss_filter_conv_bug.yaml"), "--input", "2x30", "--seed", "3"], "x", ["sigma", "mu"]),
     ],
 )
 def test_printed_line_reproduces_the_failure_of_only_that_tensor(run_cli, args, failing, others) -> None:
@@ -119,9 +119,9 @@ def test_repro_commands_is_a_pure_function() -> None:
     layers = import_file(BORDER)
     report = check(layers.ScaledBorderBug, ["3x4"], seed=5)
     commands = repro_commands(report, "my file.py:ScaledBorderBug", [InputSpec(shape=(3, 4))])
-    assert list(commands) == ["input0"]
-    argv = shlex.split(commands["input0"])
-    assert argv[:6] == ["gradcheck", "run", "my file.py:ScaledBorderBug", "--only", "input0", "--input"]
+    assert list(commands) == ["x"]
+    argv = shlex.split(commands["x"])
+    assert argv[:6] == ["gradcheck", "run", "my file.py:ScaledBorderBug", "--only", "x", "--input"]
     assert argv[argv.index("--seed") + 1] == "5"
     assert float(argv[argv.index("--eps") + 1]) == report.config["eps"]  # exact round trip
 

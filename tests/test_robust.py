@@ -167,8 +167,8 @@ def test_layer_printing_at_import_still_works_and_keeps_json_file_valid(run_cli,
     no_traceback(out, err)
     assert code == 0, err
     data = json.loads(report.read_text())
-    assert data["passed"] is True and [t["name"] for t in data["tensors"]] == ["input0"]
-    assert "input0" in out and "PASS" in out  # the table is on stdout
+    assert data["passed"] is True and [t["name"] for t in data["tensors"]] == ["x"]
+    assert "x" in out and "PASS" in out  # the table is on stdout
     assert "hello from import" in err and "hello from import" not in out
     assert "hello from forward" in err and "hello from forward" not in out
 
@@ -574,7 +574,7 @@ def test_interrupt_inside_the_tensor_loop_gives_a_partial_report(rng_snapshot):
     with pytest.raises(Interrupted) as info:
         gradcheck_cli.check(m, ["4x3"])
     names = [t.name for t in info.value.report.tensors]
-    assert names and names == ["input0", "weight", "inner.scale"][: len(names)] and len(names) < 3  # bias is frozen: not checked
+    assert names and names == ["x", "weight", "inner.scale"][: len(names)] and len(names) < 3  # bias is frozen: not checked
     assert any("interrupted" in n for n in info.value.report.notes)
     rng.assert_unchanged()
     assert_same(m, before)
@@ -610,7 +610,7 @@ def test_only_the_requested_reports_are_written(run_cli, tmp_path, monkeypatch, 
     root = ET.parse(tmp_path / "report.xml").getroot()
     assert (int(root.get("failures")), int(root.get("errors"))) == {0: (0, 0), 1: (1, 0), 2: (0, 1)}[code]
     if code == 1:  # the failing tensor is a <failure> with the worst element and the rerun line
-        failure = root.find(".//testcase[@name='input0']/failure")
+        failure = root.find(".//testcase[@name='x']/failure")
         assert "analytic" in failure.get("message") and "gradcheck run" in failure.text
 
 
@@ -725,7 +725,7 @@ def test_layer_returning_a_dict_of_tensors_is_checked(run_cli):
     code, out, err = run_cli("run", f("ReturnsDict"), "--input", "2x3")
     no_traceback(out, err)
     assert code == 0, err
-    assert "input0" in out and "PASS" in out
+    assert "x" in out and "PASS" in out
 
 
 def test_layer_returning_an_empty_tensor_is_not_a_pass(run_cli):

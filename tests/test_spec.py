@@ -345,11 +345,11 @@ def test_input_not_a_mapping(tmp_path: Path) -> None:
 
 
 def test_input_both_shape_and_value(tmp_path: Path) -> None:
-    inputs_error(tmp_path, "- shape: [1]\n  value: 2\n", "inputs[0]", "both 'shape' and 'value'")
+    inputs_error(tmp_path, "- shape: [1]\n  value: 2\n", "inputs[0]", "has 'shape' and 'value'", "exactly one")
 
 
 def test_input_neither_shape_nor_value(tmp_path: Path) -> None:
-    inputs_error(tmp_path, "- dist: uniform\n", "inputs[0]", "neither 'shape' nor 'value'")
+    inputs_error(tmp_path, "- dist: uniform\n", "inputs[0]", "none of 'shape', 'value', 'arg', 'list', 'tuple'")
 
 
 @pytest.mark.parametrize(

@@ -32,7 +32,7 @@ def smooth_sweep(layers) -> SweepResult:
 def test_one_row_per_eps_and_one_column_per_tensor(layers) -> None:
     result = sweep(layers.ScaledBorderBug, ["3x4"], eps_range=(1e-8, 1e-2), points=4)
     assert [p.eps for p in result.points] == [1e-8, 1e-6, 1e-4, 1e-2]
-    assert result.tensors == ("input0", "weight")
+    assert result.tensors == ("x", "weight")
     for p in result.points:
         assert len(p.errors) == 2 and p.worst == max(p.errors)
         assert p.n_failed > 0  # the border bug fails at every step size
@@ -95,7 +95,7 @@ def test_spec_eps_is_the_reference_point(tmp_path: Path) -> None:
 def test_to_dict(smooth_sweep: SweepResult) -> None:
     data = smooth_sweep.to_dict()
     assert len(data["points"]) == 10 and data["best_eps"] == smooth_sweep.best.eps
-    assert set(data["points"][0]["errors"]) == {"input0"}
+    assert set(data["points"][0]["errors"]) == {"x"}
 
 
 # --------------------------------------------------------------------------- CLI
@@ -109,7 +109,7 @@ def test_cli_table_and_suggestion(run_cli) -> None:
     code, out, err = run_cli("sweep", f"{BORDER}:ScaledBorderBug", "--input", "3x4", "--points", "5", "--eps-range", "1e-9", "1e-1")
     assert code == 0
     header = next(line for line in out.splitlines() if line.startswith("┃"))
-    for col in ("eps", "worst rel err", "input0", "weight", "verdicts"):
+    for col in ("eps", "worst rel err", "x", "weight", "verdicts"):
         assert col in header
     rows = table_rows(out)
     assert [r[0] for r in rows] == ["1e-9", "1e-7", "1e-5", "1e-3", "1e-1"]
