@@ -9,7 +9,7 @@ of one call.
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
@@ -34,12 +34,20 @@ class Layer:
     buffers: dict[str, torch.Tensor]
     function_class: type | None = None
     frozen: tuple[str, ...] = ()  # floating parameters with requires_grad=False: not checked
+    # Tied tensors: every other name of a parameter or buffer -> the one name it is checked under
+    # (a tied embedding and output projection, a tied autoencoder's decoder weight).
+    ties: dict[str, str] = field(default_factory=dict)
+
+    def state(self, params: dict[str, torch.Tensor], buffers: dict | None = None) -> dict[str, torch.Tensor]:
+        """Every tensor of the module by every name it has: a tied tensor is the same tensor under all of them."""
+        state = {**(self.buffers if buffers is None else buffers), **params}
+        state.update({alias: state[name] for alias, name in self.ties.items() if name in state})
+        return state
 
     def call(self, params: dict[str, torch.Tensor], inputs: Call, buffers: dict | None = None) -> Any:
         if self.module is None:
             return inputs(self.fn)
-        state = {**(self.buffers if buffers is None else buffers), **params}
-        return functional_call(self.module, state, tuple(inputs.args), dict(inputs.kwargs), strict=False)
+        return functional_call(self.module, self.state(params, buffers), tuple(inputs.args), dict(inputs.kwargs), strict=False)
 
     def bound(self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor] | None = None) -> Callable[[Call], Any]:
         """A fast callable of the inputs alone, with ``params`` (the very tensors) in place.
@@ -58,7 +66,7 @@ class Layer:
             from torch.nn.utils._named_member_accessor import NamedMemberAccessor
 
             twin = copy.deepcopy(self.module)
-            NamedMemberAccessor(twin).swap_tensors_dict({**buffers, **params}, allow_missing=True)
+            NamedMemberAccessor(twin).swap_tensors_dict(self.state(params, buffers), allow_missing=True)
         except Exception:
             return lambda inputs: self.call(params, inputs, buffers)
         return lambda inputs: inputs(twin)
@@ -73,6 +81,7 @@ class Layer:
             {k: _cast(v, dtype, device) for k, v in self.buffers.items()},
             self.function_class,
             self.frozen,
+            dict(self.ties),
         )
 
 
@@ -105,7 +114,7 @@ def make_layer(obj: object, name: str, args: tuple = (), kwargs: dict | None = N
         params = {k: v for k, v in named.items() if v.is_floating_point() and v.requires_grad}
         passed = {k: v for k, v in named.items() if k not in params}
         buffers = dict(obj.named_buffers(remove_duplicate=True))
-        layer = Layer(name, obj, obj, params, {**buffers, **passed})
+        layer = Layer(name, obj, obj, params, {**buffers, **passed}, ties=_ties(obj))
         layer.frozen = tuple(k for k, v in passed.items() if v.is_floating_point())
         return layer
     if isinstance(obj, type) and issubclass(obj, torch.autograd.Function):
@@ -153,6 +162,18 @@ def _check_materialised(module: torch.nn.Module, name: str) -> None:
         )
 
 
+def _ties(module: torch.nn.Module) -> dict[str, str]:
+    """alias -> the first name, for every parameter and buffer registered under more than one name."""
+    first: dict[int, str] = {}
+    ties = {}
+    for name, t in [*module.named_parameters(remove_duplicate=False), *module.named_buffers(remove_duplicate=False)]:
+        if id(t) in first:
+            ties[name] = first[id(t)]
+        else:
+            first[id(t)] = name
+    return ties
+
+
 def instantiate(cls: type, name: str, args: tuple, kwargs: dict) -> torch.nn.Module:
     """Build a Module; a constructor that needs arguments gets a clear message."""
     try:
@@ -182,6 +203,7 @@ def instantiate(cls: type, name: str, args: tuple, kwargs: dict) -> torch.nn.Mod
 def set_params(layer: Layer, values: dict[str, Any], where: str = "params") -> None:
     """Overwrite (copies of) named parameters with given values, shape-checked."""
     for pname, value in values.items():
+        pname = layer.ties.get(pname, pname)  # a tied parameter is set under the name it is checked by
         state = layer.buffers if pname in layer.frozen else layer.params
         if pname not in state:
             hint = suggest(pname, layer.params, "parameters")

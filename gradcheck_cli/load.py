@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import importlib
 import importlib.util
 import sys
@@ -89,12 +90,20 @@ def import_file(path: Path) -> ModuleType:
         raise UsageError(
             f"Layer file {str(path)!r} cannot be read ({exc.strerror or exc}).", "Check the file's permissions."
         ) from None
+    content = hashlib.sha1(source).hexdigest()
+    package = _package_of(path)
+    if package is not None:
+        return _import_in_package(path, content, *package)
+    return _import_alone(path, content)
+
+
+def _import_alone(path: Path, content: str) -> ModuleType:
+    """A file outside any package: imported under a unique name, its folder on sys.path (sibling imports work)."""
     digest = hashlib.sha1(str(path).encode()).hexdigest()[:10]
     name = f"gradcheck_target_{digest}_{path.stem}".replace("-", "_").replace(".", "_")
     folder = str(path.parent)
     if folder not in sys.path:
         sys.path.insert(0, folder)
-    content = hashlib.sha1(source).hexdigest()
     cached = sys.modules.get(name)
     if cached is not None and getattr(cached, "__gradcheck_source__", None) == content:
         return cached
@@ -112,7 +121,66 @@ def import_file(path: Path) -> ModuleType:
     return module
 
 
+def _package_of(path: Path) -> tuple[Path, str] | None:
+    """(the folder that holds the top package, the file's dotted module name) for a file inside a package, else None.
+
+    A folder is a package when it holds an ``__init__.py``; the file is imported as part of
+    it, as its package's own code imports it, so that its relative imports work.
+    """
+    if path.name == "__init__.py" or not (path.parent / "__init__.py").is_file():
+        return None
+    parts, folder = [path.stem], path.parent
+    while (folder / "__init__.py").is_file() and folder.name.isidentifier():
+        parts.insert(0, folder.name)
+        folder = folder.parent
+    if not all(p.isidentifier() for p in parts) or len(parts) < 2:
+        return None
+    return folder, ".".join(parts)
+
+
+def _import_in_package(path: Path, content: str, root: Path, dotted: str) -> ModuleType:
+    """The file imported as ``dotted`` with ``root`` on sys.path; imported afresh when it changed.
+
+    If the package's own ``__init__`` fails (an optional dependency missing), the file is
+    imported alone instead when it can be; otherwise the error says which import failed.
+    """
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    cached = sys.modules.get(dotted)
+    if cached is not None and getattr(cached, "__file__", None) and Path(cached.__file__).resolve() == path:
+        if getattr(cached, "__gradcheck_source__", None) == content:
+            return cached
+        sys.modules.pop(dotted, None)  # changed since: imported afresh below
+    elif cached is not None:
+        return _import_alone(path, content)  # another module of that name is loaded: do not disturb it
+    try:
+        module = _run_import(lambda: importlib.import_module(dotted), f"{dotted} (the package of {path.name})")
+    except (UsageError, LayerError) as exc:
+        if not _failed_above(exc, path):
+            raise
+        try:
+            return _import_alone(path, content)
+        except (UsageError, LayerError):
+            raise exc from None
+    module.__gradcheck_source__ = content
+    return module
+
+
+def _failed_above(exc: BaseException, path: Path) -> bool:
+    """Did the import fail in a package above the file (its ``__init__.py``), not in the file itself?"""
+    import traceback
+
+    cause = exc.__cause__
+    if cause is None:
+        return False
+    files = [Path(f.filename).resolve() for f in traceback.extract_tb(cause.__traceback__) if f.filename.endswith(".py")]
+    return path not in files and any(f.name == "__init__.py" and path.is_relative_to(f.parent) for f in files)
+
+
 def _import_module(name: str, text: str) -> ModuleType:
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.append(cwd)  # a package in the working folder is importable, as with python -m (last: it shadows nothing)
     try:
         return _run_import(lambda: importlib.import_module(name), name)
     except UsageError as exc:
@@ -120,6 +188,14 @@ def _import_module(name: str, text: str) -> ModuleType:
             raise UsageError(
                 f"Cannot import module {name!r} for target {text!r}: no such module.",
                 f"Is the package installed, or did you mean a file? Targets look like {FORMS}.",
+            ) from None
+        if isinstance(exc.__cause__, ModuleNotFoundError):
+            where = user_frame(exc.__cause__, skip=("importlib",))
+            attr = text.rsplit(":", 1)[1] if ":" in text else "Name"
+            raise UsageError(
+                f"Importing {name!r} for target {text!r} failed: it imports {exc.__cause__.name!r}, which is not installed ({where}).",
+                f"Install {exc.__cause__.name!r}; or name the layer by its file ({name.replace('.', '/')}.py:{attr}), "
+                "which imports only what that file needs where it can.",
             ) from None
         raise
 
