@@ -255,14 +255,17 @@ class Evaluator:
                     put(row, 0)  # restore even if the layer raised
         return rows_p, rows_m
 
-    def joint(self, leaf: Leaf, idx: list[int], h: float):
-        """Outputs with ALL elements in ``idx`` moved together by +h and by -h: (yp, ym, hp, hm)."""
+    def joint(self, leaf: Leaf, idx: list[int], h: float, signs: list[int] | None = None):
+        """Outputs with ALL elements in ``idx`` moved together, element i by +signs[i]*h and then by the opposite
+        (all +1 by default): (yp, ym, hp, hm)."""
         index = torch.tensor(idx, device=self.device, dtype=torch.long)
-        orig, plus, minus, hp, hm = self.steps(leaf, index, h)
+        orig = self.tensor(leaf).reshape(-1)[index]
+        direction = torch.tensor(signs if signs is not None else [1] * len(idx), device=orig.device, dtype=orig.dtype)
+        plus, minus = orig + h * direction, orig - h * direction
         self.points += 2
         yp, ym = self._looped_moves(leaf, [(index[None], orig[None], plus[None], minus[None])])
         # Steps taken differ per element only by rounding; the smallest is the honest one.
-        return yp[0], ym[0], hp.min(), hm.min()
+        return yp[0], ym[0], (plus - orig).abs().min(), (orig - minus).abs().min()
 
     def groups(self, leaf: Leaf, index: torch.Tensor, plus: torch.Tensor, minus: torch.Tensor, segments: list):
         """Outputs with many elements moved at once: (Yp, Ym), each (moves, M).

@@ -165,9 +165,9 @@ class NumericSide:
         noise = 4 * self.base.out_err + (f64(self.evaluator.probe_error) if self.evaluator.probe_error is not None else 0.0)
         return ((yp - self.base.y).abs() > noise) | ((ym - self.base.y).abs() > noise)
 
-    def joint(self, leaf: Leaf, members: list[int], step: float) -> dict[str, Differences]:
-        """Both losses' slopes with all ``members`` moved together by +-step (length-1 Differences)."""
-        jp, jm, hp, hm = map(self.placement.f64, self.guard("forward", self.evaluator.joint, leaf, members, step))
+    def joint(self, leaf: Leaf, members: list[int], step: float, signs: list[int] | None = None) -> dict[str, Differences]:
+        """Both losses' slopes with all ``members`` moved together, member i by signs[i]*step (length-1 Differences)."""
+        jp, jm, hp, hm = map(self.placement.f64, self.guard("forward", self.evaluator.joint, leaf, members, step, signs))
         return fd.loss_differences(jp[None], jm[None], self.base, hp[None], hm[None])
 
     def time_per_element(self, leaf: Leaf, idx: list[int]) -> float | None:
