@@ -268,6 +268,6 @@ def _with_diagnoses(reports: list[TensorReport]) -> list[TensorReport]:
     for rep in reports:
         if rep.n_failed and rep.analytic_grad is not None:
             others = {r.name: r.numeric_grad for r in reports if r is not rep and r.loss == rep.loss}
-            rep = replace(rep, diagnosis=diagnose(rep.analytic_grad, rep.numeric_grad, rep.verdicts == FAIL, others))
+            rep = replace(rep, diagnosis=diagnose(rep.analytic_grad, rep.numeric_grad, rep.verdicts == FAIL, others, rep.kink_slopes))
         out.append(rep)
     return out

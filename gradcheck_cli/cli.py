@@ -23,7 +23,7 @@ from rich.text import Text
 
 from . import __version__
 from .options import default_of
-from .errors import GradcheckError, UsageError
+from .errors import GradcheckError, UsageError, shorten
 from .outputs import Outputs, refused_command_line, same_file
 from .report import RunResult, SuiteResult
 from .streams import SafeStream, printable, report_stream
@@ -599,7 +599,7 @@ def list_command(folder: str) -> None:
         try:
             spec = load_spec(path)
         except GradcheckError as exc:
-            table.add_row(name, Text("invalid", style="magenta"), "-", Text(printable(exc.message.split(": ", 1)[-1][:80], one_line=True)))
+            table.add_row(name, Text("invalid", style="magenta"), "-", Text(printable(shorten(exc.message.split(": ", 1)[-1], 80), one_line=True)))
             continue
         layer = spec.layer
         if os.path.isabs(layer.split(":")[0]):

@@ -33,6 +33,7 @@ class _Case:
     chk: np.ndarray  # checked elements
     fail: np.ndarray  # failing checked elements
     others: dict[str, np.ndarray] = field(default_factory=dict)
+    slopes: np.ndarray | None = None  # (*shape, 2): one-sided slopes where an element sits at a kink, else NaN
 
     @property
     def n_fail(self) -> int:
@@ -44,8 +45,13 @@ def diagnose(
     numeric: np.ndarray,
     failed: np.ndarray,
     others: dict[str, np.ndarray] | None = None,
+    slopes: np.ndarray | None = None,
 ) -> str | None:
-    """One line naming the pattern of a tensor's gradient error, or None."""
+    """One line naming the pattern of a tensor's gradient error, or None.
+
+    ``slopes`` (the tensor's shape plus a last axis of 2) holds the one-sided slopes of the
+    elements found at a kink, NaN elsewhere.
+    """
     n = np.asarray(numeric, dtype=np.float64)
     a = np.broadcast_to(np.asarray(analytic, dtype=np.float64), n.shape)
     chk = ~np.isnan(n)
@@ -53,7 +59,7 @@ def diagnose(
     if not fail.any():
         return None
     others = {k: np.asarray(v, dtype=np.float64) for k, v in (others or {}).items()}
-    case = _Case(a, n, chk, fail, others)
+    case = _Case(a, n, chk, fail, others, None if slopes is None else np.asarray(slopes, dtype=np.float64))
     with np.errstate(all="ignore"):
         for pattern in PATTERNS:
             line = pattern(case)
@@ -128,6 +134,41 @@ def _nonfinite(case: _Case) -> str | None:
     first = np.argwhere(bad)[0]
     where = f" (first at {_index(first)})" if case.a.ndim else ""
     return f"analytic gradient has NaN/inf at {int(bad.sum())} checked element(s){where}"
+
+
+def _outside_kinks(case: _Case) -> str | None:
+    """Every failing element sits at a kink, and its analytic value is neither one-sided slope nor between them."""
+    if case.slopes is None:
+        return None
+    at_kink = ~np.isnan(case.slopes[..., 0])
+    if not (case.fail <= at_kink).all():
+        return None
+    first = tuple(np.argwhere(case.fail)[0])
+    lo, hi = case.slopes[first]
+    return (
+        f"{case.n_fail} failing element(s) sit at a kink (a non-differentiable point), and the analytic value lies outside "
+        f"the one-sided slopes there (e.g. {_index(first)}: analytic {_num(case.a[first])}, slopes {_num(lo)} and {_num(hi)}): "
+        "the backward's value at the kink is no one-sided derivative"
+    )
+
+
+def _corners(case: _Case) -> str | None:
+    """All failures lie at corners: within k of an end along at least two axes (not the leading one of 3+), the rest clean."""
+    axes = [ax for ax in (range(1, case.n.ndim) if case.n.ndim >= 3 else range(case.n.ndim)) if case.n.shape[ax] >= 6]
+    if len(axes) < 2 or case.n_fail < 2:
+        return None
+    where = np.argwhere(case.fail)
+    for k in (1, 2):
+        near = [(where[:, ax] < k) | (where[:, ax] >= case.n.shape[ax] - k) for ax in axes]
+        if not (np.sum(near, axis=0) >= 2).all():
+            continue
+        grids = np.meshgrid(*[np.arange(s) for s in case.n.shape], indexing="ij")
+        corner_mask = np.sum([(grids[ax] < k) | (grids[ax] >= case.n.shape[ax] - k) for ax in axes], axis=0) >= 2
+        inside, total = int((case.chk & corner_mask).sum()), int(case.chk.sum())
+        if _by_chance(case.n_fail, inside, total) <= CHANCE:
+            corners = len({tuple(int(row[ax] >= case.n.shape[ax] - k) for ax in axes) for row in where})
+            return f"errors only at the corners ({case.n_fail} element(s) in {corners} corner(s)): a boundary case of two axes at once?"
+    return None
 
 
 def _all_zero(case: _Case) -> str | None:
@@ -267,12 +308,14 @@ def _single(case: _Case) -> str | None:
 
 PATTERNS = (
     _nonfinite,
+    _outside_kinks,
     _all_zero,
     _constant_ratio,
     _transposed,
     _swapped,
     _flipped,
     _confined,
+    _corners,
     _borders,
     _one_right,
     _zero_where_failing,

@@ -47,6 +47,15 @@ class SpecError(UsageError):
         self.path = path
 
 
+def shorten(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters at a word boundary, with '...' where it was cut."""
+    text = " ".join(str(text).split())
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 3].rsplit(" ", 1)[0] if " " in text[: limit - 3] else text[: limit - 3]
+    return cut.rstrip(",;:") + "..."
+
+
 def suggest(word: str, choices, listing: str = "allowed") -> str:
     """'did you mean 'x'?' for a near miss among ``choices``, else '<listing>: a, b, c.' (the one suggestion helper)."""
     import difflib

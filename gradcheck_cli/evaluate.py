@@ -24,6 +24,7 @@ import torch
 from torch.autograd.function import Function, _SingleLevelFunction
 
 from .environment import seconds_since, seed_rng
+from .errors import shorten
 from .layer import Layer, flatten_outputs
 from .call import Call
 from .subject import Leaf
@@ -201,7 +202,7 @@ class Evaluator:
                     return yp, ym, hp, hm
             except Exception as exc:  # vmap cannot run this layer: use the loop
                 self.batched = False
-                reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+                reason = f"{type(exc).__name__}: {shorten(str(exc).splitlines()[0] if str(exc).strip() else '', 160)}"
                 self.batch_note = f"batched evaluation not possible ({reason}); used one forward per perturbation"
         started = time.perf_counter()
         yp, ym = self._loop(leaf, idx, orig, plus, minus)

@@ -50,6 +50,7 @@ class TensorReport:
     analytic_grad: np.ndarray | None = field(default=None, repr=False, compare=False)
     numeric_grad: np.ndarray | None = field(default=None, repr=False, compare=False)
     verdicts: np.ndarray | None = field(default=None, repr=False, compare=False)
+    kink_slopes: np.ndarray | None = field(default=None, repr=False, compare=False)  # (*shape, 2): one-sided slopes at kinks
     kinks_fail: bool = False
     aliases: tuple[str, ...] = ()  # other names of the tensor (input0: its position), as --only takes them
 

@@ -38,6 +38,16 @@ def relative_error(analytic: torch.Tensor, numeric: torch.Tensor, scale: float) 
 
 
 @dataclass(frozen=True)
+class Confirmed:
+    """What the confirmation says of each flagged element."""
+
+    verdict: torch.Tensor
+    numeric: torch.Tensor  # the best numeric estimate
+    noise: torch.Tensor
+    slopes: torch.Tensor  # (B, 2): the one-sided slopes (low, high) where the element sits at a kink, else NaN
+
+
+@dataclass(frozen=True)
 class Judge:
     """The rules for one tensor and one loss.
 
@@ -76,7 +86,7 @@ class Judge:
           An element is KINK only if the analytic value lies between the one-sided
           slopes (a valid one-sided derivative or subgradient); otherwise it FAILs.
 
-        Returns (verdict codes, best numeric estimate, noise estimate).
+        Returns a :class:`Confirmed`.
         """
         numeric, noise, wild = _extrapolated(d1, d2, dh, spread)
         verdict = self.within(analytic, numeric, noise)
@@ -86,18 +96,15 @@ class Judge:
         # One-sided differences are off by O(h) (h f''/2): that much, seen as the change from h to 2h, is allowed too.
         truncation = torch.maximum((d2.right - d1.right).abs(), (d2.left - d1.left).abs()).nan_to_num(nan=0.0)
         slope_allowed = tolerance(analytic, hi.abs(), self.scale, self.rtol, self.atol) + NOISE_SIGMAS * 2 * (d1.noise + spread) + truncation
-        is_kink = (
-            (verdict == FAIL)
-            & (jump1 > slope_allowed)
-            & (jump2 < 1.5 * jump1)
-            & (analytic >= lo - slope_allowed)
-            & (analytic <= hi + slope_allowed)
-        )
+        at_kink = (jump1 > slope_allowed) & (jump2 < 1.5 * jump1)  # the slopes' jump does not shrink with the step
+        is_kink = (verdict == FAIL) & at_kink & (analytic >= lo - slope_allowed) & (analytic <= hi + slope_allowed)
         verdict = torch.where(is_kink, torch.full_like(verdict, KINK), verdict)
         verdict = self._noise_or_pass(verdict, analytic, numeric, noise)
         # No finite estimate at all (every step left the domain): inconclusive, never FAIL.
         verdict = torch.where(torch.isfinite(noise), verdict, torch.full_like(verdict, NOISE))
-        return _broken_fails(analytic, verdict), numeric, noise
+        nan = torch.full_like(lo, float("nan"))
+        slopes = torch.stack([torch.where(at_kink, lo, nan), torch.where(at_kink, hi, nan)], dim=-1)
+        return Confirmed(_broken_fails(analytic, verdict), numeric, noise, slopes)
 
     def _noise_or_pass(self, verdict, analytic, numeric, noise):
         """A passing element whose noise is as large as the gradient itself is NOISE, not PASS."""

@@ -42,6 +42,7 @@ class _Elements:
     numeric: torch.Tensor
     verdict: torch.Tensor
     allowance: torch.Tensor  # what the analytic value may be off by without a bug (Analytic.allowance)
+    slopes: torch.Tensor | None = None  # (n, 2): one-sided slopes where an element sits at a kink (else NaN)
 
 
 def check_tensor(leaf: Leaf, planned: TensorPlan, numeric: NumericSide, analytic: Analytic, opts: CheckOptions, advance: Callable[[int], None]) -> TensorOutcome:
@@ -106,9 +107,11 @@ class _Work:
         double, half = slopes(2 * h, 1), slopes(h / 2, 2)
         for loss, e in elements.items():
             d1 = single[loss] if single is not None else first[loss].select(positions)
-            verdict, value, _ = judges[loss].confirm(e.analytic[positions], d1, double[loss], half[loss], e.allowance[positions])
-            e.numeric[positions] = value
-            e.verdict[positions] = verdict
+            got = judges[loss].confirm(e.analytic[positions], d1, double[loss], half[loss], e.allowance[positions])
+            e.numeric[positions] = got.numeric
+            e.verdict[positions] = got.verdict
+            e.slopes = torch.full((len(e.verdict), 2), float("nan"), dtype=torch.float64, device=e.verdict.device)
+            e.slopes[positions] = got.slopes
 
 
 def _not_reentrant(leaf: Leaf, analytic: Analytic, index: torch.Tensor, elements: dict[str, _Elements]) -> tuple[str, ...]:
@@ -158,7 +161,8 @@ def tensor_report(leaf: Leaf, shape: tuple[int, ...], idx: tuple[int, ...], elem
     losses = list(elements)
     headline = max(losses, key=lambda loss: (int((elements[loss].verdict == FAIL).sum()), float(stats[loss].max()) if n else 0.0))
     e, rel = elements[headline], stats[headline]
-    abs_err = (e.analytic - e.numeric).abs().nan_to_num(nan=0.0)
+    # Like the relative error: a KINK element's difference is expected and not an error.
+    abs_err = torch.where(e.verdict == KINK, 0.0, (e.analytic - e.numeric).abs()).nan_to_num(nan=0.0)
     worst_index, analytic_v, numeric_v = None, None, None
     if n:
         pool = torch.nonzero(e.verdict == FAIL).reshape(-1)
@@ -188,6 +192,7 @@ def tensor_report(leaf: Leaf, shape: tuple[int, ...], idx: tuple[int, ...], elem
         coverage=coverage_note(n, n_elements, counts["FAIL"]),
         analytic_grad=grads[headline].cpu().numpy(),
         numeric_grad=_scattered(e.numeric, idx, n_elements, float("nan")).reshape(shape),
+        kink_slopes=None if e.slopes is None else np.stack([_scattered(e.slopes[:, j], idx, n_elements, float("nan")) for j in (0, 1)], -1).reshape(*shape, 2),
         verdicts=verdicts,
         kinks_fail=kinks_fail,
         aliases=leaf.aliases,

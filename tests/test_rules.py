@@ -39,8 +39,7 @@ def test_noise_as_large_as_the_gradient_is_inconclusive_never_pass():
 
 def test_a_nan_backward_fails_whatever_the_differences_say():
     assert JUDGE.first_pass(t(float("nan")), diffs([1.0]), 0.0).tolist() == [FAIL]
-    verdict, _, _ = JUDGE.confirm(t(float("inf")), diffs([1.0]), diffs([1.0]), diffs([1.0]), 0.0)
-    assert verdict.tolist() == [FAIL]
+    assert JUDGE.confirm(t(float("inf")), diffs([1.0]), diffs([1.0]), diffs([1.0]), 0.0).verdict.tolist() == [FAIL]
 
 
 def test_confirmation_removes_truncation_error_and_keeps_a_real_bug():
@@ -48,19 +47,18 @@ def test_confirmation_removes_truncation_error_and_keeps_a_real_bug():
     h = 0.1
     d1, d2, dh = (diffs([3 + s * s]) for s in (h, 2 * h, h / 2))
     assert JUDGE.first_pass(t(3.0), d1, 0.0).tolist() == [FAIL]  # truncation alone looks wrong at h ...
-    good, numeric, _ = JUDGE.confirm(t(3.0), d1, d2, dh, 0.0)
-    assert good.tolist() == [PASS] and abs(numeric.item() - 3.0) < 1e-9  # ... and is removed
-    bad, _, _ = JUDGE.confirm(t(3.3), d1, d2, dh, 0.0)
-    assert bad.tolist() == [FAIL]  # a 10% bug stays
+    good = JUDGE.confirm(t(3.0), d1, d2, dh, 0.0)
+    assert good.verdict.tolist() == [PASS] and abs(good.numeric.item() - 3.0) < 1e-9  # ... and is removed
+    assert JUDGE.confirm(t(3.3), d1, d2, dh, 0.0).verdict.tolist() == [FAIL]  # a 10% bug stays
 
 
 def test_a_kink_is_kink_only_with_the_analytic_value_between_the_one_sided_slopes():
     """|x| at 0: right slope 1, left slope -1 at every step (the jump does not shrink)."""
     kink = dict(right=[1.0], left=[-1.0])
     d = diffs([0.0], **kink)
-    inside, _, _ = JUDGE.confirm(t(0.5), d, d, d, 0.0)
-    outside, _, _ = JUDGE.confirm(t(2.0), d, d, d, 0.0)
-    assert inside.tolist() == [KINK] and outside.tolist() == [FAIL]
+    inside, outside = JUDGE.confirm(t(0.5), d, d, d, 0.0), JUDGE.confirm(t(2.0), d, d, d, 0.0)
+    assert inside.verdict.tolist() == [KINK] and outside.verdict.tolist() == [FAIL]
+    assert outside.slopes.tolist() == [[-1.0, 1.0]]  # what the diagnosis names
 
 
 def test_across_losses_fail_beats_kink_beats_pass_beats_noise():
