@@ -226,7 +226,17 @@ input_option = click.option(
     "inputs",
     multiple=True,
     type=InputParam(),
-    help="One positional input, in order: a shape (4x3x8, standard normal) or =JSON (=4.5, =[0,2,1]); integer literals are passed through unchecked.",
+    help="One input of the layer, in order: a shape (4x3x8, standard normal), =JSON (a literal tensor: =4.5, =[0,2,1]; "
+    "integer ones are passed through unchecked), :VALUE (a Python value: :bilinear, :true, :0.5), [A,B] or (A,B) "
+    "(a list or tuple of inputs); NAME=... passes it by name (grid=1x8x8x2, mode=:bilinear).",
+)
+init_option = click.option(
+    "--init",
+    "init",
+    multiple=True,
+    metavar="[NAME=]VALUE",
+    help="A constructor argument of a Module class, in order or by name: --init 9 --init sigma=2.0 (JSON, or plain text "
+    "for a string). In a spec: 'args:' and 'kwargs:'.",
 )
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="Print only the verdict line (and errors).")
 isolate_option = click.option(
@@ -279,6 +289,7 @@ def _view(color: bool | None, quiet: bool, verbose: bool, json_stdout: bool = Fa
 @main.command("run", epilog=RUN_EPILOG)
 @click.argument("target")
 @input_option
+@init_option
 @common_check_options
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, allow_dash=True), help="Write the report as JSON to this file ('-' for stdout). Its folder must exist.")
 @click.option(
@@ -299,6 +310,7 @@ def run_command(ctx: click.Context, target: str, inputs: tuple, color: bool | No
     """Check TARGET: a layer ('file.py:Name', 'pkg.mod:Name', 'pkg.mod.Name'),
     a YAML spec ('spec.yaml') or a folder of specs."""
     opts.pop("isolate")  # decided before this process started (see supervise.py)
+    init = opts.pop("init")
     paths = {k: opts.pop(k) for k in ("json_path", "junit_path", "plot_path")}
     show_errors, debug = opts.pop("show_errors"), opts.pop("debug")
     options = _options(opts)
@@ -307,7 +319,7 @@ def run_command(ctx: click.Context, target: str, inputs: tuple, color: bool | No
     # every later problem still leaves a report of this run in them, never a stale one.
     sinks = _Sinks(*_outputs(paths, target))
     views = lambda json_stdout: _view(color, quiet, verbose, json_stdout=json_stdout, show_errors=show_errors, debug=debug)  # noqa: E731
-    code = _guarded_run(target, err, sinks, debug, lambda: _run(target, inputs, options, sinks, views))
+    code = _guarded_run(target, err, sinks, debug, lambda: _run(target, Arguments(inputs, init), options, sinks, views))
     ctx.exit(code)
 
 
@@ -371,7 +383,35 @@ def _guarded_run(target: str, err: Console, sinks: _Sinks, debug: bool, run: Cal
     return _write_reports(err, sinks.outputs, result, result.exit_code)
 
 
-def _run(target: str, inputs: tuple, options: dict, sinks: _Sinks, views: Callable[[bool], View]) -> int:
+@dataclass(frozen=True)
+class Arguments:
+    """What the command line gives the layer: its inputs (--input) and its constructor's arguments (--init)."""
+
+    inputs: tuple = ()
+    init: tuple[str, ...] = ()
+
+    def construct(self) -> tuple[tuple, dict]:
+        """(args, kwargs) of the constructor, from the --init values."""
+        from .inputs import parse_value
+
+        args, kwargs = [], {}
+        for text in self.init:
+            name, sep, value = text.partition("=")
+            if sep and name.strip().isidentifier():
+                kwargs[name.strip()] = parse_value(value, f"--init {text!r}")
+            elif kwargs:
+                raise UsageError(f"--init {text!r}: a constructor argument by position after one by name.", "Give the positional ones first.")
+            else:
+                args.append(parse_value(text, f"--init {text!r}"))
+        return tuple(args), kwargs
+
+    def rerun(self) -> list[str]:
+        from .render import input_arg
+
+        return [arg for i in self.inputs for arg in ("--input", input_arg(i))] + [arg for v in self.init for arg in ("--init", v)]
+
+
+def _run(target: str, arguments: "Arguments", options: dict, sinks: _Sinks, views: Callable[[bool], View]) -> int:
     """Plan the run, check every target, render and write the reports; the exit status."""
     from .targets import plan_run
 
@@ -391,7 +431,7 @@ def _run(target: str, inputs: tuple, options: dict, sinks: _Sinks, views: Callab
         require_matplotlib()
         if plan.folder:
             raise UsageError("--plot takes one layer or spec, not a folder.", "Run the failing spec on its own with --plot.")
-    result = _check_all(plan, inputs, options, view)
+    result = _check_all(plan, arguments, options, view)
     _render_run(view, result)
     code = _write_reports(view.err, outputs, result, result.exit_code)
     if outputs.plot and result.results and result.results[0].report is not None:
@@ -402,7 +442,7 @@ def _run(target: str, inputs: tuple, options: dict, sinks: _Sinks, views: Callab
     return code
 
 
-def _check_all(plan, inputs: tuple, options: dict, view: View) -> RunResult:
+def _check_all(plan, arguments: Arguments, options: dict, view: View) -> RunResult:
     """Check every target of the plan in order; a signal stops the run after the partial result."""
     from .checker import Interrupted
     from .environment import Interrupt
@@ -416,8 +456,8 @@ def _check_all(plan, inputs: tuple, options: dict, view: View) -> RunResult:
             if entry.error is not None:
                 raise entry.error
             with progress_bar(view.err, enabled=not view.quiet) as progress:
-                report = _check(entry, inputs, options, progress)
-            result = SuiteResult(entry.name, report=report, time=time.perf_counter() - started, repro=_repro(report, entry.name, inputs))
+                report = _check(entry, arguments, options, progress)
+            result = SuiteResult(entry.name, report=report, time=time.perf_counter() - started, repro=_repro(report, entry.name, arguments))
         except Interrupted as exc:
             result = SuiteResult(entry.name, report=exc.report, time=time.perf_counter() - started, signum=exc.signum)
         except Interrupt as exc:
@@ -434,15 +474,18 @@ def _check_all(plan, inputs: tuple, options: dict, view: View) -> RunResult:
     return RunResult(tuple(results), folder=plan.folder, planned=len(plan.entries))
 
 
-def _check(entry, inputs: tuple, options: dict, progress) -> Any:
-    """Call the core on a layer target or a spec (whose inputs --input replaces), the user's prints sent to stderr."""
+def _check(entry, arguments: Arguments, options: dict, progress) -> Any:
+    """Call the core on a layer target or a spec (whose inputs --input replaces, and whose constructor
+    arguments --init replaces or adds to), the user's prints sent to stderr."""
     from .checker import check, check_spec
 
+    args, kwargs = arguments.construct()
     with contextlib.redirect_stdout(sys.stderr):
         if entry.spec is not None:
-            spec = replace(entry.spec, inputs=tuple(inputs)) if inputs else entry.spec
+            spec = replace(entry.spec, inputs=tuple(arguments.inputs)) if arguments.inputs else entry.spec
+            spec = replace(spec, args=args or spec.args, kwargs={**spec.kwargs, **kwargs})
             return check_spec(spec, progress=progress, **options)
-        return check(entry.target, list(inputs), name=entry.name, progress=progress, **options)
+        return check(entry.target, list(arguments.inputs), name=entry.name, args=args, kwargs=kwargs, progress=progress, **options)
 
 
 def _render_result(view: View, result: SuiteResult, folder: bool) -> None:
@@ -509,10 +552,10 @@ def _options(opts: dict) -> dict:
     return options
 
 
-def _repro(report, target: str, inputs: tuple) -> dict[str, str]:
+def _repro(report, target: str, arguments: Arguments) -> dict[str, str]:
     from .render import repro_commands
 
-    return repro_commands(report, target, inputs)
+    return repro_commands(report, target, arguments.rerun())
 
 
 @main.command("sweep", epilog=SWEEP_EPILOG)

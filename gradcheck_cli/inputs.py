@@ -97,6 +97,11 @@ def _parse_body(raw: str, where: str, depth: int) -> InputSpec:
     return InputSpec(shape=shape)
 
 
+def parse_value(text: str, where: str) -> Any:
+    """A Python value on the command line: JSON where it is JSON, else the text itself."""
+    return _parse_arg(text, where)
+
+
 def _parse_arg(text: str, where: str) -> Any:
     """A Python value after ':': JSON where it is JSON (:true, :0.5, :null, :"a b", :[1, 2]), else the text itself (:bilinear)."""
     text = text.strip()

@@ -192,7 +192,7 @@ def instantiate(cls: type, name: str, args: tuple, kwargs: dict) -> torch.nn.Mod
             needs = f" (it needs: {', '.join(missing)})" if missing else ""
             raise UsageError(
                 f"Cannot construct {name}: {exc}{needs}.",
-                "Give constructor arguments in a YAML spec with 'args:' / 'kwargs:' (see the README, 'YAML specs').",
+                "Give them on the command line with --init (--init 9 --init sigma=2.0), or in a YAML spec with 'args:' / 'kwargs:' (see the README, 'YAML specs').",
                 key="args/kwargs",
             ) from None
     from .guard import guarded

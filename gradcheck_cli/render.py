@@ -211,10 +211,12 @@ def input_arg(spec: InputSpec) -> str:
     return f"{spec.name}={text}" if spec.name else text
 
 
-def repro_commands(report: Report, target: str, inputs: Iterable[InputSpec] = ()) -> dict[str, str]:
-    """For each failing tensor, a ``gradcheck run`` command that rechecks just it with the same settings."""
-    common = [arg for i in inputs for arg in ("--input", input_arg(i))]
-    common += rerun_arguments(report.config)
+def repro_commands(report: Report, target: str, given: Iterable[str] = ()) -> dict[str, str]:
+    """For each failing tensor, a ``gradcheck run`` command that rechecks just it with the same settings.
+
+    ``given``: the command line's own arguments to repeat (--input, --init).
+    """
+    common = list(given) + rerun_arguments(report.config)
     return {t.name: shlex.join(["gradcheck", "run", target, "--only", t.name, *common]) for t in report.tensors if not t.passed}
 
 

@@ -118,7 +118,7 @@ def test_repro_commands_is_a_pure_function() -> None:
 
     layers = import_file(BORDER)
     report = check(layers.ScaledBorderBug, ["3x4"], seed=5)
-    commands = repro_commands(report, "my file.py:ScaledBorderBug", [InputSpec(shape=(3, 4))])
+    commands = repro_commands(report, "my file.py:ScaledBorderBug", ["--input", input_arg(InputSpec(shape=(3, 4)))])
     assert list(commands) == ["x"]
     argv = shlex.split(commands["x"])
     assert argv[:6] == ["gradcheck", "run", "my file.py:ScaledBorderBug", "--only", "x", "--input"]
