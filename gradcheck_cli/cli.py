@@ -156,7 +156,7 @@ class Gradcheck(click.Group):
 
 
 @click.group(name="gradcheck", cls=Gradcheck, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(__version__, "--version", prog_name="gradcheck")
+@click.option("--version", is_flag=True, is_eager=True, expose_value=False, callback=lambda ctx, param, value: _show_version(ctx, value), help="Show gradcheck's version, and the torch and Python versions results depend on, and exit.")
 def main() -> None:
     """Is my backward right?  Compare a layer's hand-written gradients with
     central finite differences, element by element.
@@ -170,6 +170,24 @@ def main() -> None:
 
     Run 'gradcheck COMMAND -h' for a command's options.
     """
+
+
+def versions() -> str:
+    """'gradcheck 0.1.0 (torch 2.13.0+cpu, Python 3.11.7)': what a result depends on, without importing torch."""
+    import importlib.metadata
+    import platform
+
+    try:
+        torch_version = importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        torch_version = "not installed"
+    return f"gradcheck {__version__} (torch {torch_version}, Python {platform.python_version()})"
+
+
+def _show_version(ctx: click.Context, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        click.echo(versions())
+        ctx.exit()
 
 
 class OptionParam(click.ParamType):
@@ -245,7 +263,7 @@ def plot_option(what: str) -> Callable:
         "--plot",
         "plot_path",
         type=click.Path(dir_okay=False),
-        help=f"Write {what} as a PNG to this file (needs matplotlib: pip install 'gradcheck-cli[plot]'). Its folder must exist.",
+        help=f"Write {what} as a PNG to this file (needs matplotlib: pip install matplotlib). Its folder must exist.",
     )
 
 

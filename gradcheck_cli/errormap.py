@@ -33,7 +33,8 @@ LEGEND = "legend: . pass  X fail  k kink  ? noise  (blank) not checked"
 FRAME = "|"
 
 MAX_COLS, MAX_ROWS, MAX_SLICES = 64, 32, 8
-PLOT_HINT = "--plot needs matplotlib: pip install 'gradcheck-cli[plot]'"
+PLOT_HINT = "--plot needs matplotlib, which is not installed"
+PLOT_INSTALL = "pip install matplotlib (from a checkout of gradcheck: pip install -e '.[plot]')"
 
 
 def error_map(verdicts: np.ndarray, max_cols: int = MAX_COLS, max_rows: int = MAX_ROWS, max_slices: int = MAX_SLICES) -> list[str]:
@@ -125,7 +126,7 @@ def relative_errors(t: TensorReport) -> np.ndarray:
 def require_matplotlib() -> None:
     """Raise the --plot usage error unless matplotlib can be imported."""
     if importlib.util.find_spec("matplotlib") is None:
-        raise UsageError(PLOT_HINT, "Or run without --plot.")
+        raise UsageError(f"{PLOT_HINT}.", f"{PLOT_INSTALL}, or run without --plot.")
 
 
 def as_2d(array: np.ndarray) -> np.ndarray:
