@@ -5,7 +5,7 @@ Three forms are accepted:
 * ``path/to/file.py:Name`` -- the file is imported under a unique module name
   and its folder is put on ``sys.path`` so that sibling imports work;
 * ``pkg.mod:Name`` -- an importable module, then an attribute (``Outer.Inner``
-  works too);
+  works too); the current folder is importable, as with ``python -m``;
 * ``pkg.mod.Name`` -- the longest importable module prefix, then attributes.
 
 Importing a layer file runs it, exactly as pytest runs test files.  Anything the
@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import importlib
 import importlib.util
+import os
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -104,6 +105,7 @@ def import_file(path: Path) -> ModuleType:
 
 
 def _import_module(name: str, text: str) -> ModuleType:
+    _current_folder_importable()
     try:
         return _run_import(lambda: importlib.import_module(name), name)
     except UsageError as exc:
@@ -113,6 +115,15 @@ def _import_module(name: str, text: str) -> ModuleType:
                 f"Is the package installed, or did you mean a file? Targets look like {FORMS}.",
             ) from None
         raise
+
+
+def _current_folder_importable() -> None:
+    """The current folder first on ``sys.path``, as ``python -m`` has it: ``mylayers:Swish`` works in the
+    project folder whether gradcheck started as a console script, from pytest or from Python (the
+    check restores ``sys.path`` afterwards)."""
+    here = os.getcwd()
+    if not any(entry in ("", here) for entry in sys.path):
+        sys.path.insert(0, here)
 
 
 def _prefixes(dotted: str) -> set[str]:
