@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import functools
 import os
+import re
 import reprlib
 import stat
 from pathlib import Path
@@ -222,7 +223,14 @@ def _loader() -> type:
                     "Write plain values (numbers, strings, lists, mappings).",
                 ) from None
 
+    # YAML 1.1 (PyYAML) reads 1e-6, 1E5 and 1.0e39 as text: its floats need a dot and a signed
+    # exponent. Read them as numbers, as YAML 1.2, JSON and Python do ('1e-6' quoted stays text).
+    SpecLoader.add_implicit_resolver("tag:yaml.org,2002:float", YAML12_FLOAT, list("-+0123456789."))
     return SpecLoader
+
+
+# A YAML 1.2 (JSON-compatible) float with an exponent: what YAML 1.1 misses.
+YAML12_FLOAT = re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$")
 
 
 def _short_text(text: str, limit: int = 100) -> str:
