@@ -98,8 +98,11 @@ class Outputs:
         if self.junit is not None:
             atomic_write(self.junit, junit_xml(result.results), KINDS["junit"])
 
-    def write(self, result: RunResult) -> None:
-        """The JSON and JUnit reports of ``result``; raises UsageError if one cannot be written."""
+    def write(self, result: RunResult, verbose: bool = False) -> None:
+        """The JSON and JUnit reports of ``result``; raises UsageError if one cannot be written.
+
+        ``verbose`` (-v) puts the notes that say nothing is wrong into JUnit's system-out too.
+        """
         from .junit import junit_xml
         from .streams import SafeStream
 
@@ -111,7 +114,7 @@ class Outputs:
         elif self.json is not None:
             atomic_write(self.json, result.to_json() + "\n", KINDS["json"])
         if self.junit is not None:
-            atomic_write(self.junit, junit_xml(result.results), KINDS["junit"])
+            atomic_write(self.junit, junit_xml(result.results, verbose), KINDS["junit"])
 
     def told(self) -> dict[str, str | None]:
         """The paths, as the supervisor is told them (see supervise.py)."""
