@@ -26,7 +26,7 @@ from .options import default_of
 from .errors import GradcheckError, UsageError
 from .outputs import Outputs, refused_command_line, same_file
 from .report import RunResult, SuiteResult
-from .streams import SafeStream, printable
+from .streams import SafeStream, TrimmedStream, printable
 from .supervise import tell
 
 EXIT_INTERRUPTED = 130
@@ -109,17 +109,22 @@ class CliError(click.ClickException):
         self.exit_code = error.exit_code
 
 
+# Off a terminal, with no COLUMNS to follow, lines are not cut: a log or a file is read at any width.
+UNBOUNDED_WIDTH = 200
+
+
 def _console(stream, color: bool | None) -> Console:
-    # NO_COLOR (no-color.org): any non-empty value turns colour off; no styling escapes either.
+    """A rich console on ``stream``: rich follows COLUMNS and the terminal's width itself; no line ends in
+    padding spaces. NO_COLOR (no-color.org) or --no-color: no colour and no other styling escapes either."""
     plain = color is False or (color is None and bool(os.environ.get("NO_COLOR")))
     stream = stream if isinstance(stream, SafeStream) else SafeStream(stream)
     return Console(
-        file=stream,
+        file=TrimmedStream(stream),
         force_terminal=True if color else None,
         no_color=plain,
         color_system=None if plain else "auto",
         highlight=False,
-        width=None if stream.isatty() else 160,
+        width=None if stream.isatty() or os.environ.get("COLUMNS") else UNBOUNDED_WIDTH,
         soft_wrap=False,
     )
 
@@ -277,6 +282,7 @@ class View:
     verbose: bool = False
     show_errors: bool = False
     debug: bool = False
+    github: bool = False  # --format github: GitHub Actions annotations after the report
 
     def note(self, text: str) -> None:
         """A diagnostic line on stderr (not with --quiet)."""
@@ -294,16 +300,46 @@ def _view(color: bool | None, quiet: bool, verbose: bool, json_stdout: bool = Fa
     return View(out, err, quiet, verbose, **kwargs)
 
 
+class TargetParam(click.ParamType):
+    """TARGET: a layer, a spec, a folder or a glob; the shell completes it as a file path."""
+
+    name = "TARGET"
+
+    def shell_complete(self, ctx, param, incomplete):
+        from click.shell_completion import CompletionItem
+
+        return [CompletionItem(incomplete, type="file")]
+
+
+FORMATS = ("table", "github")
+
+
+def report_format(given: str | None) -> str:
+    """--format, else 'github' inside GitHub Actions (GITHUB_ACTIONS=true), else 'table'."""
+    if given:
+        return given
+    return "github" if os.environ.get("GITHUB_ACTIONS") == "true" else "table"
+
+
 @main.command("run", epilog=RUN_EPILOG)
-@click.argument("target")
+@click.argument("targets", nargs=-1, type=TargetParam())
 @input_option
 @common_check_options
+@click.option("--recursive", "-r", is_flag=True, help="Also check the specs in the subfolders of a folder target (hidden folders skipped).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, allow_dash=True), help="Write the report as JSON to this file ('-' for stdout). Its folder must exist.")
 @click.option(
     "--junit-xml",
     "junit_path",
     type=click.Path(dir_okay=False),
     help="Write a JUnit XML report for CI: one test suite per spec or target, one test case per checked tensor. Its folder must exist.",
+)
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(FORMATS),
+    default=None,
+    help="table: the report for people; github: the report plus a GitHub Actions ::error annotation on the layer's backward "
+    "for each failing tensor [default: github when GITHUB_ACTIONS=true, else table].",
 )
 @click.option("--show-errors", is_flag=True, help="Map, for each failing tensor, which elements fail, in the tensor's own layout.")
 @plot_option("a heat map of each failing tensor's relative errors")
@@ -313,20 +349,34 @@ def _view(color: bool | None, quiet: bool, verbose: bool, json_stdout: bool = Fa
 @isolate_option
 @debug_option
 @click.pass_context
-def run_command(ctx: click.Context, target: str, inputs: tuple, color: bool | None, quiet: bool, verbose: bool, **opts: Any) -> None:
-    """Check TARGET: a layer ('file.py:Name', 'pkg.mod:Name', 'pkg.mod.Name'),
-    a YAML spec ('spec.yaml') or a folder of specs."""
+def run_command(ctx: click.Context, targets: tuple[str, ...], inputs: tuple, color: bool | None, quiet: bool, verbose: bool, **opts: Any) -> None:
+    """Check each TARGET: a layer ('file.py:Name', 'pkg.mod:Name', 'pkg.mod.Name'),
+    a YAML spec ('spec.yaml'), a folder of specs or a glob ('specs/*.yaml').
+    With no TARGET, the specs of [tool.gradcheck] in pyproject.toml."""
     opts.pop("isolate")  # decided before this process started (see supervise.py)
     paths = {k: opts.pop(k) for k in ("json_path", "junit_path", "plot_path")}
-    show_errors, debug = opts.pop("show_errors"), opts.pop("debug")
-    options = _options(opts)
+    show_errors, debug, recursive = opts.pop("show_errors"), opts.pop("debug"), opts.pop("recursive")
+    github = report_format(opts.pop("output_format")) == "github"
+    given = _options(opts)
     err = _console(sys.stderr, color)
     # The report files are known (and resolved) before anything else can go wrong, so that
     # every later problem still leaves a report of this run in them, never a stale one.
     sinks = _Sinks(*_outputs(paths))
-    views = lambda json_stdout: _view(color, quiet, verbose, json_stdout=json_stdout, show_errors=show_errors, debug=debug)  # noqa: E731
-    code = _guarded_run(target, err, sinks, debug, lambda: _run(target, inputs, options, sinks, views))
+    views = lambda json_stdout: _view(color, quiet, verbose, json_stdout=json_stdout, show_errors=show_errors, debug=debug, github=github)  # noqa: E731
+    name = " ".join(targets) or "gradcheck run"
+    code = _guarded_run(name, err, sinks, debug, lambda: _run(list(targets), recursive, inputs, given, sinks, views), github=github)
     ctx.exit(code)
+
+
+def _project(targets: list[str]) -> tuple[Any, list[str]]:
+    """The project's [tool.gradcheck] and the targets to check: those given, else its spec paths."""
+    from .config import load
+
+    config = load()
+    if not targets and config.specs:
+        here = Path.cwd()
+        targets = [os.path.relpath(p, here) if p.is_relative_to(here) else str(p) for p in config.specs]
+    return config, targets
 
 
 @dataclass
@@ -359,7 +409,7 @@ def _outputs(paths: dict) -> tuple[Outputs, GradcheckError | None]:
         return Outputs(**usable), exc
 
 
-def _guarded_run(target: str, err: Console, sinks: _Sinks, debug: bool, run: Callable[[], int]) -> int:
+def _guarded_run(target: str, err: Console, sinks: _Sinks, debug: bool, run: Callable[[], int], github: bool = False) -> int:
     """Run, and turn what escapes into an exit status, a message and a report of this run.
 
     A real SIGINT or SIGTERM stops the run as interrupted (exit 130 or 143); anything
@@ -376,6 +426,8 @@ def _guarded_run(target: str, err: Console, sinks: _Sinks, debug: bool, run: Cal
         _trace(exc, debug)
         _error(err, exc)
         result = RunResult((SuiteResult(target, error=exc),))
+        if github:
+            _annotate(err, result)
     except KeyboardInterrupt as exc:  # Interrupt, or a Ctrl-C that came where none was watched for
         signum = exc.signum if isinstance(exc, Interrupt) else signal.SIGINT
         err.print(Text.assemble(("Interrupted", "bold yellow"), f" ({signal.Signals(signum).name}) before any tensor was checked."))
@@ -383,7 +435,7 @@ def _guarded_run(target: str, err: Console, sinks: _Sinks, debug: bool, run: Cal
     return _write_reports(err, sinks.outputs, result, result.exit_code)
 
 
-def _run(target: str, inputs: tuple, options: dict, sinks: _Sinks, views: Callable[[bool], View]) -> int:
+def _run(targets: list[str], recursive: bool, inputs: tuple, given: dict, sinks: _Sinks, views: Callable[[bool], View]) -> int:
     """Plan the run, check every target, render and write the reports; the exit status."""
     from .targets import plan_run
 
@@ -393,15 +445,18 @@ def _run(target: str, inputs: tuple, options: dict, sinks: _Sinks, views: Callab
         from .errormap import require_matplotlib
 
         require_matplotlib()
-    plan = plan_run(target)
+    config, targets = _project(targets)
+    plan = plan_run(targets, recursive=recursive)
     if outputs.plot and plan.folder:
-        raise UsageError("--plot takes one layer or spec, not a folder.", "Run the failing spec on its own with --plot.")
+        raise UsageError("--plot takes one layer or spec, not several.", "Run the failing spec on its own with --plot.")
     sinks.refuse_inputs(plan.inputs)
     tell(outputs=outputs.told())
     outputs.start()
-    result = _check_all(plan, inputs, options, view)
+    result = _check_all(plan, inputs, config, given, view)
     _render_run(view, result)
-    code = _write_reports(view.err, outputs, result, result.exit_code)
+    if view.github:
+        _annotate(view.out, result)
+    code = _write_reports(view.err, outputs, result, result.exit_code, view.verbose)
     if outputs.plot and result.results and result.results[0].report is not None:
         from .errormap import plot_error_maps
 
@@ -410,12 +465,17 @@ def _run(target: str, inputs: tuple, options: dict, sinks: _Sinks, views: Callab
     return code
 
 
-def _check_all(plan, inputs: tuple, options: dict, view: View) -> RunResult:
+def _check_all(plan, inputs: tuple, config, given: dict, view: View) -> RunResult:
     """Check every target of the plan in order; a signal stops the run after the partial result."""
     from .checker import Interrupted
     from .environment import Interrupt
     from .render import progress_bar
 
+    from .render import short_names
+
+    labels = short_names(entry.name for entry in plan.entries)
+    # --input gives a layer target's inputs; it replaces a spec's only in a run of specs alone.
+    spec_inputs = inputs if all(e.spec is not None or e.error is not None for e in plan.entries) else ()
     results: list[SuiteResult] = []
     for entry in plan.entries:
         started = time.perf_counter()
@@ -424,8 +484,8 @@ def _check_all(plan, inputs: tuple, options: dict, view: View) -> RunResult:
             if entry.error is not None:
                 raise entry.error
             with progress_bar(view.err, enabled=not view.quiet) as progress:
-                report = _check(entry, inputs, options, progress)
-            result = SuiteResult(entry.name, report=report, time=time.perf_counter() - started, repro=_repro(report, entry.name, inputs))
+                report = _check(entry, inputs if entry.spec is None else spec_inputs, config, given, progress)
+            result = SuiteResult(entry.name, report=report, time=time.perf_counter() - started, repro=_repro(report, entry.name, inputs if entry.spec is None else spec_inputs))
         except Interrupted as exc:
             result = SuiteResult(entry.name, report=exc.report, time=time.perf_counter() - started, signum=exc.signum)
         except Interrupt as exc:
@@ -436,28 +496,40 @@ def _check_all(plan, inputs: tuple, options: dict, view: View) -> RunResult:
             _trace(exc, view.debug)
             result = SuiteResult(entry.name, error=exc, time=time.perf_counter() - started)
         results.append(result)
-        _render_result(view, result, plan.folder)
+        _render_result(view, result, plan.folder, labels[entry.name])
         if result.interrupted:
             break
     return RunResult(tuple(results), folder=plan.folder, planned=len(plan.entries))
 
 
-def _check(entry, inputs: tuple, options: dict, progress) -> Any:
-    """Call the core on a layer target or a spec (whose inputs --input replaces), the user's prints sent to stderr."""
+def _check(entry, inputs: tuple, config, given: dict, progress) -> Any:
+    """Call the core on a layer target or a spec (whose inputs --input replaces), the user's prints sent to stderr.
+
+    Options: the command line's over a spec's over [tool.gradcheck]'s (config.py).
+    """
     from .checker import check, check_spec
 
     with contextlib.redirect_stdout(sys.stderr):
         if entry.spec is not None:
             spec = replace(entry.spec, inputs=tuple(inputs)) if inputs else entry.spec
-            return check_spec(spec, progress=progress, **options)
-        return check(entry.target, list(inputs), name=entry.name, progress=progress, **options)
+            return check_spec(spec, progress=progress, **config.overrides(spec.options, given))
+        return check(entry.target, list(inputs), name=entry.name, progress=progress, **config.overrides({}, given))
 
 
-def _render_result(view: View, result: SuiteResult, folder: bool) -> None:
-    """One target's outcome, as it finishes: its report, or its error."""
+def _annotate(console: Console, result: RunResult) -> None:
+    """GitHub Actions workflow commands (github.py), written as they are: never wrapped, styled or escaped by rich."""
+    from .github import annotations
+
+    stream = console.file
+    for line in annotations(result):
+        stream.write(line + "\n")
+    stream.flush()
+
+
+def _render_result(view: View, result: SuiteResult, folder: bool, label: str) -> None:
+    """One target's outcome, as it finishes: its report, or its error; ``label`` names it in a run of several."""
     from .render import render_report, verdict_line
 
-    label = Path(result.name).name if folder else ""
     if result.report is not None:
         if view.quiet:
             line = verdict_line(result.report)
@@ -471,7 +543,7 @@ def _render_result(view: View, result: SuiteResult, folder: bool) -> None:
             view.err.print(Text.assemble(("Interrupted", "bold yellow"), f" ({name}): the report above covers only what was checked before it."))
     elif result.error is not None:
         if folder:
-            view.err.print(Text.assemble((printable(label, one_line=True), "bold magenta"), ": ", printable(str(result.error))))
+            view.err.print(Text.assemble((printable(label, one_line=True), "bold magenta"), ": ", printable(str(result.error))), soft_wrap=True)
         else:
             _error(view.err, result.error)
     elif result.interrupted:
@@ -488,10 +560,10 @@ def _render_run(view: View, result: RunResult) -> None:
         view.out.print(run_verdict_line(result), soft_wrap=True)
 
 
-def _write_reports(err: Console, outputs: Outputs, result: RunResult, code: int) -> int:
+def _write_reports(err: Console, outputs: Outputs, result: RunResult, code: int, verbose: bool = False) -> int:
     """Every requested report of this run, whatever its outcome; a report that cannot be written is exit 2."""
     try:
-        outputs.write(result)
+        outputs.write(result, verbose)
     except GradcheckError as exc:
         _error(err, exc)
         return code if code >= 128 else exc.exit_code
@@ -566,7 +638,9 @@ def sweep_command(ctx: click.Context, target: str, inputs: tuple, eps_range: tup
                 view.note(f"checking at eps {eps:g} ({i + 1} of {n})")
 
         view.note(f"checking at {points} step sizes...")
-        kwargs = dict(eps_range=eps_range, points=points, progress=progress, **_options(opts))
+        config, _ = _project([target])
+        options = config.overrides(entry.spec.options if entry.spec is not None else {}, _options(opts))
+        kwargs = dict(eps_range=eps_range, points=points, progress=progress, **options)
         with contextlib.redirect_stdout(sys.stderr):
             if entry.spec is not None:
                 result = sweep_spec(replace(entry.spec, inputs=tuple(inputs)) if inputs else entry.spec, **kwargs)
@@ -600,7 +674,7 @@ def list_command(folder: str) -> None:
         raise CliError(exc) from None
     if not paths:
         raise CliError(UsageError(f"Folder {folder!r} holds no *.yaml or *.yml spec.", "Specs are YAML files; see the README, 'YAML specs'."))
-    table = Table(title=Text(f"specs in {printable(folder, one_line=True)}"), title_justify="left")
+    table = Table(title=Text(f"specs in {printable(folder, one_line=True)}"), title_justify="default")
     for col in ("spec", "layer", "inputs", "description"):
         table.add_column(col)
     for path in paths:
