@@ -196,6 +196,11 @@ def refused_command_line(args: list[str], reason: str) -> None:
     result = RunResult((SuiteResult("gradcheck run", error=error),))
     for kind, flag in (("json", "--json"), ("junit", "--junit-xml")):
         text = _option_value(args, flag)
+        if kind == "json" and text == "-":  # stdout is the JSON report's: it says why nothing was checked
+            with contextlib.suppress(OSError, ValueError):
+                sys.stdout.write(result.to_json() + "\n")
+                sys.stdout.flush()
+            continue
         if not text or text == "-":
             continue
         with contextlib.suppress(GradcheckError, OSError):
