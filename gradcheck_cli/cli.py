@@ -69,6 +69,20 @@ Examples:
   gradcheck list layer_specs/broken
 """
 
+VALIDATE_EPILOG = """\b
+Examples:
+  gradcheck validate layer_specs/
+  gradcheck validate 'specs/**/*.yaml'
+  gradcheck validate specs/ --recursive --format github
+
+\b
+Reads and checks each spec as 'gradcheck run' would before running it (keys, values,
+that the layer file exists) without importing any layer. Exit status: 0 every spec is
+valid; 2 a spec has a problem (each one is listed) or a path names no spec.
+"""
+
+STYLE_ERROR = "bold magenta"
+
 
 class InputParam(click.ParamType):
     """``--input``: a shape such as 4x3x8 (standard normal) or a literal such as =4.5."""
@@ -659,34 +673,95 @@ def sweep_command(ctx: click.Context, target: str, inputs: tuple, eps_range: tup
     ctx.exit(_guarded_run(target, err, sinks, debug, run))
 
 
+@main.command("validate", epilog=VALIDATE_EPILOG)
+@click.argument("specs", nargs=-1, type=TargetParam())
+@click.option("--recursive", "-r", is_flag=True, help="Also validate the specs in the subfolders of a folder.")
+@click.option("--format", "output_format", type=click.Choice(FORMATS), default=None, help="github: also a GitHub Actions ::error annotation per invalid spec [default: github when GITHUB_ACTIONS=true].")
+@quiet_option
+@color_option
+def validate_command(specs: tuple[str, ...], recursive: bool, output_format: str | None, quiet: bool, color: bool | None) -> None:
+    """Check each SPEC (a spec file, a folder of specs, a glob) without running anything: every
+    problem is listed, and the exit status is 2 if there is one. With no SPEC, the specs of
+    [tool.gradcheck] in pyproject.toml."""
+    from .spec import load_spec
+    from .targets import spec_files
+
+    out, err = _console(sys.stdout, color), _console(sys.stderr, color)
+    try:
+        _, targets = _project(list(specs))
+        if not targets:
+            raise UsageError("No SPEC given: name spec files or folders of specs.", "Example: gradcheck validate specs/")
+        files = spec_files(targets, recursive)
+    except GradcheckError as exc:
+        raise CliError(exc) from None
+    problems: list[SuiteResult] = []
+    for path in files:
+        try:
+            load_spec(path)
+        except GradcheckError as exc:
+            problems.append(SuiteResult(path, error=exc))
+            _error(err, exc)
+            continue
+        if not quiet:
+            out.print(Text.assemble(("ok", "green"), " ", printable(path, one_line=True)), soft_wrap=True)
+    if report_format(output_format) == "github":
+        _annotate(err, RunResult(tuple(problems), folder=True))
+    n = len(files)
+    if problems:
+        out.print(Text.assemble(("INVALID", STYLE_ERROR), f": {len(problems)} of {n} spec(s) have problems (listed above)."))
+        raise SystemExit(2)
+    out.print(Text.assemble(("OK", "bold green"), f": all {n} spec(s) are valid."))
+
+
+@main.command("schema")
+def schema_command() -> None:
+    """Print the JSON Schema of a YAML spec (also installed as gradcheck_cli/spec.schema.json), for editors:
+    '# yaml-language-server: $schema=spec.schema.json' at the top of a spec."""
+    from .schema import schema_text
+
+    click.echo(schema_text(), nl=False)
+
+
 @main.command("list", epilog=LIST_EPILOG)
-@click.argument("folder", default="layer_specs", type=click.Path(file_okay=False))
-def list_command(folder: str) -> None:
-    """Show the specs in FOLDER (default: layer_specs/) with their layer and inputs."""
+@click.argument("folders", nargs=-1, type=click.Path(file_okay=False))
+def list_command(folders: tuple[str, ...]) -> None:
+    """Show the specs in each FOLDER (default: the specs of [tool.gradcheck], else layer_specs/) with
+    their layer and inputs; exit status 2 if one of them is invalid."""
     from rich.table import Table
 
     from .spec import find_specs, load_spec
 
-    out = _console(sys.stdout, None)
+    out, err = _console(sys.stdout, None), _console(sys.stderr, None)
     try:
-        paths = find_specs(folder)
+        _, targets = _project(list(folders))
     except GradcheckError as exc:
         raise CliError(exc) from None
-    if not paths:
-        raise CliError(UsageError(f"Folder {folder!r} holds no *.yaml or *.yml spec.", "Specs are YAML files; see the README, 'YAML specs'."))
-    table = Table(title=Text(f"specs in {printable(folder, one_line=True)}"), title_justify="default")
-    for col in ("spec", "layer", "inputs", "description"):
-        table.add_column(col)
-    for path in paths:
-        name = Text(printable(path.name, one_line=True))
+    invalid: list[GradcheckError] = []
+    for folder in targets or ["layer_specs"]:
         try:
-            spec = load_spec(path)
+            paths = find_specs(folder)
         except GradcheckError as exc:
-            table.add_row(name, Text("invalid", style="magenta"), "-", Text(printable(exc.message.split(": ", 1)[-1][:80], one_line=True)))
-            continue
-        layer = spec.layer
-        if os.path.isabs(layer.split(":")[0]):
-            layer = os.path.relpath(layer.rsplit(":", 1)[0], path.parent) + ":" + layer.rsplit(":", 1)[1]
-        inputs = ", ".join(i.describe() for i in spec.inputs) or "-"
-        table.add_row(name, Text(printable(layer, one_line=True)), Text(printable(inputs, one_line=True)), Text(printable(spec.description or "")))
-    out.print(table)
+            raise CliError(exc) from None
+        if not paths:
+            raise CliError(UsageError(f"Folder {folder!r} holds no *.yaml or *.yml spec.", "Specs are YAML files; see the README, 'YAML specs'."))
+        table = Table(title=Text(f"specs in {printable(folder, one_line=True)}"), title_justify="default")
+        for col in ("spec", "layer", "inputs", "description"):
+            table.add_column(col)
+        for path in paths:
+            name = Text(printable(path.name, one_line=True))
+            try:
+                spec = load_spec(path)
+            except GradcheckError as exc:
+                invalid.append(exc)
+                table.add_row(name, Text("invalid", style="magenta"), "-", Text(printable(exc.message.split(": ", 1)[-1][:80], one_line=True)))
+                continue
+            layer = spec.layer
+            if os.path.isabs(layer.split(":")[0]):
+                layer = os.path.relpath(layer.rsplit(":", 1)[0], path.parent) + ":" + layer.rsplit(":", 1)[1]
+            inputs = ", ".join(i.describe() for i in spec.inputs) or "-"
+            table.add_row(name, Text(printable(layer, one_line=True)), Text(printable(inputs, one_line=True)), Text(printable(spec.description or "")))
+        out.print(table)
+    for exc in invalid:  # each with its hint ("did you mean 'inputs'?")
+        _error(err, exc)
+    if invalid:
+        raise SystemExit(2)

@@ -81,6 +81,22 @@ def plan_run(targets: str | Sequence[str], recursive: bool = False) -> RunPlan:
     return RunPlan(tuple(entries), several or len(entries) > 1, _inputs(tuple(entries)))
 
 
+def spec_files(targets: Sequence[str], recursive: bool = False) -> list[str]:
+    """The spec files that ``targets`` (specs, folders of specs, globs) name, as ``plan_run`` finds them; nothing is loaded."""
+    files: list[str] = []
+    for target in targets:
+        for found in _expand(target):
+            if Path(found).is_dir():
+                specs = _specs_in(found, recursive)
+                if not specs:
+                    raise UsageError(f"Folder {found!r} holds no *.yaml or *.yml spec.", "Point at the folder that holds the specs (or add --recursive).")
+                files += [str(p) for p in specs]
+            else:
+                files.append(found)
+    seen: set[str] = set()
+    return [f for f in files if not (str(resolve(f)) in seen or seen.add(str(resolve(f))))]  # each once, in order
+
+
 def _expand(target: str) -> list[str]:
     """A glob the shell did not expand (quoted, or on Windows), as the files it matches; anything else as it is."""
     if not GLOB.search(target) or Path(target).exists() or ":" in Path(target).name:

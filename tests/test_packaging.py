@@ -41,6 +41,8 @@ def test_sdist_holds_what_its_test_suite_needs(sdist) -> None:
         "README.md",
         "CHANGELOG.md",
         "gradcheck_cli/py.typed",
+        "gradcheck_cli/spec.schema.json",
+        ".pre-commit-hooks.yaml",
         "tests/conftest.py",
         "tests/layers/simple.py",
         "tests/layers/robust",

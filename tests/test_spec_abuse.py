@@ -690,7 +690,7 @@ def test_folder_run_reports_broken_entries(run_cli, broken_folder: Path) -> None
 
 def test_list_command_shows_broken_entries_as_invalid(run_cli, broken_folder: Path) -> None:
     code, out, err = run_cli("list", broken_folder)
-    assert code == 0, err
+    assert code == 2, err  # listed, and the listing fails
     assert "dangling.yaml" in out and "loop_a.yaml" in out and "invalid" in out
 
 
