@@ -226,6 +226,12 @@ class OptionParam(click.ParamType):
         except GradcheckError as exc:
             self.fail(exc.detail + (f"\nHint: {exc.hint}" if exc.hint else ""), param, ctx)
 
+    def shell_complete(self, ctx, param, incomplete):
+        """A choice option (--dtype, --kinks) completes to its choices."""
+        from click.shell_completion import CompletionItem
+
+        return [CompletionItem(c) for c in getattr(self.kind, "choices", ()) if c.startswith(incomplete)]
+
 
 def _click_option(name: str, opt) -> Callable[[Callable], Callable]:
     """The --flag of one check option, derived from its declaration in options.py."""
@@ -611,7 +617,7 @@ def _repro(report, target: str, inputs: tuple) -> dict[str, str]:
 
 
 @main.command("sweep", epilog=SWEEP_EPILOG)
-@click.argument("target")
+@click.argument("target", type=TargetParam())
 @input_option
 @check_options("eps")
 @click.option("--eps-range", nargs=2, type=click.FloatRange(min=0, min_open=True), metavar="LOW HIGH", help="Smallest and largest step size [default: per dtype].")
