@@ -444,6 +444,12 @@ def _parse(text: str) -> dict:
         mark = exc.problem_mark or exc.context_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = exc.problem or exc.context or "invalid YAML"
+        if "maximum nesting depth" in problem:  # libyaml >= 0.2.6 (PyYAML 6.0.4 wheels) stops deep flow nesting itself
+            raise Invalid(
+                None,
+                f"is nested too deeply: more than {MAX_NESTING} levels of lists and mappings at line {mark.line + 1 if mark else '?'}.",
+                "A spec needs a few levels, plus one per dimension of a literal (at most 64).",
+            ) from None
         if exc.problem and exc.context and exc.context_mark and exc.context_mark is not mark:
             problem += f" ({exc.context} on line {exc.context_mark.line + 1})"
         raise Invalid(None, f"YAML syntax error{where}: {problem}.", "Check indentation and quoting there.") from None
