@@ -37,9 +37,15 @@ Examples:
   gradcheck run layer_specs/gauss_filter.py:GaussianConvFunction --input 1x100 --input =4.5 --input =-19.5
   gradcheck run layer_specs/gauss_filter.yaml
   gradcheck run layer_specs/ --json report.json --junit-xml reports/gradcheck.xml
+  gradcheck run 'specs/**/*.yaml' mylayer.py:Swish --input 4x3 --format github
+  gradcheck run specs/ --recursive
   gradcheck run layer_specs/broken/gauss_filter_conv_bug.yaml --show-errors
   gradcheck run layer_specs/broken/gauss_filter_conv_bug.yaml --only input0 --plot errors.png
   gradcheck run mypkg.layers:MyLayer --input 4x3 --dtype float32 --reference-dtype float32
+
+\b
+Defaults for every check option may come from [tool.gradcheck] in pyproject.toml;
+a spec's own keys and then the command line override them.
 
 \b
 Exit status: 0 all gradients match; 1 a mismatch, or the layer's own code
@@ -185,6 +191,7 @@ def main() -> None:
       gradcheck run layer_specs/gauss_filter.py:GaussFilter --input 2x64
       gradcheck run layer_specs/ --junit-xml gradcheck.xml
       gradcheck sweep layer_specs/gauss_filter.yaml
+      gradcheck validate layer_specs/ --recursive
       gradcheck list layer_specs/
 
     Run 'gradcheck COMMAND -h' for a command's options.
