@@ -178,7 +178,7 @@ def error_map_figure(report: Report, tensors: Sequence[TensorReport] | None = No
     for k, t in enumerate(chosen):
         ax = fig.add_subplot(grid[k])
         axes.append(ax)
-        rel, log = errors[t.name], logs[t.name]
+        log = logs[t.name]
         verdicts = np.asarray(t.verdicts)
         worst = f", worst {t.max_rel_error:.3g} at {list(t.worst_index)}" if t.worst_index is not None else ""
         ax.set_title(f"{t.name} {list(t.shape)}: {t.status}, {t.n_failed} of {t.n_checked} elements fail{worst}", fontsize=9, loc="left")
