@@ -19,6 +19,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "check": "checker",
     "check_spec": "checker",
+    "assert_gradients": "assertions",
     "CheckOptions": "options",
     "TOLERANCES": "options",
     "InputSpec": "spec",
@@ -36,6 +37,7 @@ __all__ = [
     "__version__",
     "check",
     "check_spec",
+    "assert_gradients",
     "CheckOptions",
     "TOLERANCES",
     "InputSpec",
@@ -51,6 +53,7 @@ __all__ = [
 assert set(__all__) == {"__version__", *_EXPORTS}
 
 if TYPE_CHECKING:
+    from .assertions import assert_gradients
     from .checker import check, check_spec
     from .errors import GradcheckError, LayerError, SpecError, UsageError
     from .options import TOLERANCES, CheckOptions

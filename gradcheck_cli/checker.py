@@ -32,6 +32,7 @@ from .reference import NumericSide, base_point, numeric_side
 from .report import Report, TensorReport
 from .rules import NOISE_SIGMAS, REL_FLOOR
 from .spec import InputSpec, LayerSpec
+from .source import locate
 from .subject import Subject, prepare
 from .tensor_check import check_tensor
 from .verdicts import FAIL
@@ -88,7 +89,8 @@ def check(
         obj = load_target(layer) if isinstance(layer, str) else layer
         _check_default_device(target)
         subject = prepare(obj, target, list(inputs), opts, placement, keywords=keywords, args=args, kwargs=kwargs, params=params)
-        return _Run(subject, opts, placement, progress).report()
+        # Where the layer's gradient is written (CI annotations, JUnit) and what --only left out.
+        return replace(_Run(subject, opts, placement, progress).report(), source=locate(obj), skipped=subject.left_out)
 
 
 def check_spec(spec: LayerSpec, progress: ProgressFn | None = None, **overrides: Any) -> Report:
@@ -170,8 +172,9 @@ class _Run:
             notes += sides.notes
             advance = self._advance(sides.plan)
             for leaf in self.subject.leaves:
+                started = time.perf_counter()
                 outcome = check_tensor(leaf, sides.plan.tensors[leaf.name], sides.numeric, sides.analytic, self.opts, lambda n, leaf=leaf: advance(leaf.name, n))
-                tensors.append(outcome.report)
+                tensors.append(replace(outcome.report, time=time.perf_counter() - started))  # its own time (JUnit)
                 notes += outcome.notes
         except KeyboardInterrupt as exc:  # a real signal (see guard.py), or Ctrl-C where gradcheck cannot tell
             notes.append(f"interrupted: {len(tensors)} of {len(self.subject.leaves)} tensor(s) checked")
@@ -213,7 +216,8 @@ class _Run:
                 batched=bool(numeric.batched),
                 grouped={name: t.stride for name, t in sides.plan.tensors.items() if t.stride},
             )
-        return Report(self.subject.target, tuple(tensors), self._config(sides), timing, tuple(notes))
+        info = tuple(_info_notes(sides)) if sides is not None else ()
+        return Report(self.subject.target, tuple(tensors), self._config(sides), timing, tuple(notes), info=info)
 
     def _config(self, sides: _Sides | None) -> dict[str, Any]:
         opts = self.opts
@@ -246,6 +250,17 @@ def _run_notes(sides: _Sides, tensors: list[TensorReport], opts: CheckOptions) -
             f"the forward updates buffer(s) {', '.join(numeric.mutated_buffers)} in place; they are restored "
             "before every evaluation, so every point sees the same state"
         )
+    notes += _info_notes(sides)
+    kinks = sum(t.counts.get("KINK", 0) for t in tensors)
+    if kinks and opts.kinks == "pass":
+        notes.append(f"{kinks} element(s) sit at a kink (non-differentiable point); reported as KINK, not failed (--kinks fail to fail them)")
+    return notes
+
+
+def _info_notes(sides: _Sides) -> list[str]:
+    """The notes that say nothing is wrong -- how the points were evaluated -- shown only when asked for (-v)."""
+    notes = []
+    numeric = sides.numeric.evaluator
     if numeric.batched is False and numeric.batch_note:
         notes.append(numeric.batch_note)
     for name, planned in sides.plan.tensors.items():
@@ -256,9 +271,6 @@ def _run_notes(sides: _Sides, tensors: list[TensorReport], opts: CheckOptions) -
                 f"(verified): {planned.grouping.forwards} forwards instead of {2 * len(planned.indices)}; "
                 "--no-grouping checks one element at a time"
             )
-    kinks = sum(t.counts.get("KINK", 0) for t in tensors)
-    if kinks and opts.kinks == "pass":
-        notes.append(f"{kinks} element(s) sit at a kink (non-differentiable point); reported as KINK, not failed (--kinks fail to fail them)")
     return notes
 
 

@@ -26,7 +26,7 @@ from .options import default_of
 from .errors import GradcheckError, UsageError, shorten
 from .outputs import Outputs, refused_command_line, same_file
 from .report import RunResult, SuiteResult
-from .streams import SafeStream, printable, report_stream
+from .streams import SafeStream, TrimmedStream, printable, report_stream
 from .supervise import ready_for_interrupts, tell
 
 EXIT_INTERRUPTED = 130
@@ -37,9 +37,15 @@ Examples:
   gradcheck run layer_specs/gauss_filter.py:GaussianConvFunction --input 1x100 --input =4.5 --input =-19.5
   gradcheck run layer_specs/gauss_filter.yaml
   gradcheck run layer_specs/ --json report.json --junit-xml reports/gradcheck.xml
+  gradcheck run 'specs/**/*.yaml' mylayer.py:Swish --input 4x3 --format github
+  gradcheck run specs/ --recursive
   gradcheck run layer_specs/broken/gauss_filter_conv_bug.yaml --show-errors
   gradcheck run layer_specs/broken/gauss_filter_conv_bug.yaml --only input0 --plot errors.png
   gradcheck run mypkg.layers:MyLayer --input 4x3 --dtype float32 --reference-dtype float32
+
+\b
+Defaults for every check option may come from [tool.gradcheck] in pyproject.toml;
+a spec's own keys and then the command line override them.
 
 \b
 Exit status: 0 all gradients match; 1 a mismatch, or the layer's own code
@@ -68,6 +74,20 @@ Examples:
   gradcheck list
   gradcheck list layer_specs/broken
 """
+
+VALIDATE_EPILOG = """\b
+Examples:
+  gradcheck validate layer_specs/
+  gradcheck validate 'specs/**/*.yaml'
+  gradcheck validate specs/ --recursive --format github
+
+\b
+Reads and checks each spec as 'gradcheck run' would before running it (keys, values,
+that the layer file exists) without importing any layer. Exit status: 0 every spec is
+valid; 2 a spec has a problem (each one is listed) or a path names no spec.
+"""
+
+STYLE_ERROR = "bold magenta"
 
 
 class InputParam(click.ParamType):
@@ -109,17 +129,22 @@ class CliError(click.ClickException):
         self.exit_code = error.exit_code
 
 
+# Off a terminal, with no COLUMNS to follow, lines are not cut: a log or a file is read at any width.
+UNBOUNDED_WIDTH = 200
+
+
 def _console(stream, color: bool | None) -> Console:
-    # NO_COLOR (no-color.org): any non-empty value turns colour off; no styling escapes either.
+    """A rich console on ``stream``: rich follows COLUMNS and the terminal's width itself; no line ends in
+    padding spaces. NO_COLOR (no-color.org) or --no-color: no colour and no other styling escapes either."""
     plain = color is False or (color is None and bool(os.environ.get("NO_COLOR")))
     stream = stream if isinstance(stream, SafeStream) else SafeStream(stream)
     return Console(
-        file=stream,
+        file=TrimmedStream(stream),
         force_terminal=True if color else None,
         no_color=plain,
         color_system=None if plain else "auto",
         highlight=False,
-        width=None if stream.isatty() else 160,
+        width=None if stream.isatty() or os.environ.get("COLUMNS") else UNBOUNDED_WIDTH,
         soft_wrap=False,
     )
 
@@ -156,7 +181,7 @@ class Gradcheck(click.Group):
 
 
 @click.group(name="gradcheck", cls=Gradcheck, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(__version__, "--version", prog_name="gradcheck")
+@click.option("--version", is_flag=True, is_eager=True, expose_value=False, callback=lambda ctx, param, value: _show_version(ctx, value), help="Show gradcheck's version, and the torch and Python versions results depend on, and exit.")
 def main() -> None:
     """Is my backward right?  Compare a layer's hand-written gradients with
     central finite differences, element by element.
@@ -166,10 +191,29 @@ def main() -> None:
       gradcheck run layer_specs/gauss_filter.py:GaussFilter --input 2x64
       gradcheck run layer_specs/ --junit-xml gradcheck.xml
       gradcheck sweep layer_specs/gauss_filter.yaml
+      gradcheck validate layer_specs/ --recursive
       gradcheck list layer_specs/
 
     Run 'gradcheck COMMAND -h' for a command's options.
     """
+
+
+def versions() -> str:
+    """'gradcheck 0.1.0 (torch 2.13.0+cpu, Python 3.11.7)': what a result depends on, without importing torch."""
+    import importlib.metadata
+    import platform
+
+    try:
+        torch_version = importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        torch_version = "not installed"
+    return f"gradcheck {__version__} (torch {torch_version}, Python {platform.python_version()})"
+
+
+def _show_version(ctx: click.Context, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        click.echo(versions())
+        ctx.exit()
 
 
 class OptionParam(click.ParamType):
@@ -188,6 +232,12 @@ class OptionParam(click.ParamType):
             return self.kind.parse(value, cli_flag(self.option))
         except GradcheckError as exc:
             self.fail(exc.detail + (f"\nHint: {exc.hint}" if exc.hint else ""), param, ctx)
+
+    def shell_complete(self, ctx, param, incomplete):
+        """A choice option (--dtype, --kinks) completes to its choices."""
+        from click.shell_completion import CompletionItem
+
+        return [CompletionItem(c) for c in getattr(self.kind, "choices", ()) if c.startswith(incomplete)]
 
 
 def _click_option(name: str, opt) -> Callable[[Callable], Callable]:
@@ -255,7 +305,7 @@ def plot_option(what: str) -> Callable:
         "--plot",
         "plot_path",
         type=click.Path(dir_okay=False),
-        help=f"Write {what} as a PNG to this file (needs matplotlib: pip install 'gradcheck-cli[plot]'). Its folder must exist.",
+        help=f"Write {what} as a PNG to this file (needs matplotlib: pip install matplotlib). Its folder must exist.",
     )
 
 
@@ -269,6 +319,7 @@ class View:
     verbose: bool = False
     show_errors: bool = False
     debug: bool = False
+    github: bool = False  # --format github: GitHub Actions annotations after the report
 
     def note(self, text: str) -> None:
         """A diagnostic line on stderr (not with --quiet)."""
@@ -286,17 +337,47 @@ def _view(color: bool | None, quiet: bool, verbose: bool, json_stdout: bool = Fa
     return View(out, err, quiet, verbose, **kwargs)
 
 
+class TargetParam(click.ParamType):
+    """TARGET: a layer, a spec, a folder or a glob; the shell completes it as a file path."""
+
+    name = "TARGET"
+
+    def shell_complete(self, ctx, param, incomplete):
+        from click.shell_completion import CompletionItem
+
+        return [CompletionItem(incomplete, type="file")]
+
+
+FORMATS = ("table", "github")
+
+
+def report_format(given: str | None) -> str:
+    """--format, else 'github' inside GitHub Actions (GITHUB_ACTIONS=true), else 'table'."""
+    if given:
+        return given
+    return "github" if os.environ.get("GITHUB_ACTIONS") == "true" else "table"
+
+
 @main.command("run", epilog=RUN_EPILOG)
-@click.argument("target")
+@click.argument("targets", nargs=-1, type=TargetParam())
 @input_option
 @init_option
 @common_check_options
+@click.option("--recursive", "-r", is_flag=True, help="Also check the specs in the subfolders of a folder target (hidden folders skipped).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, allow_dash=True), help="Write the report as JSON to this file ('-' for stdout). Its folder must exist.")
 @click.option(
     "--junit-xml",
     "junit_path",
     type=click.Path(dir_okay=False),
     help="Write a JUnit XML report for CI: one test suite per spec or target, one test case per checked tensor. Its folder must exist.",
+)
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(FORMATS),
+    default=None,
+    help="table: the report for people; github: the report plus a GitHub Actions ::error annotation on the layer's backward "
+    "for each failing tensor [default: github when GITHUB_ACTIONS=true, else table].",
 )
 @click.option("--show-errors", is_flag=True, help="Map, for each failing tensor, which elements fail, in the tensor's own layout.")
 @plot_option("a heat map of each failing tensor's relative errors")
@@ -306,21 +387,35 @@ def _view(color: bool | None, quiet: bool, verbose: bool, json_stdout: bool = Fa
 @isolate_option
 @debug_option
 @click.pass_context
-def run_command(ctx: click.Context, target: str, inputs: tuple, color: bool | None, quiet: bool, verbose: bool, **opts: Any) -> None:
-    """Check TARGET: a layer ('file.py:Name', 'pkg.mod:Name', 'pkg.mod.Name'),
-    a YAML spec ('spec.yaml') or a folder of specs."""
+def run_command(ctx: click.Context, targets: tuple[str, ...], inputs: tuple, color: bool | None, quiet: bool, verbose: bool, **opts: Any) -> None:
+    """Check each TARGET: a layer ('file.py:Name', 'pkg.mod:Name', 'pkg.mod.Name'),
+    a YAML spec ('spec.yaml'), a folder of specs or a glob ('specs/*.yaml').
+    With no TARGET, the specs of [tool.gradcheck] in pyproject.toml."""
     opts.pop("isolate")  # decided before this process started (see supervise.py)
     init = opts.pop("init")
     paths = {k: opts.pop(k) for k in ("json_path", "junit_path", "plot_path")}
-    show_errors, debug = opts.pop("show_errors"), opts.pop("debug")
-    options = _options(opts)
+    show_errors, debug, recursive = opts.pop("show_errors"), opts.pop("debug"), opts.pop("recursive")
+    github = report_format(opts.pop("output_format")) == "github"
+    given = _options(opts)
     err = _console(sys.stderr, color)
     # The report files are known (and resolved) before anything else can go wrong, so that
     # every later problem still leaves a report of this run in them, never a stale one.
-    sinks = _Sinks(*_outputs(paths, target))
-    views = lambda json_stdout: _view(color, quiet, verbose, json_stdout=json_stdout, show_errors=show_errors, debug=debug)  # noqa: E731
-    code = _guarded_run(target, err, sinks, debug, lambda: _run(target, Arguments(inputs, init), options, sinks, views))
+    sinks = _Sinks(*_outputs(paths, list(targets), recursive))
+    views = lambda json_stdout: _view(color, quiet, verbose, json_stdout=json_stdout, show_errors=show_errors, debug=debug, github=github)  # noqa: E731
+    name = " ".join(targets) or "gradcheck run"
+    code = _guarded_run(name, err, sinks, debug, lambda: _run(list(targets), recursive, Arguments(inputs, init), given, sinks, views), github=github)
     ctx.exit(code)
+
+
+def _project(targets: list[str]) -> tuple[Any, list[str]]:
+    """The project's [tool.gradcheck] and the targets to check: those given, else its spec paths."""
+    from .config import load
+
+    config = load()
+    if not targets and config.specs:
+        here = Path.cwd()
+        targets = [os.path.relpath(p, here) if p.is_relative_to(here) else str(p) for p in config.specs]
+    return config, targets
 
 
 @dataclass
@@ -336,11 +431,11 @@ class _Sinks:
             raise problem
 
 
-def _outputs(paths: dict, target: str) -> tuple[Outputs, GradcheckError | None]:
+def _outputs(paths: dict, targets: list[str], recursive: bool = False) -> tuple[Outputs, GradcheckError | None]:
     """The output paths that can be used, and the first problem with any of them (an input of the run among them)."""
     from .targets import files_read
 
-    read = files_read(target)
+    read = files_read(targets, recursive)
     try:
         return Outputs.resolve(paths["json_path"], paths["junit_path"], paths["plot_path"], inputs=read), None
     except GradcheckError as exc:
@@ -356,7 +451,7 @@ def _outputs(paths: dict, target: str) -> tuple[Outputs, GradcheckError | None]:
         return Outputs(**usable), exc
 
 
-def _guarded_run(target: str, err: Console, sinks: _Sinks, debug: bool, run: Callable[[], int]) -> int:
+def _guarded_run(target: str, err: Console, sinks: _Sinks, debug: bool, run: Callable[[], int], github: bool = False) -> int:
     """Run, and turn what escapes into an exit status, a message and a report of this run.
 
     A real SIGINT or SIGTERM stops the run as interrupted (exit 130 or 143); anything
@@ -376,6 +471,8 @@ def _guarded_run(target: str, err: Console, sinks: _Sinks, debug: bool, run: Cal
         _trace(exc, debug)
         _error(err, exc)
         result = RunResult((SuiteResult(target, error=exc),))
+        if github:
+            _annotate(err, result)
     except KeyboardInterrupt as exc:  # Interrupt, or a Ctrl-C that came where none was watched for
         signum = exc.signum if isinstance(exc, Interrupt) else signal.SIGINT
         err.print(Text.assemble(("Interrupted", "bold yellow"), f" ({signal.Signals(signum).name}) before any tensor was checked."))
@@ -411,13 +508,14 @@ class Arguments:
         return [arg for i in self.inputs for arg in ("--input", input_arg(i))] + [arg for v in self.init for arg in ("--init", v)]
 
 
-def _run(target: str, arguments: "Arguments", options: dict, sinks: _Sinks, views: Callable[[bool], View]) -> int:
+def _run(targets: list[str], recursive: bool, arguments: Arguments, given: dict, sinks: _Sinks, views: Callable[[bool], View]) -> int:
     """Plan the run, check every target, render and write the reports; the exit status."""
     from .targets import plan_run
 
     # What the run reads is settled first (no user code runs for it), and the outputs checked
     # against it, before any other problem can be raised and reported into those outputs.
-    plan = plan_run(target)
+    config, targets = _project(targets)
+    plan = plan_run(targets, recursive=recursive)
     sinks.refuse_inputs(plan.inputs)
     outputs, problem = sinks.outputs.start()
     sinks.outputs = outputs
@@ -430,10 +528,12 @@ def _run(target: str, arguments: "Arguments", options: dict, sinks: _Sinks, view
 
         require_matplotlib()
         if plan.folder:
-            raise UsageError("--plot takes one layer or spec, not a folder.", "Run the failing spec on its own with --plot.")
-    result = _check_all(plan, arguments, options, view)
+            raise UsageError("--plot takes one layer or spec, not several.", "Run the failing spec on its own with --plot.")
+    result = _check_all(plan, arguments, config, given, view)
     _render_run(view, result)
-    code = _write_reports(view.err, outputs, result, result.exit_code)
+    if view.github:
+        _annotate(view.out, result)
+    code = _write_reports(view.err, outputs, result, result.exit_code, view.verbose)
     if outputs.plot and result.results and result.results[0].report is not None:
         from .errormap import plot_error_maps
 
@@ -442,12 +542,17 @@ def _run(target: str, arguments: "Arguments", options: dict, sinks: _Sinks, view
     return code
 
 
-def _check_all(plan, arguments: Arguments, options: dict, view: View) -> RunResult:
+def _check_all(plan, arguments: Arguments, config, given: dict, view: View) -> RunResult:
     """Check every target of the plan in order; a signal stops the run after the partial result."""
     from .checker import Interrupted
     from .environment import Interrupt
     from .render import progress_bar
 
+    from .render import short_names
+
+    labels = short_names(entry.name for entry in plan.entries)
+    # --input gives a layer target's inputs; it replaces a spec's only in a run of specs alone.
+    spec_arguments = arguments if all(e.spec is not None or e.error is not None for e in plan.entries) else replace(arguments, inputs=())
     results: list[SuiteResult] = []
     for entry in plan.entries:
         started = time.perf_counter()
@@ -456,8 +561,8 @@ def _check_all(plan, arguments: Arguments, options: dict, view: View) -> RunResu
             if entry.error is not None:
                 raise entry.error
             with progress_bar(view.err, enabled=not view.quiet) as progress:
-                report = _check(entry, arguments, options, progress)
-            result = SuiteResult(entry.name, report=report, time=time.perf_counter() - started, repro=_repro(report, entry.name, arguments))
+                report = _check(entry, arguments if entry.spec is None else spec_arguments, config, given, progress)
+            result = SuiteResult(entry.name, report=report, time=time.perf_counter() - started, repro=_repro(report, entry.name, arguments if entry.spec is None else spec_arguments))
         except Interrupted as exc:
             result = SuiteResult(entry.name, report=exc.report, time=time.perf_counter() - started, signum=exc.signum)
         except Interrupt as exc:
@@ -468,15 +573,18 @@ def _check_all(plan, arguments: Arguments, options: dict, view: View) -> RunResu
             _trace(exc, view.debug)
             result = SuiteResult(entry.name, error=exc, time=time.perf_counter() - started)
         results.append(result)
-        _render_result(view, result, plan.folder)
+        _render_result(view, result, plan.folder, labels[entry.name])
         if result.interrupted:
             break
     return RunResult(tuple(results), folder=plan.folder, planned=len(plan.entries))
 
 
-def _check(entry, arguments: Arguments, options: dict, progress) -> Any:
+def _check(entry, arguments: Arguments, config, given: dict, progress) -> Any:
     """Call the core on a layer target or a spec (whose inputs --input replaces, and whose constructor
-    arguments --init replaces or adds to), the user's prints sent to stderr."""
+    arguments --init replaces or adds to), the user's prints sent to stderr.
+
+    Options: the command line's over a spec's over [tool.gradcheck]'s (config.py).
+    """
     from .checker import check, check_spec
 
     args, kwargs = arguments.construct()
@@ -484,15 +592,24 @@ def _check(entry, arguments: Arguments, options: dict, progress) -> Any:
         if entry.spec is not None:
             spec = replace(entry.spec, inputs=tuple(arguments.inputs)) if arguments.inputs else entry.spec
             spec = replace(spec, args=args or spec.args, kwargs={**spec.kwargs, **kwargs})
-            return check_spec(spec, progress=progress, **options)
-        return check(entry.target, list(arguments.inputs), name=entry.name, args=args, kwargs=kwargs, progress=progress, **options)
+            return check_spec(spec, progress=progress, **config.overrides(spec.options, given))
+        return check(entry.target, list(arguments.inputs), name=entry.name, args=args, kwargs=kwargs, progress=progress, **config.overrides({}, given))
 
 
-def _render_result(view: View, result: SuiteResult, folder: bool) -> None:
-    """One target's outcome, as it finishes: its report, or its error."""
+def _annotate(console: Console, result: RunResult) -> None:
+    """GitHub Actions workflow commands (github.py), written as they are: never wrapped, styled or escaped by rich."""
+    from .github import annotations
+
+    stream = console.file
+    for line in annotations(result):
+        stream.write(line + "\n")
+    stream.flush()
+
+
+def _render_result(view: View, result: SuiteResult, folder: bool, label: str) -> None:
+    """One target's outcome, as it finishes: its report, or its error; ``label`` names it in a run of several."""
     from .render import render_report, verdict_line
 
-    label = Path(result.name).name if folder else ""
     if result.report is not None:
         if view.quiet:
             line = verdict_line(result.report)
@@ -506,7 +623,7 @@ def _render_result(view: View, result: SuiteResult, folder: bool) -> None:
             view.err.print(Text.assemble(("Interrupted", "bold yellow"), f" ({name}): the report above covers only what was checked before it."))
     elif result.error is not None:
         if folder:
-            view.err.print(Text.assemble((printable(label, one_line=True), "bold magenta"), ": ", printable(str(result.error))))
+            view.err.print(Text.assemble((printable(label, one_line=True), "bold magenta"), ": ", printable(str(result.error))), soft_wrap=True)
         else:
             _error(view.err, result.error)
     elif result.interrupted:
@@ -523,9 +640,9 @@ def _render_run(view: View, result: RunResult) -> None:
         view.out.print(run_verdict_line(result), soft_wrap=True)
 
 
-def _write_reports(err: Console, outputs: Outputs, result: RunResult, code: int) -> int:
+def _write_reports(err: Console, outputs: Outputs, result: RunResult, code: int, verbose: bool = False) -> int:
     """Every requested report of this run, whatever its outcome; a report that cannot be written is exit 2."""
-    problem = outputs.write(result)
+    problem = outputs.write(result, verbose)
     if problem is not None:
         _error(err, problem)
         return code if code >= 128 else problem.exit_code
@@ -559,7 +676,7 @@ def _repro(report, target: str, arguments: Arguments) -> dict[str, str]:
 
 
 @main.command("sweep", epilog=SWEEP_EPILOG)
-@click.argument("target")
+@click.argument("target", type=TargetParam())
 @input_option
 @check_options("eps")
 @click.option("--eps-range", nargs=2, type=click.FloatRange(min=0, min_open=True), metavar="LOW HIGH", help="Smallest and largest step size [default: per dtype].")
@@ -576,7 +693,7 @@ def sweep_command(ctx: click.Context, target: str, inputs: tuple, eps_range: tup
     the worst relative error of the check at each eps, and the best one."""
     opts.pop("isolate")
     err = _console(sys.stderr, color)
-    sinks = _Sinks(*_outputs({"json_path": None, "junit_path": None, "plot_path": plot_path}, target))
+    sinks = _Sinks(*_outputs({"json_path": None, "junit_path": None, "plot_path": plot_path}, [target]))
 
     def run() -> int:
         from .render import sweep_suggestion, sweep_table
@@ -600,7 +717,9 @@ def sweep_command(ctx: click.Context, target: str, inputs: tuple, eps_range: tup
                 view.note(f"checking at eps {eps:g} ({i + 1} of {n})")
 
         view.note(f"checking at {points} step sizes...")
-        kwargs = dict(eps_range=eps_range, points=points, progress=progress, **_options(opts))
+        config, _ = _project([target])
+        options = config.overrides(entry.spec.options if entry.spec is not None else {}, _options(opts))
+        kwargs = dict(eps_range=eps_range, points=points, progress=progress, **options)
         with contextlib.redirect_stdout(sys.stderr):
             if entry.spec is not None:
                 result = sweep_spec(replace(entry.spec, inputs=tuple(inputs)) if inputs else entry.spec, **kwargs)
@@ -619,34 +738,95 @@ def sweep_command(ctx: click.Context, target: str, inputs: tuple, eps_range: tup
     ctx.exit(_guarded_run(target, err, sinks, debug, run))
 
 
+@main.command("validate", epilog=VALIDATE_EPILOG)
+@click.argument("specs", nargs=-1, type=TargetParam())
+@click.option("--recursive", "-r", is_flag=True, help="Also validate the specs in the subfolders of a folder.")
+@click.option("--format", "output_format", type=click.Choice(FORMATS), default=None, help="github: also a GitHub Actions ::error annotation per invalid spec [default: github when GITHUB_ACTIONS=true].")
+@quiet_option
+@color_option
+def validate_command(specs: tuple[str, ...], recursive: bool, output_format: str | None, quiet: bool, color: bool | None) -> None:
+    """Check each SPEC (a spec file, a folder of specs, a glob) without running anything: every
+    problem is listed, and the exit status is 2 if there is one. With no SPEC, the specs of
+    [tool.gradcheck] in pyproject.toml."""
+    from .spec import load_spec
+    from .targets import spec_files
+
+    out, err = _console(sys.stdout, color), _console(sys.stderr, color)
+    try:
+        _, targets = _project(list(specs))
+        if not targets:
+            raise UsageError("No SPEC given: name spec files or folders of specs.", "Example: gradcheck validate specs/")
+        files = spec_files(targets, recursive)
+    except GradcheckError as exc:
+        raise CliError(exc) from None
+    problems: list[SuiteResult] = []
+    for path in files:
+        try:
+            load_spec(path)
+        except GradcheckError as exc:
+            problems.append(SuiteResult(path, error=exc))
+            _error(err, exc)
+            continue
+        if not quiet:
+            out.print(Text.assemble(("ok", "green"), " ", printable(path, one_line=True)), soft_wrap=True)
+    if report_format(output_format) == "github":
+        _annotate(err, RunResult(tuple(problems), folder=True))
+    n = len(files)
+    if problems:
+        out.print(Text.assemble(("INVALID", STYLE_ERROR), f": {len(problems)} of {n} spec(s) have problems (listed above)."))
+        raise SystemExit(2)
+    out.print(Text.assemble(("OK", "bold green"), f": all {n} spec(s) are valid."))
+
+
+@main.command("schema")
+def schema_command() -> None:
+    """Print the JSON Schema of a YAML spec (also installed as gradcheck_cli/spec.schema.json), for editors:
+    '# yaml-language-server: $schema=spec.schema.json' at the top of a spec."""
+    from .schema import schema_text
+
+    click.echo(schema_text(), nl=False)
+
+
 @main.command("list", epilog=LIST_EPILOG)
-@click.argument("folder", default="layer_specs", type=click.Path(file_okay=False))
-def list_command(folder: str) -> None:
-    """Show the specs in FOLDER (default: layer_specs/) with their layer and inputs."""
+@click.argument("folders", nargs=-1, type=click.Path(file_okay=False))
+def list_command(folders: tuple[str, ...]) -> None:
+    """Show the specs in each FOLDER (default: the specs of [tool.gradcheck], else layer_specs/) with
+    their layer and inputs; exit status 2 if one of them is invalid."""
     from rich.table import Table
 
     from .spec import find_specs, load_spec
 
-    out = _console(report_stream(), None)
+    out, err = _console(report_stream(), None), _console(sys.stderr, None)
     try:
-        paths = find_specs(folder)
+        _, targets = _project(list(folders))
     except GradcheckError as exc:
         raise CliError(exc) from None
-    if not paths:
-        raise CliError(UsageError(f"Folder {folder!r} holds no *.yaml or *.yml spec.", "Specs are YAML files; see the README, 'YAML specs'."))
-    table = Table(title=Text(f"specs in {printable(folder, one_line=True)}"), title_justify="left")
-    for col in ("spec", "layer", "inputs", "description"):
-        table.add_column(col)
-    for path in paths:
-        name = Text(printable(path.name, one_line=True))
+    invalid: list[GradcheckError] = []
+    for folder in targets or ["layer_specs"]:
         try:
-            spec = load_spec(path)
+            paths = find_specs(folder)
         except GradcheckError as exc:
-            table.add_row(name, Text("invalid", style="magenta"), "-", Text(printable(shorten(exc.message.split(": ", 1)[-1], 80), one_line=True)))
-            continue
-        layer = spec.layer
-        if os.path.isabs(layer.split(":")[0]):
-            layer = os.path.relpath(layer.rsplit(":", 1)[0], path.parent) + ":" + layer.rsplit(":", 1)[1]
-        inputs = ", ".join(i.describe() for i in spec.inputs) or "-"
-        table.add_row(name, Text(printable(layer, one_line=True)), Text(printable(inputs, one_line=True)), Text(printable(spec.description or "")))
-    out.print(table)
+            raise CliError(exc) from None
+        if not paths:
+            raise CliError(UsageError(f"Folder {folder!r} holds no *.yaml or *.yml spec.", "Specs are YAML files; see the README, 'YAML specs'."))
+        table = Table(title=Text(f"specs in {printable(folder, one_line=True)}"), title_justify="default")
+        for col in ("spec", "layer", "inputs", "description"):
+            table.add_column(col)
+        for path in paths:
+            name = Text(printable(path.name, one_line=True))
+            try:
+                spec = load_spec(path)
+            except GradcheckError as exc:
+                invalid.append(exc)
+                table.add_row(name, Text("invalid", style="magenta"), "-", Text(printable(shorten(exc.message.split(": ", 1)[-1], 80), one_line=True)))
+                continue
+            layer = spec.layer
+            if os.path.isabs(layer.split(":")[0]):
+                layer = os.path.relpath(layer.rsplit(":", 1)[0], path.parent) + ":" + layer.rsplit(":", 1)[1]
+            inputs = ", ".join(i.describe() for i in spec.inputs) or "-"
+            table.add_row(name, Text(printable(layer, one_line=True)), Text(printable(inputs, one_line=True)), Text(printable(spec.description or "")))
+        out.print(table)
+    for exc in invalid:  # each with its hint ("did you mean 'inputs'?")
+        _error(err, exc)
+    if invalid:
+        raise SystemExit(2)

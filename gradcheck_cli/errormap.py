@@ -33,7 +33,8 @@ LEGEND = "legend: . pass  X fail  k kink  ? noise  (blank) not checked"
 FRAME = "|"
 
 MAX_COLS, MAX_ROWS, MAX_SLICES = 64, 32, 8
-PLOT_HINT = "--plot needs matplotlib: pip install 'gradcheck-cli[plot]'"
+PLOT_HINT = "--plot needs matplotlib, which is not installed"
+PLOT_INSTALL = "pip install matplotlib (from a checkout of gradcheck: pip install -e '.[plot]')"
 
 
 def error_map(verdicts: np.ndarray, max_cols: int = MAX_COLS, max_rows: int = MAX_ROWS, max_slices: int = MAX_SLICES) -> list[str]:
@@ -125,7 +126,7 @@ def relative_errors(t: TensorReport) -> np.ndarray:
 def require_matplotlib() -> None:
     """Raise the --plot usage error unless matplotlib can be imported."""
     if importlib.util.find_spec("matplotlib") is None:
-        raise UsageError(PLOT_HINT, "Or run without --plot.")
+        raise UsageError(f"{PLOT_HINT}.", f"{PLOT_INSTALL}, or run without --plot.")
 
 
 def as_2d(array: np.ndarray) -> np.ndarray:
@@ -133,29 +134,82 @@ def as_2d(array: np.ndarray) -> np.ndarray:
     return array.reshape(1, -1) if array.ndim < 2 else array.reshape(-1, array.shape[-1])
 
 
-def plot_error_maps(report: Report, path: str | Path, tensors: Sequence[TensorReport] | None = None) -> None:
-    """Write a PNG: per tensor, log10 relative error with failing elements marked (default: failing tensors, else all)."""
-    require_matplotlib()
-    from matplotlib.figure import Figure
+SMALL = 16  # tensors up to this many elements are drawn as bars (one per element), not as an image
 
-    chosen = list(tensors) if tensors is not None else [t for t in report.tensors if not t.passed] or list(report.tensors)
+
+def plot_error_maps(report: Report, path: str | Path, tensors: Sequence[TensorReport] | None = None) -> None:
+    """Write a PNG of :func:`error_map_figure` (default: the failing tensors, else every tensor)."""
+    save_png(error_map_figure(report, tensors), path)
+
+
+def error_map_figure(report: Report, tensors: Sequence[TensorReport] | None = None) -> Any:
+    """Where does it fail, and by how much: per tensor, each element's relative error on one shared scale.
+
+    Every panel uses the same colour scale (log10 relative error), centred on the tolerance (rtol):
+    green within it, red beyond it, the tolerance marked on the one colour bar; failing elements
+    are crossed. Tensors of at most SMALL elements (a bias, sigma) are bars against a dashed
+    tolerance line instead of an image. Row and column ticks are whole indices.
+    """
+    require_matplotlib()
+    from matplotlib.colors import TwoSlopeNorm
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    failing = [t for t in report.tensors if not t.passed]
+    chosen = list(tensors) if tensors is not None else failing or list(report.tensors)
     chosen = [t for t in chosen if t.verdicts is not None and t.numeric_grad is not None]
-    fig = Figure(figsize=(8, 2.2 + 2.4 * max(1, len(chosen))), layout="constrained")
-    fig.suptitle(f"gradcheck {report.target}: relative error per element (x = FAIL)")
+    rtol = float(report.config.get("rtol") or 1e-5)
+    errors = {t.name: relative_errors(t) for t in chosen}
+    logs = {name: np.log10(np.maximum(rel, 1e-17)) for name, rel in errors.items()}
+    finite = np.concatenate([v[np.isfinite(v)].ravel() for v in logs.values()] or [np.zeros(1)])
+    centre = math.log10(rtol)
+    low, high = min(float(finite.min(initial=centre)), centre - 1), max(float(finite.max(initial=centre)), centre + 1)
+    norm = TwoSlopeNorm(vcenter=centre, vmin=low, vmax=high)
+    heights = [1.3 if t.n_elements <= SMALL else 2.6 for t in chosen] or [1.0]
+    fig = Figure(figsize=(8, 1.2 + sum(heights)), layout="constrained")
+    if failing:
+        names = ", ".join(f"{t.name} ({t.n_failed} of {t.n_checked})" for t in failing)
+        fig.suptitle(f"gradcheck {report.target}: FAIL in {names}; x = failing element", fontsize=10)
+    else:
+        fig.suptitle(f"gradcheck {report.target}: PASS, every element within tolerance", fontsize=10)
+    grid = fig.add_gridspec(len(heights), 1, height_ratios=heights)
+    image = None
+    axes = []
     for k, t in enumerate(chosen):
-        ax = fig.add_subplot(len(chosen), 1, k + 1)
-        rel = as_2d(relative_errors(t))
-        with np.errstate(divide="ignore"):
-            image = ax.imshow(np.log10(np.maximum(rel, 1e-17)), aspect="auto", interpolation="nearest", cmap="viridis")
-        fails = np.argwhere(as_2d(np.asarray(t.verdicts)) == FAIL)
-        if len(fails):
-            ax.scatter(fails[:, 1], fails[:, 0], marker="x", color="red", s=12, linewidths=1)
-        rows = "x".join(map(str, t.shape[:-1])) if len(t.shape) > 1 else ""
-        ax.set_title(f"{t.name} {list(t.shape)}: {t.status}", fontsize=9, loc="left")
-        ax.set_xlabel(f"index along dim {max(len(t.shape) - 1, 0)}")
-        ax.set_ylabel(f"rows ({rows} flattened)" if len(t.shape) > 2 else "row" if rows else "")
-        fig.colorbar(image, ax=ax, label="log10 rel. error")
-    save_png(fig, path)
+        ax = fig.add_subplot(grid[k])
+        axes.append(ax)
+        log = logs[t.name]
+        verdicts = np.asarray(t.verdicts)
+        worst = f", worst {t.max_rel_error:.3g} at {list(t.worst_index)}" if t.worst_index is not None else ""
+        ax.set_title(f"{t.name} {list(t.shape)}: {t.status}, {t.n_failed} of {t.n_checked} elements fail{worst}", fontsize=9, loc="left")
+        if t.n_elements <= SMALL:
+            values, marks = log.reshape(-1), verdicts.reshape(-1) == FAIL
+            colours = ["tab:red" if m else "tab:green" for m in marks]
+            ax.bar(range(len(values)), np.where(np.isfinite(values), values - low, 0), bottom=low, color=colours, width=0.6)
+            ax.set_xticks(range(len(values)))
+            ax.set_xlim(-0.6, max(len(values), 8) - 0.4)  # one element is one thin bar, not the whole panel
+            ax.axhline(centre, color="black", linestyle="--", linewidth=1, label=f"rtol {rtol:g}")
+            ax.set_ylim(low, high)
+            ax.set_ylabel("log10 rel. error", fontsize=8)
+            ax.set_xlabel("element", fontsize=8)
+            ax.legend(loc="upper right", fontsize=7)
+        else:
+            image = ax.imshow(as_2d(log), aspect="auto", interpolation="nearest", cmap="RdYlGn_r", norm=norm)
+            fails = np.argwhere(as_2d(verdicts) == FAIL)
+            if len(fails):
+                ax.scatter(fails[:, 1], fails[:, 0], marker="x", color="black", s=10, linewidths=0.8)
+            rows = "x".join(map(str, t.shape[:-1])) if len(t.shape) > 1 else ""
+            ax.set_xlabel(f"index along dim {max(len(t.shape) - 1, 0)}", fontsize=8)
+            ax.set_ylabel(f"rows ({rows} flattened)" if len(t.shape) > 2 else "row" if rows else "", fontsize=8)
+            if not rows:
+                ax.set_yticks([])
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            if rows:
+                ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    if image is not None:
+        bar = fig.colorbar(image, ax=axes, label=f"log10 relative error, one scale for all; line: rtol {rtol:g}")
+        bar.ax.axhline(centre, color="black", linewidth=2)
+    return fig
 
 
 def save_png(fig: Any, path: str | Path) -> None:

@@ -1,5 +1,9 @@
 """JUnit XML for CI: one <testsuite> per spec or target, one <testcase> per checked tensor.
 
+Each test case carries the layer's source (``file``, ``line``: its backward), a dotted
+``classname`` made from the spec's path or the target, and its own ``time``; tensors that
+``--only`` left out are ``<skipped>``.
+
 Failing tensors carry a <failure> whose message names the worst element, its
 analytic and numeric values and the verdict counts; a spec or target that
 could not be checked at all (usage/config error, or the layer raised) is one
@@ -12,10 +16,12 @@ import re
 import socket
 import xml.etree.ElementTree as ET
 from datetime import datetime, timezone
+from pathlib import PurePath
 from typing import Sequence
 
 from .errors import LayerError
 from .report import SuiteResult, TensorReport, verdict_counts, worst_element
+from .source import key_line, shown_path
 
 __all__ = ["SuiteResult", "failure_message", "junit_xml", "xml_safe"]
 
@@ -49,56 +55,88 @@ def _failure_text(t: TensorReport, repro: str | None) -> str:
     return "\n".join(lines)
 
 
-def _suite(result: SuiteResult, timestamp: str, hostname: str) -> ET.Element:
+def dotted_name(name: str) -> str:
+    """A suite's name as a dotted JUnit classname: 'specs/bad_swish.yaml' -> 'specs.bad_swish',
+    'layers/swish.py:Swish' -> 'layers.swish.Swish' (Jenkins splits a classname at its dots)."""
+    head, sep, attr = name.rpartition(":") if ":" in name and not re.match(r"^[A-Za-z]:[\\/]", name) else (name, "", "")
+    head = head if sep else name
+    if "/" in head or "\\" in head or head.lower().endswith((".py", ".yaml", ".yml")):
+        path = PurePath(shown_path(head))
+        parts = [p.replace(".", "_") for p in path.with_suffix("").parts if p not in ("/", ".", "..") and not p.endswith(":\\")]
+        head = ".".join(parts)
+    return ".".join(p for p in (head, attr) if p) or "gradcheck"
+
+
+def _located(case: ET.Element, source) -> None:
+    if source is not None:
+        case.set("file", shown_path(source.file))
+        case.set("line", str(source.line))
+
+
+def _suite(result: SuiteResult, timestamp: str, hostname: str, verbose: bool) -> ET.Element:
     suite = ET.Element("testsuite", name=result.name, timestamp=timestamp, hostname=hostname)
     report = result.report
+    classname = dotted_name(result.name)
     if report is not None:
         props = ET.SubElement(suite, "properties")
         for key in ("dtype", "reference_dtype", "device", "seed", "eps", "rtol", "atol", "kinks"):
             if report.config.get(key) is not None:
                 ET.SubElement(props, "property", name=key, value=str(report.config[key]))
-    tests = failures = errors = 0
+    tests = failures = errors = skipped = 0
     if report is None:
         error = result.error
         kind = "interrupted" if result.interrupted else "layer error" if isinstance(error, LayerError) else "spec error"
-        case = ET.SubElement(suite, "testcase", classname=result.name, name=f"({kind})", time=f"{result.time:.3f}")
+        case = ET.SubElement(suite, "testcase", classname=classname, name=f"({kind})", time=f"{result.time:.3f}")
+        path = getattr(error, "path", None)
+        if path is not None:  # a spec that could not be read: point at it (and at its key)
+            case.set("file", shown_path(path))
+            line = key_line(path, getattr(error, "key", None))
+            if line is not None:
+                case.set("line", str(line))
         text = str(error) if error is not None else "interrupted before the check began" if result.interrupted else "not checked"
         node = ET.SubElement(case, "error", message=text.splitlines()[0], type=type(error).__name__ if error else "Interrupted" if result.interrupted else "Error")
         node.text = text
         tests, errors = 1, 1
     else:
-        checked = sum(t.n_checked for t in report.tensors) or 1
         for t in report.tensors:
-            share = result.time * t.n_checked / checked  # the suite's time, split by elements checked
-            case = ET.SubElement(suite, "testcase", classname=result.name, name=t.name, time=f"{share:.3f}")
+            case = ET.SubElement(suite, "testcase", classname=classname, name=t.name, time=f"{t.time:.3f}")
+            _located(case, report.source)
             tests += 1
             if not t.passed:
                 failures += 1
                 node = ET.SubElement(case, "failure", message=failure_message(t), type=t.status)
                 node.text = _failure_text(t, result.repro.get(t.name))
-        if report.notes:
-            ET.SubElement(suite, "system-out").text = "\n".join(f"note: {n}" for n in report.notes)
+        for name in report.skipped:
+            case = ET.SubElement(suite, "testcase", classname=classname, name=name, time="0.000")
+            _located(case, report.source)
+            ET.SubElement(case, "skipped", message="not checked: left out by --only")
+            tests += 1
+            skipped += 1
+        notes = report.notes_shown(verbose)
+        if notes:
+            ET.SubElement(suite, "system-out").text = "\n".join(f"note: {n}" for n in notes)
     suite.set("tests", str(tests))
     suite.set("failures", str(failures))
     suite.set("errors", str(errors))
-    suite.set("skipped", "0")
+    suite.set("skipped", str(skipped))
     suite.set("time", f"{result.time:.3f}")
     return suite
 
 
-def junit_xml(results: Sequence[SuiteResult]) -> str:
+def junit_xml(results: Sequence[SuiteResult], verbose: bool = False) -> str:
     """The JUnit XML document (UTF-8 text, with declaration) for these results.
 
-    Text from the layer or a spec (error messages, notes, names) may hold characters
+    Notes that say nothing is wrong (how points were evaluated) go to ``system-out`` only when
+    ``verbose``. Text from the layer or a spec (error messages, notes, names) may hold characters
     XML cannot carry (ESC from a coloured message): they are written as escapes, so the
     document stays well-formed.
     """
     timestamp = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
     hostname = socket.gethostname()
     root = ET.Element("testsuites", name="gradcheck")
-    totals = {"tests": 0, "failures": 0, "errors": 0}
+    totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
     for result in results:
-        suite = _suite(result, timestamp, hostname)
+        suite = _suite(result, timestamp, hostname, verbose)
         root.append(suite)
         for key in totals:
             totals[key] += int(suite.get(key, "0"))

@@ -5,7 +5,7 @@ Three forms are accepted:
 * ``path/to/file.py:Name`` -- the file is imported under a unique module name
   and its folder is put on ``sys.path`` so that sibling imports work;
 * ``pkg.mod:Name`` -- an importable module, then an attribute (``Outer.Inner``
-  works too);
+  works too); the current folder is importable, as with ``python -m``;
 * ``pkg.mod.Name`` -- the longest importable module prefix, then attributes.
 
 Importing a layer file runs it, exactly as pytest runs test files.  Anything the
@@ -178,9 +178,7 @@ def _failed_above(exc: BaseException, path: Path) -> bool:
 
 
 def _import_module(name: str, text: str) -> ModuleType:
-    cwd = os.getcwd()
-    if cwd not in sys.path:
-        sys.path.append(cwd)  # a package in the working folder is importable, as with python -m (last: it shadows nothing)
+    _current_folder_importable()
     try:
         return _run_import(lambda: importlib.import_module(name), name)
     except UsageError as exc:
@@ -198,6 +196,16 @@ def _import_module(name: str, text: str) -> ModuleType:
                 "which imports only what that file needs where it can.",
             ) from None
         raise
+
+
+def _current_folder_importable() -> None:
+    """The current folder on ``sys.path``, as ``python -m`` has it: ``mylayers:Swish`` works in the project
+    folder whether gradcheck started as a console script, from pytest or from Python (the check restores
+    ``sys.path`` afterwards). Appended, not first: a file there named like a module gradcheck or the
+    layer imports (inspect.py, yaml.py) shadows nothing."""
+    here = os.getcwd()
+    if not any(entry in ("", here) for entry in sys.path):
+        sys.path.append(here)
 
 
 def _prefixes(dotted: str) -> set[str]:

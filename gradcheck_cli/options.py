@@ -292,9 +292,8 @@ def check_option(name: str, value: Any) -> Any:
     raise UsageError(f"unknown option {name!r}.", key=name)
 
 
-def rerun_arguments(config: dict[str, Any], *, skip: Callable[[str], bool] = lambda name: False) -> list[str]:
-    """The command-line flags that repeat a check with this report config (the resolved values)."""
-    args: list[str] = []
+def _rerun_values(config: dict[str, Any], skip: Callable[[str], bool]) -> Iterator[tuple[str, Option, Any]]:
+    """The options a rerun repeats, with this report config's (resolved) values."""
     for name, opt in options():
         if not opt.rerun or skip(name) or name not in config:
             continue
@@ -302,6 +301,13 @@ def rerun_arguments(config: dict[str, Any], *, skip: Callable[[str], bool] = lam
         default = config.get("dtype") if name == "reference_dtype" else default_of(name)  # the same dtype: not a change
         if value is None or (opt.rerun == "changed" and value == default):
             continue
+        yield name, opt, value
+
+
+def rerun_arguments(config: dict[str, Any], *, skip: Callable[[str], bool] = lambda name: False) -> list[str]:
+    """The command-line flags that repeat a check with this report config (the resolved values)."""
+    args: list[str] = []
+    for name, opt, value in _rerun_values(config, skip):
         if isinstance(opt.kind, Flag):
             args.append(cli_flag(name) if value else "--no-" + name.replace("_", "-"))
         elif isinstance(opt.kind, Names):
@@ -309,3 +315,8 @@ def rerun_arguments(config: dict[str, Any], *, skip: Callable[[str], bool] = lam
         else:
             args += [cli_flag(name), repr(float(value)) if isinstance(opt.kind, Number) else str(value)]
     return args
+
+
+def rerun_keywords(config: dict[str, Any], *, skip: Callable[[str], bool] = lambda name: False) -> dict[str, Any]:
+    """The keywords of :func:`gradcheck_cli.check` that repeat a check with this report config."""
+    return {name: float(value) if isinstance(opt.kind, Number) else value for name, opt, value in _rerun_values(config, skip)}

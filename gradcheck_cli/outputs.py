@@ -20,6 +20,7 @@ import contextlib
 import errno
 import os
 import stat
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,10 +112,11 @@ class Outputs:
                 _remove(path)
         return Outputs(**kept), problem
 
-    def write(self, result: RunResult) -> UsageError | None:
+    def write(self, result: RunResult, verbose: bool = False) -> UsageError | None:
         """The JSON and JUnit reports of ``result``, each on its own; the first problem, if one could not be written.
 
-        A report that cannot be written is removed, never left as an earlier run's.
+        A report that cannot be written is removed, never left as an earlier run's. ``verbose``
+        (-v) puts the notes that say nothing is wrong into JUnit's system-out too.
         """
         from .junit import junit_xml
         from .streams import SafeStream, report_stream
@@ -126,7 +128,7 @@ class Outputs:
             out.flush()
             if isinstance(out, SafeStream) and out.failure:
                 problem = UsageError(f"Cannot write the JSON report to stdout: {out.failure}.", "Write it to a file with --json PATH.")
-        texts = {"json": lambda: result.to_json() + "\n", "junit": lambda: junit_xml(result.results)}
+        texts = {"json": lambda: result.to_json() + "\n", "junit": lambda: junit_xml(result.results, verbose)}
         for kind, path in self.files():
             if kind == "plot":
                 continue
@@ -293,6 +295,11 @@ def refused_command_line(args: list[str], reason: str) -> None:
     result = RunResult((SuiteResult("gradcheck run", error=error),))
     for kind, flag in (("json", "--json"), ("junit", "--junit-xml")):
         text = _option_value(args, flag)
+        if kind == "json" and text == "-":  # stdout is the JSON report's: it says why nothing was checked
+            with contextlib.suppress(OSError, ValueError):
+                sys.stdout.write(result.to_json() + "\n")
+                sys.stdout.flush()
+            continue
         if not text or text == "-":
             continue
         with contextlib.suppress(GradcheckError, OSError):

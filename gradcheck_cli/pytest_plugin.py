@@ -1,30 +1,38 @@
-"""pytest plugin: every YAML layer spec becomes a test item.
+"""pytest plugin: every YAML layer spec becomes a test item, collected by pytest's own hooks.
 
     pytest --gradcheck-specs layer_specs/          # a folder of specs, or one spec file; repeatable
     [pytest] gradcheck_specs = layer_specs/        # or the ini option (paths relative to the ini file)
+    [tool.gradcheck] specs = ["layer_specs/"]      # or the project's gradcheck table (pyproject.toml)
+    pytest layer_specs/scale.yaml::scale           # rerun one item by the node id pytest printed
 
-Each spec is one item named after its file stem, so ``-k gauss`` selects and
-``pytest -n auto`` (pytest-xdist) spreads specs over workers.  A mismatch
-fails the item with the plain-text gradcheck report; a spec that cannot run
-(bad spec, missing layer, the layer raised) fails with the error message, not
-a traceback into gradcheck.
+Specs are collected with ``pytest_collect_file`` (pytest's YAML example): a ``.yaml``/``.yml``
+file directly in a spec folder, a spec file named in the configuration, or a spec file given
+on the command line is a :class:`SpecFile` holding one :class:`SpecItem` named after its stem,
+so ``-k gauss`` selects, ``pytest -n auto`` (pytest-xdist) spreads specs over workers, and the
+node id pytest prints can be passed back to pytest. A mismatch fails the item with the report
+as the CLI prints it -- table, worst element, diagnosis, rerun line; notes that say nothing is
+wrong only with ``-v`` -- and a spec that cannot run fails with its error message, not a
+traceback into gradcheck.
 
-Registered through the ``pytest11`` entry point, so it loads in every pytest
-run: importing it stays cheap (torch and the checker are imported when a spec
-item runs).
+:func:`assert_gradients` (also the ``gradcheck`` fixture) does the same for ordinary test
+functions: see :mod:`gradcheck_cli.assertions`.
+
+Registered through the ``pytest11`` entry point, so it loads in every pytest run: importing
+it stays cheap (torch and the checker are imported when a spec item runs).
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 
 from .errors import GradcheckError
 
 _SPEC_PATHS = pytest.StashKey[list]()
+SUFFIXES = (".yaml", ".yml")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -34,36 +42,81 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="append",
         default=[],
         metavar="PATH",
-        help="check every YAML spec in this folder (or this spec file) as a test item; repeatable. Overrides the gradcheck_specs ini option.",
+        help="check every YAML spec in this folder (or this spec file) as a test item; repeatable. "
+        "Overrides the gradcheck_specs ini option and [tool.gradcheck] specs.",
     )
     parser.addini("gradcheck_specs", type="paths", default=[], help="folders or files of gradcheck YAML specs to collect as test items")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     given = config.getoption("gradcheck_specs")
-    paths = [config.invocation_params.dir / p for p in given] if given else list(config.getini("gradcheck_specs"))
+    if given:
+        paths = [config.invocation_params.dir / p for p in given]
+    else:
+        paths = list(config.getini("gradcheck_specs")) or list(_project(config).specs)
     for path in paths:
         if not path.exists():
-            raise pytest.UsageError(f"gradcheck specs: {path} does not exist (from --gradcheck-specs or the gradcheck_specs ini option).")
-    config.stash[_SPEC_PATHS] = paths
+            raise pytest.UsageError(f"gradcheck specs: {path} does not exist (from --gradcheck-specs, the gradcheck_specs ini option or [tool.gradcheck]).")
+    config.stash[_SPEC_PATHS] = [Path(os.path.realpath(p)) for p in paths]
+    # Where pytest chose what to collect (no paths given), or --gradcheck-specs asked for them, the
+    # spec paths are collected too; `pytest specs/a.yaml::a` collects just that item.
+    if paths and (given or config.args_source != pytest.Config.ArgsSource.ARGS):
+        config.args.extend(str(p) for p in paths if not _covered(p, config))
 
 
-def _spec_files(paths: list[Path]) -> list[Path]:
-    """The spec files: each folder's specs as ``gradcheck run FOLDER`` finds them (broken entries
-    included: they fail as items), or the path itself; no duplicates."""
-    from .spec import find_specs
+def _project(config: pytest.Config) -> Any:
+    from .config import load
 
-    files: list[Path] = []
-    for path in paths:
-        found = find_specs(path) if path.is_dir() else [path]
-        files += [f for f in found if os.path.realpath(f) not in {os.path.realpath(g) for g in files}]
-    return files
+    try:
+        return load(start=config.invocation_params.dir)
+    except GradcheckError as exc:
+        raise pytest.UsageError(f"gradcheck: {exc}") from None
 
 
-@pytest.hookimpl(tryfirst=True)  # before -k/-m deselection, so those apply to spec items too
-def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
-    for file in _spec_files(config.stash.get(_SPEC_PATHS, [])):
-        items.extend(session.genitems(SpecFile.from_parent(session, path=file)))  # reported like any collected file
+def _covered(path: Path, config: pytest.Config) -> bool:
+    """Is ``path`` already inside a path pytest collects?"""
+    for arg in config.args:
+        base = Path(os.path.realpath(config.invocation_params.dir / arg.split("::")[0]))
+        if Path(os.path.realpath(path)).is_relative_to(base):
+            return True
+    return False
+
+
+def _is_spec(file_path: Path, config: pytest.Config, explicit: bool) -> bool:
+    """A spec file of this run: directly in a spec folder, named as a spec path, or given on the command line."""
+    if file_path.suffix.lower() not in SUFFIXES or file_path.name.startswith("."):
+        return False
+    real = Path(os.path.realpath(file_path))
+    for path in config.stash.get(_SPEC_PATHS, []):
+        if real == path or (path.is_dir() and Path(os.path.realpath(file_path.parent)) == path):
+            return True
+    return explicit
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> SpecFile | None:
+    if _is_spec(file_path, parent.config, parent.session.isinitpath(file_path)):
+        return SpecFile.from_parent(parent, path=file_path)
+    return None
+
+
+if hasattr(pytest, "Dir"):  # pytest >= 8: a spec folder's entries that are not files (a dangling link) still fail as items
+
+    class SpecFolder(pytest.Dir):
+        """A spec folder: what pytest collects there, plus the specs ``gradcheck run FOLDER`` would check that are not files."""
+
+        def collect(self) -> Iterator[pytest.Item | pytest.Collector]:
+            from .spec import find_specs
+
+            yield from super().collect()
+            for path in find_specs(self.path):
+                if not path.is_file():
+                    yield SpecFile.from_parent(self, path=path)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_collect_directory(path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+        if Path(os.path.realpath(path)) in parent.config.stash.get(_SPEC_PATHS, []):
+            return SpecFolder.from_parent(parent, path=path)
+        return None
 
 
 class SpecFile(pytest.File):
@@ -74,30 +127,35 @@ class SpecFile(pytest.File):
 
 
 class CheckFailed(Exception):
-    """The spec ran and some gradient does not match; ``report`` says which."""
+    """The spec ran and some gradient does not match; ``text`` is the report as the CLI prints it."""
 
-    def __init__(self, report: Any) -> None:
-        super().__init__(str(report))
+    def __init__(self, report: Any, text: str) -> None:
+        super().__init__(text)
         self.report = report
+        self.text = text
 
 
 class SpecItem(pytest.Item):
-    """Check one spec, exactly as ``gradcheck run SPEC`` does."""
+    """Check one spec, exactly as ``gradcheck run SPEC`` does (with the project's [tool.gradcheck] defaults)."""
 
     def runtest(self) -> None:
+        from .assertions import failure_text
         from .checker import check_spec
+        from .render import repro_commands
         from .spec import load_spec
 
-        report = check_spec(load_spec(self.path))
+        spec = load_spec(self.path)
+        report = check_spec(spec, **_project(self.config).overrides(spec.options, {}))
         self.user_properties.append(("gradcheck", "PASS" if report.passed else "FAIL"))
         if report.worst is not None:
             self.user_properties.append(("max_rel_error", f"{report.worst.max_rel_error:.3g}"))
         if not report.passed:
-            raise CheckFailed(report)
+            repro = repro_commands(report, _shown(self.path, self.config))
+            raise CheckFailed(report, failure_text(report, repro, verbose=self.config.get_verbosity() > 0, width=_width(self.config)))
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
         if isinstance(excinfo.value, CheckFailed):
-            return str(excinfo.value.report)
+            return excinfo.value.text
         if isinstance(excinfo.value, GradcheckError):
             kind = "could not run" if excinfo.value.exit_code == 2 else "the layer failed"
             return f"gradcheck spec {self.path.name}: {kind}\n{excinfo.value}"
@@ -105,3 +163,26 @@ class SpecItem(pytest.Item):
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
         return self.path, None, f"gradcheck spec {self.path.name}"
+
+
+def _shown(path: Path, config: pytest.Config) -> str:
+    """The spec's path as the user would type it in the folder pytest was started from."""
+    try:
+        return os.path.relpath(path, config.invocation_params.dir)
+    except ValueError:
+        return str(path)
+
+
+def _width(config: pytest.Config) -> int:
+    try:
+        return config.get_terminal_writer().fullwidth
+    except Exception:  # noqa: BLE001 -- no terminal writer (a plugin replaced it): a usual width
+        return 120
+
+
+@pytest.fixture
+def gradcheck() -> Callable[..., Any]:
+    """``gradcheck(layer, inputs, **options)``: :func:`gradcheck_cli.assert_gradients` as a fixture."""
+    from .assertions import assert_gradients
+
+    return assert_gradients

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import shlex
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
 
 from rich.console import Console, Group
@@ -48,42 +47,76 @@ def _counts(t: TensorReport) -> Text:
     return text
 
 
-def report_table(report: Report) -> Table:
-    table = Table(
-        title=literal(f"gradcheck {report.target}"),
-        title_justify="left",
-        caption=Text(caption(report)),
-        caption_justify="left",
-    )
-    for col, kw in [
-        ("tensor", {}),
-        ("shape", {}),
-        ("checked", {"justify": "right"}),
-        ("max rel err", {"justify": "right"}),
-        ("mean rel err", {"justify": "right"}),
-        ("max abs err", {"justify": "right"}),
-        ("verdicts", {}),
-        ("worst at", {}),
-        ("analytic", {"justify": "right"}),
-        ("numeric", {"justify": "right"}),
-        ("result", {}),
-    ]:
-        table.add_column(col, **kw)
+# The report table's columns: (header, justify). At a width where they do not all fit, a compact
+# layout leaves out columns in DROP_ORDER (the JSON report always has every number).
+COLUMNS = (
+    ("tensor", "left"),
+    ("shape", "left"),
+    ("checked", "right"),
+    ("max rel err", "right"),
+    ("mean rel err", "right"),
+    ("max abs err", "right"),
+    ("verdicts", "left"),
+    ("worst at", "left"),
+    ("analytic", "right"),
+    ("numeric", "right"),
+    ("result", "left"),
+)
+DROP_ORDER = (("mean rel err",), ("max abs err",), ("shape",), ("checked",), ("analytic", "numeric"), ("worst at",))
+
+
+def _cells(t: TensorReport, digits: int) -> dict[str, Any]:
+    checked = f"{t.n_checked}" if t.n_checked == t.n_elements else f"{t.n_checked}/{t.n_elements}"
+    return {
+        "tensor": literal(t.name),
+        "shape": "x".join(map(str, t.shape)) or "scalar",
+        "checked": checked,
+        "max rel err": _num(t.max_rel_error),
+        "mean rel err": _num(t.mean_rel_error),
+        "max abs err": _num(t.max_abs_error),
+        "verdicts": _counts(t),
+        "worst at": str(list(t.worst_index)) if t.worst_index is not None else "-",
+        "analytic": f"{t.analytic:.{digits}g}" if t.analytic is not None else "-",
+        "numeric": f"{t.numeric:.{digits}g}" if t.numeric is not None else "-",
+        "result": Text(t.status, style=STYLE[t.status]),
+    }
+
+
+def report_table(report: Report, console: Console | None = None) -> Table:
+    """The report's table, at the console's width: every column where they fit, else a compact layout
+    that leaves out the least needed columns (never a cell cut to 'ten…')."""
+    full = _table(report, [c for c, _ in COLUMNS], compact=False)
+    if console is None or _fits(console, full):
+        return full
+    shown = [c for c, _ in COLUMNS]
+    for columns in DROP_ORDER:
+        table = _table(report, shown, compact=True)
+        if _fits(console, table):
+            return table
+        shown = [c for c in shown if c not in columns]
+    return _table(report, shown, compact=True)
+
+
+def _fits(console: Console, table: Table) -> bool:
+    from rich.measure import Measurement
+
+    wide = console.options.update_width(10_000)  # measured unclamped: every cell at its natural width
+    return Measurement.get(console, wide, table).maximum <= console.width
+
+
+def _table(report: Report, shown: list[str], compact: bool) -> Table:
+    from rich import box
+
+    left_out = [c for c, _ in COLUMNS if c not in shown]
+    text = caption(report) + (f" · left out at this width: {', '.join(left_out)}" if left_out else "")
+    options: dict[str, Any] = dict(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True) if compact else {}
+    table = Table(title=literal(f"gradcheck {report.target}"), title_justify="default", caption=Text(text), caption_justify="default", **options)
+    for col, justify in COLUMNS:
+        if col in shown:
+            table.add_column(col, justify=justify, no_wrap=True)
     for t in report.tensors:
-        checked = f"{t.n_checked}" if t.n_checked == t.n_elements else f"{t.n_checked}/{t.n_elements}"
-        table.add_row(
-            literal(t.name),
-            "x".join(map(str, t.shape)) or "scalar",
-            checked,
-            _num(t.max_rel_error),
-            _num(t.mean_rel_error),
-            _num(t.max_abs_error),
-            _counts(t),
-            str(list(t.worst_index)) if t.worst_index is not None else "-",
-            f"{t.analytic:.6g}" if t.analytic is not None else "-",
-            f"{t.numeric:.6g}" if t.numeric is not None else "-",
-            Text(t.status, style=STYLE[t.status]),
-        )
+        cells = _cells(t, 4 if compact else 6)
+        table.add_row(*(cells[c] for c in shown))
     return table
 
 
@@ -138,7 +171,7 @@ def verdict_line(report: Report) -> Text:
     return text
 
 
-def detail_lines(report: Report) -> list[Text]:
+def detail_lines(report: Report, verbose: bool = False) -> list[Text]:
     lines = []
     for t in report.tensors:
         if t.passed and not t.coverage:
@@ -153,7 +186,7 @@ def detail_lines(report: Report) -> list[Text]:
                 lines.append(Text(printable(f"    diagnosis: {t.diagnosis}")))
         if t.coverage:
             lines.append(Text(printable(f"  {t.name}: {t.coverage}"), style="dim"))
-    for note in report.notes:
+    for note in report.notes_shown(verbose):
         lines.append(Text(printable(f"  note: {note}"), style="dim"))
     return lines
 
@@ -229,7 +262,7 @@ def render_report(
     repro: Mapping[str, str] | None = None,
 ) -> None:
     """The table, detail lines, optional error maps and repro commands, then the verdict line."""
-    console.print(Group(report_table(report), *detail_lines(report), *(verbose_lines(report) if verbose else ())))
+    console.print(Group(report_table(report, console), *detail_lines(report, verbose), *(verbose_lines(report) if verbose else ())))
     extra = error_map_lines(report) if show_errors else []
     if repro:
         extra.append(Text("  rerun only a failing tensor:", style="dim"))
@@ -239,15 +272,30 @@ def render_report(
     console.print(verdict_line(report))
 
 
+def short_names(names: Iterable[str]) -> dict[str, str]:
+    """How a run of several checks labels each: specs by their path below the folder they share
+    ('gauss.yaml' for one folder, 'broken/gauss.yaml' with --recursive), layer targets as given."""
+    import os
+
+    names = list(names)
+    specs = [n for n in names if n.lower().endswith((".yaml", ".yml"))]
+    try:
+        common = os.path.commonpath([os.path.dirname(os.path.abspath(n)) for n in specs]) if specs else ""
+    except ValueError:  # different drives
+        common = ""
+    return {n: (os.path.relpath(os.path.abspath(n), common) if common and n in specs else n) for n in names}
+
+
 def summary_table(run: RunResult) -> Table:
     """One row per spec of a folder run."""
-    table = Table(title="summary", title_justify="left")
+    labels = short_names(r.name for r in run.results)
+    table = Table(title="summary", title_justify="default")
     for col in ("spec", "result", "worst tensor", "worst rel err", "time"):
         table.add_column(col, justify="right" if col in ("worst rel err", "time") else "left")
     for result in run.results:
         worst = result.report.worst if result.report is not None else None
         table.add_row(
-            literal(Path(result.name).name),
+            literal(labels[result.name]),
             Text(result.status, style=STYLE.get(result.status, "")),
             literal(worst.name) if worst else "-",
             _num(worst.max_rel_error if worst else None),
@@ -281,7 +329,7 @@ def eps_text(eps: float) -> str:
 def sweep_table(result: SweepResult) -> Table:
     """One row per step size: the worst relative error overall and per tensor; the best row marked."""
     best = result.best
-    table = Table(title=literal(f"gradcheck sweep {result.target}"), title_justify="left", caption=Text(sweep_caption(result)), caption_justify="left")
+    table = Table(title=literal(f"gradcheck sweep {result.target}"), title_justify="default", caption=Text(sweep_caption(result)), caption_justify="default")
     table.add_column("eps", justify="right")
     table.add_column("worst rel err", justify="right")
     for name in result.tensors:

@@ -18,6 +18,8 @@ from .errors import GradcheckError
 if TYPE_CHECKING:
     import numpy as np
 
+    from .source import Source
+
 EXIT_PASS, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
 
@@ -53,6 +55,7 @@ class TensorReport:
     kink_slopes: np.ndarray | None = field(default=None, repr=False, compare=False)  # (*shape, 2): one-sided slopes at kinks
     kinks_fail: bool = False
     aliases: tuple[str, ...] = ()  # other names of the tensor (input0: its position), as --only takes them
+    time: float = 0.0  # seconds spent checking this tensor (the shared base point and plan are the report's)
 
     @property
     def n_failed(self) -> int:
@@ -95,6 +98,7 @@ class TensorReport:
             "failed_losses": list(self.failed_losses),
             "diagnosis": self.diagnosis,
             "coverage": self.coverage,
+            "time_s": round(self.time, 6),
         }
 
 
@@ -108,10 +112,21 @@ class Report:
     timing: dict[str, Any] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
     interrupted: bool = False  # stopped by Ctrl-C: covers only the tensors listed
+    info: tuple[str, ...] = ()  # those of the notes that say nothing is wrong (how points were evaluated)
+    source: Source | None = None  # where the layer's gradient is written (its backward, else forward)
+    skipped: tuple[str, ...] = ()  # tensors --only left out
 
     @property
     def passed(self) -> bool:
         return not self.interrupted and all(t.passed for t in self.tensors)
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """The notes worth reading whatever the verdict: all but the informational ones (shown with -v)."""
+        return tuple(n for n in self.notes if n not in self.info)
+
+    def notes_shown(self, verbose: bool) -> tuple[str, ...]:
+        return self.notes if verbose else self.warnings
 
     @property
     def worst(self) -> TensorReport | None:
@@ -129,6 +144,9 @@ class Report:
             "config": dict(self.config),
             "timing": dict(self.timing),
             "notes": list(self.notes),
+            "info_notes": list(self.info),
+            "source": self.source.to_dict() if self.source is not None else None,
+            "skipped": list(self.skipped),
         }
 
     def __repr__(self) -> str:
@@ -162,7 +180,7 @@ class Report:
             lines.append(line)
             if t.diagnosis and not t.passed:
                 lines.append(f"    -> {t.diagnosis}")
-        lines.extend(f"  note: {n}" for n in self.notes)
+        lines.extend(f"  note: {n}" for n in self.warnings)
         return "\n".join(lines)
 
 

@@ -19,8 +19,8 @@ knowing the file; :func:`load_spec` adds the file name.
 from __future__ import annotations
 
 import math
-import os
 import re
+import os
 import stat
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -179,26 +179,16 @@ class LayerSpec:
 # --------------------------------------------------------------------------- small validators
 
 
-_EXPONENT = re.compile(r"([-+]?)(\d+)(?:\.(\d*))?[eE]([-+]?)(\d+)")
-
-
 def _number_hint(value: Any) -> str | None:
-    """YAML 1.1 reads ``1e-6`` (no dot) and ``1.0e39`` (no exponent sign) as text; say so when a string looks numeric."""
+    """A number written as text (quoted: '1e-6'): say to write it without quotes. (Unquoted, 1e-6, 1E5 and
+    1.0e39 are numbers: see yamlfile.YAML12_FLOAT.)"""
     if isinstance(value, str):
         try:
             if not math.isfinite(float(value)):
                 return None
         except ValueError:
             return None
-        exponent = _EXPONENT.fullmatch(value.strip())
-        if exponent:
-            sign, whole, fraction, exponent_sign, power = exponent.groups()
-            fixed = f"{sign}{whole}.{fraction or '0'}e{exponent_sign or '+'}{power}"
-            return (
-                f"YAML reads {value!r} as text; write {fixed}: YAML needs a dot and a signed exponent "
-                "(e.g. 1.0e-6 instead of 1e-6, 1.0e+39 instead of 1.0e39)."
-            )
-        return f"YAML reads {value!r} as text; write it with a dot and no quotes, e.g. 1.0e-6 instead of 1e-6."
+        return f"{value!r} is quoted, so YAML reads it as text; write the number without quotes: {value.strip()}."
     return None
 
 

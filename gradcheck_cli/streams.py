@@ -187,3 +187,46 @@ def finish() -> None:
             sys.stderr.flush()
         except (OSError, ValueError, AttributeError):
             pass
+
+
+class TrimmedStream(io.TextIOBase):
+    """A text stream that drops the spaces at the end of every line written to it.
+
+    rich pads wrapped and justified text with spaces up to the width it wraps at; in a log or
+    a file those are noise (and a diff tool's complaint). Spaces at the very end of a write
+    are held back until it is known whether a newline follows.
+    """
+
+    def __init__(self, stream: io.TextIOBase | TextIO) -> None:
+        self.stream = stream
+        self._pending = ""
+
+    @property
+    def encoding(self) -> str:
+        return getattr(self.stream, "encoding", None) or "utf-8"
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
+    def fileno(self) -> int:
+        return self.stream.fileno()
+
+    def write(self, text: str) -> int:
+        data = self._pending + text
+        body = data.rstrip(" ")
+        self._pending = data[len(body) :]
+        if body:
+            self.stream.write(_TRAILING.sub("\n", body))
+        return len(text)
+
+    def flush(self) -> None:
+        if self._pending:
+            self.stream.write(self._pending)
+            self._pending = ""
+        self.stream.flush()
+
+
+_TRAILING = re.compile(r" +\n")

@@ -48,6 +48,7 @@ class Subject:
     leaves: tuple[Leaf, ...]
     notes: tuple[str, ...] = ()
     names: Mapping[Any, str] = field(default_factory=dict)  # the display name of every input tensor, by path
+    left_out: tuple[str, ...] = ()  # the tensors that would be checked but for ``only`` (JUnit <skipped>)
 
     def tensor(self, leaf: Leaf) -> torch.Tensor:
         return self.layer.params[leaf.key] if leaf.kind == "param" else self.inputs.get(leaf.key)
@@ -80,8 +81,8 @@ def prepare(
     _check_arity(signature, target, call)
     names = _names(signature, call)
     notes = (f"frozen parameter(s) {', '.join(layer.frozen)} (requires_grad=False): not checked",) if layer.frozen else ()
-    leaves = _leaves(target, layer, call, names, constants, opts)
-    return Subject(target, layer, call, leaves, notes, {path: name for path, (name, _) in names.items()})
+    leaves, left_out = _leaves(target, layer, call, names, constants, opts)
+    return Subject(target, layer, call, leaves, notes, {path: name for path, (name, _) in names.items()}, left_out)
 
 
 def _signature(base: Layer) -> list[inspect.Parameter] | None:
@@ -163,7 +164,8 @@ def _names(ps: list[inspect.Parameter] | None, call: Call) -> dict[Any, tuple[st
     return names
 
 
-def _leaves(target: str, layer: Layer, call: Call, names: dict, constants: frozenset, opts: CheckOptions) -> tuple[Leaf, ...]:
+def _leaves(target: str, layer: Layer, call: Call, names: dict, constants: frozenset, opts: CheckOptions) -> tuple[tuple[Leaf, ...], tuple[str, ...]]:
+    """The tensors to check, and those that ``only`` leaves out."""
     every = [(Leaf(names[path][0], "input", path, names[path][1]), t) for path, t in call.tensors()]
     inputs = [leaf for leaf, t in every if t.is_floating_point()]
     leaves = inputs + [Leaf(name, "param", name) for name in layer.params]
@@ -177,8 +179,10 @@ def _leaves(target: str, layer: Layer, call: Call, names: dict, constants: froze
     empty = [leaf.name for leaf in leaves if (call.get(leaf.key) if leaf.kind == "input" else layer.params[leaf.key]).numel() == 0]
     if empty:
         raise UsageError(f"{', '.join(empty)} of {target} has no elements; there is nothing to check in it.", "Give inputs with at least one element.")
+    left_out: list[str] = []
     if opts.only:
         chosen = {known[n].name for n in opts.only}
+        left_out = [leaf.name for leaf in leaves if leaf.name not in chosen]
         leaves = [leaf for leaf in leaves if leaf.name in chosen]
     if not leaves:
         raise UsageError(
@@ -186,4 +190,4 @@ def _leaves(target: str, layer: Layer, call: Call, names: dict, constants: froze
             + (" that is not constant." if constant else "."),
             "Give at least one floating input (e.g. --input 1x100); integer inputs are passed through unchecked.",
         )
-    return tuple(leaves)
+    return tuple(leaves), tuple(left_out)

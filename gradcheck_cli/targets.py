@@ -1,15 +1,19 @@
-"""Which checks a ``gradcheck run TARGET`` means, settled before any of the user's code runs.
+"""Which checks a ``gradcheck run TARGET...`` means, settled before any of the user's code runs.
 
-A target is a layer (``file.py:Name``, ``pkg.mod:Name``), a YAML spec or a folder of
-specs. Every spec is read and validated here and every path made absolute, so that a
+A target is a layer (``file.py:Name``, ``pkg.mod:Name``), a YAML spec, a folder of specs
+(``--recursive``: with its subfolders) or a glob of them; several may be given. Every spec is read and validated here and every path made absolute, so that a
 layer that calls ``os.chdir`` cannot make the next spec "not exist", and the files
 the run reads are known (a report must never be written over one of them).
 """
 
 from __future__ import annotations
 
+import glob
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 from .spec import LayerSpec
 from .errors import GradcheckError, UsageError
@@ -31,27 +35,100 @@ class Entry:
 @dataclass(frozen=True)
 class RunPlan:
     entries: tuple[Entry, ...]
-    folder: bool  # a folder of specs: reported spec by spec, with a summary
+    folder: bool  # several checks (a folder of specs, several targets): reported one by one, with a summary
     inputs: tuple[tuple[str, Path], ...]  # (what, path) of every file the run reads
 
 
-def plan_run(target: str) -> RunPlan:
-    """The entries of ``target``; raises :class:`UsageError` for a target that names nothing to check."""
-    if is_spec_path(target) and Path(target).is_dir():
-        specs = find_specs(target)
-        if not specs:
-            raise UsageError(
-                f"Folder {target!r} holds no *.yaml or *.yml spec (subfolders are not searched).",
-                "Point at the folder that holds the specs, or give a layer target such as mylayer.py:MyLayer --input 4x3.",
-            )
-        entries = tuple(_spec_entry(str(path)) for path in specs)
-        return RunPlan(entries, True, _inputs(entries))
-    if is_spec_path(target):
-        entry = _spec_entry(target)
-        return RunPlan((entry,), False, _inputs((entry,)))
-    _refuse_data_file(target)
-    entry = Entry(target, _absolute(target))
-    return RunPlan((entry,), False, _inputs((entry,)))
+GLOB = re.compile(r"[*?\[]")
+
+
+def plan_run(targets: str | Sequence[str], recursive: bool = False) -> RunPlan:
+    """The entries of ``targets`` (layers, specs, folders of specs, globs of them), in the order given.
+
+    A folder gives its specs sorted by name, and with ``recursive`` those of its subfolders too
+    (hidden ones skipped); a glob (``specs/*.yaml``, ``specs/**/*.yaml``) that the shell left
+    unexpanded is expanded here. Raises :class:`UsageError` for a target that names nothing to check.
+    """
+    targets = [targets] if isinstance(targets, str) else list(targets)
+    if not targets:
+        raise UsageError(
+            "No TARGET given: name a layer, a spec or a folder of specs.",
+            "Example: gradcheck run specs/ (or set specs = [\"specs/\"] under [tool.gradcheck] in pyproject.toml).",
+        )
+    entries: list[Entry] = []
+    several = len(targets) > 1
+    for target in targets:
+        for found in _expand(target):
+            if is_spec_path(found) and Path(found).is_dir():
+                specs = _specs_in(found, recursive)
+                if not specs:
+                    deeper = "" if recursive else " (subfolders are searched only with --recursive)"
+                    raise UsageError(
+                        f"Folder {found!r} holds no *.yaml or *.yml spec{deeper}.",
+                        "Point at the folder that holds the specs, or give a layer target such as mylayer.py:MyLayer --input 4x3.",
+                    )
+                entries += [_spec_entry(str(path)) for path in specs]
+                several = True
+            elif is_spec_path(found):
+                entry = _spec_entry(found)
+                if entry.error is not None and len(targets) == 1:
+                    raise entry.error
+                entries.append(entry)
+            else:
+                _refuse_data_file(found)
+                entries.append(Entry(found, _absolute(found)))
+    entries = _unique(entries)
+    return RunPlan(tuple(entries), several or len(entries) > 1, _inputs(tuple(entries)))
+
+
+def spec_files(targets: Sequence[str], recursive: bool = False) -> list[str]:
+    """The spec files that ``targets`` (specs, folders of specs, globs) name, as ``plan_run`` finds them; nothing is loaded."""
+    files: list[str] = []
+    for target in targets:
+        for found in _expand(target):
+            if Path(found).is_dir():
+                specs = _specs_in(found, recursive)
+                if not specs:
+                    raise UsageError(f"Folder {found!r} holds no *.yaml or *.yml spec.", "Point at the folder that holds the specs (or add --recursive).")
+                files += [str(p) for p in specs]
+            else:
+                files.append(found)
+    seen: set[str] = set()
+    return [f for f in files if not (str(resolve(f)) in seen or seen.add(str(resolve(f))))]  # each once, in order
+
+
+def _expand(target: str) -> list[str]:
+    """A glob the shell did not expand (quoted, or on Windows), as the files it matches; anything else as it is."""
+    if not GLOB.search(target) or Path(target).exists() or ":" in Path(target).name:
+        return [target]
+    matches = sorted(glob.glob(target, recursive=True))
+    matches = [m for m in matches if Path(m).is_dir() or is_spec_path(m) or m.endswith(".py")]
+    if not matches:
+        raise UsageError(f"{target!r} matches no file.", "Check the pattern; specs are *.yaml or *.yml files.")
+    return matches
+
+
+def _specs_in(folder: str, recursive: bool) -> list[Path]:
+    """The specs of ``folder`` (find_specs), then, with ``recursive``, each subfolder's, depth first, sorted; hidden folders skipped."""
+    found = list(find_specs(folder))
+    if recursive:
+        for root, dirs, _ in os.walk(folder):
+            dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "__pycache__")
+            if root != folder and os.path.normpath(root) != os.path.normpath(folder):
+                found += find_specs(root)
+    return found
+
+
+def _unique(entries: list[Entry]) -> list[Entry]:
+    """Each spec once, however many targets name it (``specs/ specs/a.yaml``)."""
+    seen: set[str] = set()
+    kept = []
+    for entry in entries:
+        key = entry.target if entry.spec is None and entry.error is None else str(resolve(entry.name))
+        if key not in seen:
+            seen.add(key)
+            kept.append(entry)
+    return kept
 
 
 def _refuse_data_file(target: str) -> None:
@@ -65,21 +142,25 @@ def _refuse_data_file(target: str) -> None:
     )
 
 
-def files_read(target: str) -> tuple[tuple[str, Path], ...]:
-    """The files a run of ``target`` reads, as far as they can be told without running anything; never raises.
+def files_read(targets: Sequence[str], recursive: bool = False) -> tuple[tuple[str, Path], ...]:
+    """The files a run of ``targets`` reads, as far as they can be told without running anything; never raises.
 
     The CLI checks its outputs against them before anything else: a report is never
     written over the spec, a spec of the folder or a layer file (see outputs.py).
     """
     try:
-        return plan_run(target).inputs
+        return plan_run(targets, recursive=recursive).inputs
     except GradcheckError:
         pass
     found: list[tuple[str, Path]] = []
-    if is_spec_path(target) and not Path(target).is_dir():
-        found.append((f"the spec {target!r}", resolve(target)))
-    else:
-        found += _inputs((Entry(target, _absolute(target)),))
+    for target in targets:
+        try:
+            found += plan_run([target], recursive=recursive).inputs
+        except GradcheckError:
+            if is_spec_path(target) and not Path(target).is_dir():
+                found.append((f"the spec {target!r}", resolve(target)))
+            elif not is_spec_path(target):
+                found += _inputs((Entry(target, _absolute(target)),))
     return tuple(found)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import functools
 import os
+import re
 import reprlib
 import stat
 from pathlib import Path
@@ -222,7 +223,14 @@ def _loader() -> type:
                     "Write plain values (numbers, strings, lists, mappings).",
                 ) from None
 
+    # YAML 1.1 (PyYAML) reads 1e-6, 1E5 and 1.0e39 as text: its floats need a dot and a signed
+    # exponent. Read them as numbers, as YAML 1.2, JSON and Python do ('1e-6' quoted stays text).
+    SpecLoader.add_implicit_resolver("tag:yaml.org,2002:float", YAML12_FLOAT, list("-+0123456789."))
     return SpecLoader
+
+
+# A YAML 1.2 (JSON-compatible) float with an exponent: what YAML 1.1 misses.
+YAML12_FLOAT = re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$")
 
 
 def _short_text(text: str, limit: int = 100) -> str:
@@ -436,6 +444,12 @@ def _parse(text: str) -> dict:
         mark = exc.problem_mark or exc.context_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = exc.problem or exc.context or "invalid YAML"
+        if "maximum nesting depth" in problem:  # libyaml >= 0.2.6 (PyYAML 6.0.4 wheels) stops deep flow nesting itself
+            raise Invalid(
+                None,
+                f"is nested too deeply: more than {MAX_NESTING} levels of lists and mappings at line {mark.line + 1 if mark else '?'}.",
+                "A spec needs a few levels, plus one per dimension of a literal (at most 64).",
+            ) from None
         if exc.problem and exc.context and exc.context_mark and exc.context_mark is not mark:
             problem += f" ({exc.context} on line {exc.context_mark.line + 1})"
         raise Invalid(None, f"YAML syntax error{where}: {problem}.", "Check indentation and quoting there.") from None

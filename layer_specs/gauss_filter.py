@@ -1,4 +1,4 @@
-"""Learnable Gaussian filter with a hand-written backward (seed 001, section 3).
+"""Learnable Gaussian filter with a hand-written backward.
 
 The layer convolves a signal X of length N with a sampled Gaussian kernel
 

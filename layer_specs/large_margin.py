@@ -1,4 +1,4 @@
-"""Large-margin fully connected layer, hand-written backward (seed 004).
+"""Large-margin fully connected layer, hand-written backward.
 
 A bias-free fully connected layer whose target logit is shrunk when positive:
 

@@ -1,4 +1,4 @@
-"""Linear layer (no bias) with sigmoid activation, hand-written backward (seed 001, section 2.3).
+"""Linear layer (no bias) with sigmoid activation, hand-written backward.
 
     y = sigmoid(x W^T),  x: (B, in),  W: (out, in)                    (eq. 29, a = sigma(z))
 

@@ -1,4 +1,4 @@
-"""A batch of scalars scaling a constant N x N matrix, hand-written backward (seed 002).
+"""A batch of scalars scaling a constant N x N matrix, hand-written backward.
 
     Z_b = x_b * M,   x: (B,),  M: (N, N) constant,  Z: (B, N, N)
 

@@ -356,7 +356,7 @@ def test_the_callers_alarm_still_fires_during_a_check_with_its_own_handler():
 def test_ctrl_c_before_the_check_is_130_not_aborted(run_cli, monkeypatch):
     import gradcheck_cli.targets
 
-    def interrupted(target):
+    def interrupted(*targets, **kwargs):
         signal.raise_signal(signal.SIGINT)
 
     monkeypatch.setattr(gradcheck_cli.targets, "plan_run", interrupted)

@@ -448,7 +448,7 @@ def test_list_shows_an_invalid_spec_without_crashing(run_cli, tmp_path):
     broken(tmp_path, "invalid_yaml", "c_yaml.yml")
     broken(tmp_path, "missing_layer_file", "d_missing.yaml")
     code, out, err = run_cli("list", tmp_path)
-    assert code == 0, out + err
+    assert code == 2, out + err  # an invalid spec makes the listing fail, as validate does
     rows = {line.split("│")[1].strip(): line for line in out.splitlines() if line.startswith("│ ") and line.split("│")[1].strip()}
     assert "invalid" not in rows["a_good.yaml"] and "2x3" in rows["a_good.yaml"]
     for name in ("b_typo.yaml", "c_yaml.yml", "d_missing.yaml"):

@@ -423,7 +423,7 @@ def test_unknown_input_dtype_suggests(tmp_path: Path) -> None:
         ("[[1, 2], 3]", "inputs[0].value[1]", ("ragged",)),
         ("[]", "inputs[0].value", ("empty list",)),
         ("[1, true]", "inputs[0].value[1]", ("expected a number", "bool True")),
-        ("[1e-3]", "inputs[0].value[0]", ("str '1e-3'", "1.0e-6")),
+        ("['1e-3']", "inputs[0].value[0]", ("str '1e-3'", "without quotes: 1e-3")),  # quoted: text, said so
     ],
 )
 def test_bad_value(tmp_path: Path, value: str, key: str, fragments: tuple[str, ...]) -> None:
@@ -494,3 +494,14 @@ def test_module_imports_neither_torch_nor_click() -> None:
     names = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     names |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     assert not {n for n in names if n.split(".")[0] in ("torch", "click")}
+
+
+@pytest.mark.parametrize(
+    ("text", "number"),
+    [("1e-6", 1e-6), ("1E-6", 1e-6), ("-2.5e+3", -2500.0), ("1.0e39", 1e39), (".5e3", 500.0), ("3e2", 300.0), ("1.0e-6", 1e-6)],
+)
+def test_exponents_read_as_numbers_everywhere_in_a_spec(tmp_path: Path, text: str, number: float) -> None:
+    """YAML 1.1 reads 1e-6 as text ("write 1.0e-6"); a spec reads it as the number it means, in every key."""
+    spec = load_spec(write(tmp_path, LAYER + f"eps: 1e-6\natol: 1E-9\ninputs:\n  - shape: [3]\n    mean: {text}\n  - value: [{text}, 1.0]\n"))
+    assert spec.options == {"eps": 1e-6, "atol": 1e-9}
+    assert spec.inputs[0].mean == number and spec.inputs[1].value == [number, 1.0]
