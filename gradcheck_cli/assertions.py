@@ -65,7 +65,7 @@ def rerun_lines(report: Report, layer: Any, inputs: Sequence[Any], options: Mapp
     if target is not None and all(s is not None for s in specs) and not any(options.get(k) for k in ("args", "kwargs", "params")):
         return repro_commands(report, target, [arg for s in specs for arg in ("--input", input_arg(s))])  # type: ignore[arg-type]
     keywords = ", ".join(f"{k}={v!r}" for k, v in rerun_keywords(report.config).items())
-    return {t.name: f"assert_gradients(..., only=[{t.name!r}], {keywords})" for t in report.tensors if not t.passed}
+    return {t.name: f"assert_gradients(..., {f'only=[{t.only_name!r}], ' if t.only_name else ''}{keywords})" for t in report.tensors if not t.passed}
 
 
 def _target(layer: Any) -> str | None:

@@ -12,29 +12,36 @@ point: it never prints and never exits -- it returns a Report or raises a
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
+import numpy as np
 import torch
 
 from .analytic import Analytic, analytic_side
 from .diagnose import diagnose
-from .environment import Placement, deadline, default_device_set, interrupts, preserved_state, resolve_device
-from .errors import SpecError, UsageError
+from .environment import Interrupt, Placement, deadline, default_device_set, interrupts, preserved_state, resolve_device
+from .errors import LayerError, SpecError, UsageError
 from .evaluate import Evaluator
 from .fd import LOSSES
 from .guard import Guard
 from .load import load_target
 from .options import CheckOptions, check_option
 from .plan import Plan, make_plan
-from .reference import NumericSide, base_point, numeric_side
-from .report import Report, TensorReport
+from .reference import BasePoint, NumericSide, base_point, numeric_side
+from .report import Report, TensorReport, check_label
 from .rules import NOISE_SIGMAS, REL_FLOOR
 from .spec import InputSpec, LayerSpec
 from .source import locate
 from .subject import Subject, prepare
 from .tensor_check import check_tensor
+from .double_backward import backward_subject
+from .forward_ad import forward_side
+from .inputs import torch_dtype
+from .oracle import ReferenceSide, compare, compare_outputs, reference_side, reference_subject
+from .sampling import select
 from .verdicts import FAIL
 
 __all__ = ["Interrupted", "ProgressFn", "check", "check_spec", "spec_arguments"]
@@ -89,8 +96,9 @@ def check(
         obj = load_target(layer) if isinstance(layer, str) else layer
         _check_default_device(target)
         subject = prepare(obj, target, list(inputs), opts, placement, keywords=keywords, args=args, kwargs=kwargs, params=params)
+        reference = reference_subject(opts.reference, subject, args, kwargs, placement, Guard(f"reference {opts.reference}")) if opts.reference else None
         # Where the layer's gradient is written (CI annotations, JUnit) and what --only left out.
-        return replace(_Run(subject, opts, placement, progress).report(), source=locate(obj), skipped=subject.left_out)
+        return replace(_Run(subject, opts, placement, progress, reference).report(), source=locate(obj), skipped=subject.left_out)
 
 
 def check_spec(spec: LayerSpec, progress: ProgressFn | None = None, **overrides: Any) -> Report:
@@ -146,22 +154,44 @@ def _name_of(obj: Any) -> str:
 
 @dataclass(frozen=True)
 class _Sides:
-    """What the stages before the tensors produced."""
+    """What the stages before the tensors produced: the numeric side and plan, or the reference's side."""
 
     evaluator: Evaluator
-    numeric: NumericSide
+    base: BasePoint
     analytic: Analytic
-    plan: Plan
+    numeric: NumericSide | None  # None when a reference implementation is the oracle
+    plan: Plan | None
+    reference: ReferenceSide | None
     notes: tuple[str, ...]
+
+    def indices(self, leaf, shape: tuple[int, ...], opts: CheckOptions) -> tuple[int, ...]:
+        """The elements of ``leaf`` to check: the plan's, else (against a reference) the sample --max-elements allows."""
+        return self.plan.tensors[leaf.name].indices if self.plan is not None else tuple(select(shape, opts.max_elements, opts.seed))
+
+
+# What a stage yields: a finished tensor's report, or notes for the report (a tensor of None).
+Stage = Iterator[tuple[TensorReport | None, tuple[str, ...]]]
 
 
 class _Run:
-    """The stages of one check, in order; a signal turns what is done so far into an interrupted report."""
+    """The stages of one check, in order; a signal turns what is done so far into an interrupted report.
 
-    def __init__(self, subject: Subject, opts: CheckOptions, placement: Placement, progress: ProgressFn | None) -> None:
+    The backward is compared with finite differences (or, with ``reference``, with the
+    reference implementation's autograd); ``forward_ad`` adds the forward-mode check on
+    the same numeric side, ``order`` 2 the double backward (a check of the backward itself,
+    see double_backward.py).
+    """
+
+    def __init__(self, subject: Subject, opts: CheckOptions, placement: Placement, progress: ProgressFn | None, reference: Subject | None = None) -> None:
         self.subject, self.opts, self.placement, self.progress = subject, opts, placement, progress
+        self.reference = reference
         self.guard = Guard(subject.target, subject.sizes_hint)
         self.started = time.perf_counter()
+
+    @property
+    def checks(self) -> tuple[str, ...]:
+        opts = self.opts
+        return ("reference" if self.reference is not None else "backward",) + ("forward_ad",) * opts.forward_ad + ("double_backward",) * (opts.order == 2)
 
     def report(self) -> Report:
         tensors: list[TensorReport] = []  # appended to as they finish: an interrupt keeps those done
@@ -170,14 +200,18 @@ class _Run:
         try:
             sides = self._sides()
             notes += sides.notes
-            advance = self._advance(sides.plan)
-            for leaf in self.subject.leaves:
-                started = time.perf_counter()
-                outcome = check_tensor(leaf, sides.plan.tensors[leaf.name], sides.numeric, sides.analytic, self.opts, lambda n, leaf=leaf: advance(leaf.name, n))
-                tensors.append(replace(outcome.report, time=time.perf_counter() - started))  # its own time (JUnit)
-                notes += outcome.notes
+            stages = [self._against_reference(sides) if sides.reference is not None else self._backward(sides)]
+            stages += [self._forward_ad(sides)] if self.opts.forward_ad else []
+            stages += [self._double_backward()] if self.opts.order == 2 else []
+            for stage in stages:
+                for tensor, said in stage:
+                    if tensor is not None:
+                        tensors.append(tensor)
+                    notes += said
         except KeyboardInterrupt as exc:  # a real signal (see guard.py), or Ctrl-C where gradcheck cannot tell
-            notes.append(f"interrupted: {len(tensors)} of {len(self.subject.leaves)} tensor(s) checked")
+            planned = len(self.subject.leaves) * (1 + self.opts.forward_ad)
+            also = " (and the double backward)" if self.opts.order == 2 else ""
+            notes.append(f"interrupted: {len(tensors)} of {planned}{also} tensor(s) checked")
             raise Interrupted(replace(self._assemble(tensors, notes, sides), interrupted=True), getattr(exc, "signum", 2)) from None
         return self._assemble(tensors, notes, sides)
 
@@ -186,11 +220,106 @@ class _Run:
         evaluator = Evaluator(subject.layer, subject.layer.params, subject.inputs, opts.seed, placement.device, opts.batch)
         base = base_point(subject, evaluator, opts.seed, placement, guard)
         analytic = analytic_side(subject, base.weights, opts.weighted_loss, opts.seed, placement, guard)
+        if self.reference is not None:
+            ref = reference_side(
+                self.reference, base.y, base.weights, opts.weighted_loss, torch_dtype(opts.dtype), opts.seed, placement, Guard(f"reference {self.reference.target}")
+            )
+            note = f"compared with the reference {self.reference.target} (autograd, in {str(ref.dtype).replace('torch.', '')}); no finite differences"
+            return _Sides(evaluator, base, analytic, None, None, ref, base.notes + analytic.notes + (note,))
         numeric = numeric_side(subject, evaluator, base, opts, placement, guard)
         plan = make_plan(subject, numeric, opts, base.forward_s)
         if self.progress:
             self.progress("", 0, plan.total, plan.estimate_s)
-        return _Sides(evaluator, numeric, analytic, plan, base.notes + analytic.notes + numeric.notes + plan.notes)
+        return _Sides(evaluator, base, analytic, numeric, plan, None, base.notes + analytic.notes + numeric.notes + plan.notes)
+
+    def _backward(self, sides: _Sides) -> Stage:
+        """Each tensor's backward against central differences."""
+        assert sides.numeric is not None and sides.plan is not None
+        advance = self._advance(sides.plan)
+        for leaf in self.subject.leaves:
+            started = time.perf_counter()
+            outcome = check_tensor(leaf, sides.plan.tensors[leaf.name], sides.numeric, sides.analytic, self.opts, lambda n, leaf=leaf: advance(leaf.name, n))
+            yield replace(outcome.report, time=time.perf_counter() - started), outcome.notes  # its own time (JUnit)
+
+    def _against_reference(self, sides: _Sides) -> Stage:
+        """The outputs, then each tensor's backward, against the reference implementation."""
+        assert sides.reference is not None
+        steps = self.opts.resolved(self.opts.dtype)
+        outputs = compare_outputs(sides.base.y, sides.reference, torch_dtype(self.opts.dtype), steps.rtol, steps.atol)
+        for t in outputs:
+            yield replace(t, name=f"{t.name} (forward)", check="reference", tensor=""), ()
+        if any(not t.passed for t in outputs):
+            yield None, ("the forward differs from the reference's: the layer does not compute the same function (gradients compared anyway)",)
+        yield from self._compared(sides, sides.analytic, "reference")
+
+    def _compared(self, sides: _Sides, analytic: Analytic, check: str) -> Stage:
+        assert sides.reference is not None
+        steps = self.opts.resolved(self.opts.dtype)
+        losses = LOSSES if self.opts.weighted_loss else ("l2",)
+        for leaf in self.subject.leaves:
+            started = time.perf_counter()
+            shape = tuple(self.subject.tensor(leaf).shape)
+            t = compare(
+                leaf,
+                shape,
+                sides.indices(leaf, shape, self.opts),
+                {loss: analytic.grads[leaf.name][loss] for loss in losses},
+                sides.reference.grads[leaf.name],
+                {loss: analytic.allowance(leaf.name, loss) for loss in losses},
+                analytic.unstable[leaf.name],
+                steps.rtol,
+                steps.atol,
+                analytic.layer_scale,
+                self.opts.kinks == "fail",
+            )
+            yield replace(t, name=check_label(leaf.name, check), check=check, tensor=leaf.name, time=time.perf_counter() - started), ()
+
+    def _forward_ad(self, sides: _Sides) -> Stage:
+        """Each element's forward-mode derivative (jvp), against the same numeric side (or the reference)."""
+        shapes = {leaf.name: tuple(self.subject.tensor(leaf).shape) for leaf in self.subject.leaves}
+        indices = {leaf.name: sides.indices(leaf, shapes[leaf.name], self.opts) for leaf in self.subject.leaves}
+        y = sides.base.y
+        forward = forward_side(self.subject, indices, y, sides.base.weights, self.opts.weighted_loss, self.opts.seed, self.placement, self.guard)
+        if sides.reference is not None:
+            yield from self._compared(sides, forward, "forward_ad")
+            return
+        assert sides.numeric is not None and sides.plan is not None
+        for leaf in self.subject.leaves:
+            started = time.perf_counter()
+            outcome = check_tensor(leaf, sides.plan.tensors[leaf.name], sides.numeric, forward, self.opts, lambda n: None)
+            report = replace(outcome.report, name=check_label(leaf.name, "forward_ad"), check="forward_ad", tensor=leaf.name, time=time.perf_counter() - started)
+            yield report, tuple(note.replace(f"{leaf.name}: ", f"{report.name}: ", 1) for note in outcome.notes)
+
+    def _double_backward(self) -> Stage:
+        """The backward as a layer of its own (double_backward.py), checked like the layer."""
+        subject, opts = self.subject, self.opts
+        backward, grad_outputs = backward_subject(subject, opts.seed, self.placement, self.guard)
+        reference = backward_subject(self.reference, opts.seed, self.placement, Guard(f"reference {self.reference.target}"))[0] if self.reference else None
+        kinds = {leaf.name: leaf.kind for leaf in subject.leaves}
+        # The backward's graph cannot be vmapped (autograd.grad inside); only/constant were applied to the layer already.
+        sub = opts.replace(order=1, forward_ad=False, batch=False, only=(), constant=())
+
+        def relabel(t: TensorReport) -> TensorReport:
+            kind = "parameter" if kinds.get(t.name) == "param" else t.kind
+            own = "" if t.name in grad_outputs else t.name
+            return replace(t, name=check_label(t.name, "double_backward"), check="double_backward", tensor=own, kind=kind)
+
+        try:
+            report = _Run(backward, sub, self.placement, None, reference).report()
+        except Interrupted as exc:
+            for t in exc.report.tensors:
+                if t.kind != "output":
+                    yield relabel(t), ()
+            raise Interrupt(exc.signum) from None
+        except LayerError as exc:
+            yield from _not_twice_differentiable(backward, grad_outputs, kinds, exc)
+            return
+        for t in report.tensors:
+            if t.kind != "output":  # the backward's outputs against the reference's: the first-order check already did
+                yield relabel(t), ()
+        # What the first-order check said already (the reference, a forward that differs) is not said twice.
+        said = ("compared with the reference", "the forward differs from the reference")
+        yield None, tuple(_double_backward_note(note) for note in report.warnings if not note.startswith(said))
 
     def _advance(self, plan: Plan) -> Callable[[str, int], None]:
         """progress(tensor, elements done so far, ...) as elements are differenced."""
@@ -206,7 +335,7 @@ class _Run:
     def _assemble(self, tensors: list[TensorReport], notes: list[str], sides: _Sides | None) -> Report:
         tensors = _with_diagnoses(tensors)
         timing: dict[str, Any] = {"check_s": round(time.perf_counter() - self.started, 4)}
-        if sides is not None:
+        if sides is not None and sides.numeric is not None and sides.plan is not None:
             notes = notes + list(_run_notes(sides, tensors, self.opts))
             ev, numeric = sides.evaluator, sides.numeric.evaluator
             timing.update(
@@ -216,19 +345,23 @@ class _Run:
                 batched=bool(numeric.batched),
                 grouped={name: t.stride for name, t in sides.plan.tensors.items() if t.stride},
             )
-        info = tuple(_info_notes(sides)) if sides is not None else ()
-        return Report(self.subject.target, tuple(tensors), self._config(sides), timing, tuple(notes), info=info)
+        info = tuple(_info_notes(sides)) if sides is not None and sides.plan is not None else ()
+        return Report(self.subject.target, tuple(tensors), self._config(sides), timing, tuple(notes), info=info, checks=self.checks)
 
     def _config(self, sides: _Sides | None) -> dict[str, Any]:
         opts = self.opts
-        steps = sides.numeric.steps if sides is not None else opts.resolved()
-        dtype = str(sides.numeric.dtype).replace("torch.", "") if sides is not None else opts.reference_dtype or opts.dtype
+        if sides is not None and sides.reference is not None:
+            steps, dtype = opts.resolved(opts.dtype), opts.reference_dtype or opts.dtype  # no numeric side
+        elif sides is not None and sides.numeric is not None:
+            steps, dtype = sides.numeric.steps, str(sides.numeric.dtype).replace("torch.", "")
+        else:
+            steps, dtype = opts.resolved(), opts.reference_dtype or opts.dtype
         return {
             "dtype": opts.dtype,
             "reference_dtype": dtype,
             "device": str(self.placement.device),
             "seed": opts.seed,
-            "eps": steps.eps,
+            "eps": None if self.reference is not None and opts.order == 1 and not opts.forward_ad else steps.eps,
             "rtol": steps.rtol,
             "atol": steps.atol,
             "kinks": opts.kinks,
@@ -236,9 +369,59 @@ class _Run:
             "losses": list(LOSSES if opts.weighted_loss else ("l2",)),
             "max_elements": opts.max_elements,
             "constant": list(opts.constant),
+            "order": opts.order,
+            "forward_ad": opts.forward_ad,
+            "reference": self.reference.target if self.reference is not None else None,
+            "reference_runs_in": str(sides.reference.dtype).replace("torch.", "") if sides is not None and sides.reference is not None else None,
             "noise_sigmas": NOISE_SIGMAS,
             "rel_floor": REL_FLOOR,
         }
+
+
+def _double_backward_note(note: str) -> str:
+    """A note of the double-backward check, in its terms: the 'layer' there is the backward."""
+    unused = re.fullmatch(r"backward returned no gradient \(None\) for (.+): treated as zero", note)
+    if unused:
+        name = unused.group(1)
+        return (
+            f"double backward: the backward's result does not depend on {name} through autograd (treated as zero): a value "
+            f"computed in the forward and kept on ctx instead of save_for_backward, a detach(), or @once_differentiable"
+        )
+    return f"double backward: {note}"
+
+
+def _not_twice_differentiable(backward: Subject, grad_outputs: tuple[str, ...], kinds: dict, exc: LayerError) -> Stage:
+    """The backward could not be differentiated (once_differentiable, or it raises under create_graph): every tensor FAILs, said so."""
+    message = exc.message
+    for leaf in backward.leaves:
+        shape = tuple(backward.tensor(leaf).shape)
+        n = int(np.prod(shape)) if shape else 1
+        yield (
+            TensorReport(
+                name=check_label(leaf.name, "double_backward"),
+                kind="parameter" if kinds.get(leaf.name) == "param" else "input",
+                shape=shape,
+                n_elements=n,
+                n_checked=n,
+                counts={"PASS": 0, "FAIL": n, "KINK": 0, "NOISE": 0},
+                max_rel_error=float("inf"),
+                mean_rel_error=float("inf"),
+                max_abs_error=float("inf"),
+                worst_index=None,
+                analytic=None,
+                numeric=None,
+                loss="l2",
+                failed_losses=("l2",),
+                diagnosis="the backward cannot be differentiated: " + message,
+                check="double_backward",
+                tensor="" if leaf.name in grad_outputs else leaf.name,
+            ),
+            (),
+        )
+    yield None, (
+        f"double backward: the backward cannot be differentiated ({message}); a Function marked @once_differentiable, "
+        "or a backward that raises under create_graph=True, breaks gradient penalties and Hessian-vector products: FAIL",
+    )
 
 
 def _run_notes(sides: _Sides, tensors: list[TensorReport], opts: CheckOptions) -> list[str]:

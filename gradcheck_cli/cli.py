@@ -400,7 +400,7 @@ def run_command(ctx: click.Context, targets: tuple[str, ...], inputs: tuple, col
     err = _console(sys.stderr, color)
     # The report files are known (and resolved) before anything else can go wrong, so that
     # every later problem still leaves a report of this run in them, never a stale one.
-    sinks = _Sinks(*_outputs(paths, list(targets), recursive))
+    sinks = _Sinks(*_outputs(paths, list(targets), recursive, given.get("reference")))
     views = lambda json_stdout: _view(color, quiet, verbose, json_stdout=json_stdout, show_errors=show_errors, debug=debug, github=github)  # noqa: E731
     name = " ".join(targets) or "gradcheck run"
     code = _guarded_run(name, err, sinks, debug, lambda: _run(list(targets), recursive, Arguments(inputs, init), given, sinks, views), github=github)
@@ -431,11 +431,11 @@ class _Sinks:
             raise problem
 
 
-def _outputs(paths: dict, targets: list[str], recursive: bool = False) -> tuple[Outputs, GradcheckError | None]:
+def _outputs(paths: dict, targets: list[str], recursive: bool = False, reference: str | None = None) -> tuple[Outputs, GradcheckError | None]:
     """The output paths that can be used, and the first problem with any of them (an input of the run among them)."""
-    from .targets import files_read
+    from .targets import files_read, layer_files
 
-    read = files_read(targets, recursive)
+    read = files_read(targets, recursive) + tuple(layer_files([(reference, "the reference file")]))
     try:
         return Outputs.resolve(paths["json_path"], paths["junit_path"], paths["plot_path"], inputs=read), None
     except GradcheckError as exc:

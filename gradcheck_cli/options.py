@@ -141,6 +141,19 @@ class Names(Kind):
         return self.check(text, name)[0]
 
 
+@dataclass(frozen=True)
+class Target(Kind):
+    """A layer target: 'file.py:Name', 'pkg.mod:Name' or 'pkg.mod.Name' (where it is, is checked when it is loaded)."""
+
+    metavar = "TARGET"
+    example = "reference.py:PlainGaussFilter"
+
+    def check(self, value: Any, name: str) -> str:
+        if isinstance(value, str) and value.strip() and "\n" not in value:
+            return value.strip()
+        raise self.refuse(name, "a layer target such as 'file.py:Name' or 'pkg.mod:Name'", value)
+
+
 # cpu, cuda, cuda:1, mps, xpu:0, meta (refused when it is used: it holds no data), ...
 _DEVICE = re.compile(r"[a-z][a-z0-9_]*(:\d+)?")
 
@@ -230,6 +243,23 @@ class CheckOptions:
     only: tuple[str, ...] = option((), Names(), "Check only this tensor (an input by its name, or a parameter); repeatable.")
     constant: tuple[str, ...] = option(
         (), Names(), "Pass this input as given, never perturbed nor checked (a fixed filter, boxes, a mask); repeatable.", rerun="changed"
+    )
+    order: int = option(
+        1,
+        Whole(1, 2, example="2"),
+        "2: also check the backward's own derivative (double backward: gradient penalties, MAML, Hessian-vector "
+        "products), the backward as a function of the inputs, parameters and output gradient.",
+        rerun="changed",
+    )
+    forward_ad: bool = option(
+        False, Flag(), "Also check forward-mode AD (a Function's jvp): each element's tangent against finite differences.", rerun="changed"
+    )
+    reference: str | None = option(
+        None,
+        Target(),
+        "Compare with this plain-autograd implementation of the same layer (same constructor arguments, parameters "
+        "copied by name) instead of finite differences: outputs first, then gradients, element by element.",
+        rerun="changed",
     )
     budget: float | None = option(None, Number(positive=True, maximum=1e7, example="60"), "Sample elements so the check takes about this many seconds.")
     timeout: float | None = option(None, Number(positive=True, maximum=1e7, example="60"), "Stop a check that runs longer than this many seconds (exit 1).")

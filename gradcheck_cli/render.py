@@ -13,7 +13,7 @@ from rich.text import Text
 
 from .spec import InputSpec
 from .options import rerun_arguments
-from .report import Report, RunResult, TensorReport, verdict_counts, worst_element
+from .report import CHECK_LABELS, Report, RunResult, TensorReport, verdict_counts, worst_element
 from .streams import printable
 from .verdicts import CHECKED
 
@@ -113,7 +113,8 @@ def _table(report: Report, shown: list[str], compact: bool) -> Table:
     table = Table(title=literal(f"gradcheck {report.target}"), title_justify="default", caption=Text(text), caption_justify="default", **options)
     for col, justify in COLUMNS:
         if col in shown:
-            table.add_column(col, justify=justify, no_wrap=True)
+            header = "reference" if col == "numeric" and report.config.get("reference") else col
+            table.add_column(header, justify=justify, no_wrap=True)
     for t in report.tensors:
         cells = _cells(t, 4 if compact else 6)
         table.add_row(*(cells[c] for c in shown))
@@ -125,10 +126,17 @@ def caption(report: Report) -> str:
     ref = f" (numeric in {c['reference_dtype']})" if c.get("reference_dtype") not in (None, c.get("dtype")) else ""
     tm = report.timing
     path = evaluation_path(report)
+    if c.get("reference"):
+        oracle = f"reference {c['reference']} ({c.get('reference_runs_in')})" + (f" · eps {c['eps']:g}" if c.get("eps") is not None else "")
+        ref = ""
+    else:
+        oracle = f"eps {c['eps']:g}"
+    checks = [CHECK_LABELS[k] or k for k in report.checks if k not in ("backward", "reference")]
+    also = f" · also {', '.join(checks)}" if checks else ""
+    evaluations = f"{tm['points_evaluated']} evaluations ({path}) in" if "points_evaluated" in tm else "checked in"
     return (
-        f"dtype {c['dtype']}{ref} · device {c['device']} · eps {c['eps']:g} · rtol {c['rtol']:g} · atol {c['atol']:g} · "
-        f"seed {c['seed']} · losses {'+'.join(c['losses'])} · kinks {c['kinks']} · "
-        f"{tm.get('points_evaluated', 0)} evaluations ({path}) in {tm.get('check_s', 0):.2f}s"
+        f"dtype {c['dtype']}{ref} · device {c['device']} · {oracle} · rtol {c['rtol']:g} · atol {c['atol']:g} · "
+        f"seed {c['seed']} · losses {'+'.join(c['losses'])} · kinks {c['kinks']}{also} · {evaluations} {tm.get('check_s', 0):.2f}s"
     )
 
 
@@ -250,7 +258,7 @@ def repro_commands(report: Report, target: str, given: Iterable[str] = ()) -> di
     ``given``: the command line's own arguments to repeat (--input, --init).
     """
     common = list(given) + rerun_arguments(report.config)
-    return {t.name: shlex.join(["gradcheck", "run", target, "--only", t.name, *common]) for t in report.tensors if not t.passed}
+    return {t.name: shlex.join(["gradcheck", "run", target, *(["--only", t.only_name] if t.only_name else []), *common]) for t in report.tensors if not t.passed}
 
 
 def render_report(

@@ -22,10 +22,25 @@ if TYPE_CHECKING:
 
 EXIT_PASS, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
+# What a check can compare (Report.checks, TensorReport.check), and how a tensor of each is labelled.
+CHECKS = ("backward", "reference", "forward_ad", "double_backward")
+CHECK_LABELS = {"backward": "", "reference": "", "forward_ad": "forward AD", "double_backward": "double backward"}
+
+
+def check_label(name: str, check: str) -> str:
+    """A tensor's name in a report: 'x' for the backward, 'x (double backward)' for another check of it."""
+    label = CHECK_LABELS[check]
+    return f"{name} ({label})" if label else name
+
 
 @dataclass(frozen=True)
 class TensorReport:
-    """How one checked tensor (an input or a parameter) fared.
+    """How one checked tensor (an input, a parameter, or an output compared with a reference) fared.
+
+    ``name`` is unique in its report: the tensor's own name for the backward check, with the
+    check in brackets for the others (``x (double backward)``); ``tensor`` is the name
+    ``--only`` takes to check it again ("" where none does: the output gradient of a double
+    backward check, an output). ``check`` is one of :data:`CHECKS`.
 
     The headline numbers (errors, worst element, analytic and numeric values)
     are those of the loss that did worst on this tensor, named in ``loss``.
@@ -34,7 +49,7 @@ class TensorReport:
     """
 
     name: str
-    kind: str  # "input" or "parameter"
+    kind: str  # "input", "parameter" or "output"
     shape: tuple[int, ...]
     n_elements: int
     n_checked: int
@@ -56,6 +71,14 @@ class TensorReport:
     kinks_fail: bool = False
     aliases: tuple[str, ...] = ()  # other names of the tensor (input0: its position), as --only takes them
     time: float = 0.0  # seconds spent checking this tensor (the shared base point and plan are the report's)
+    check: str = "backward"
+    tensor: str | None = None  # None: the same as ``name``
+    oracle: str = "numeric"  # what the analytic values were compared with: "numeric" (finite differences) or "reference"
+
+    @property
+    def only_name(self) -> str:
+        """The name --only takes to check this tensor again ("" for none)."""
+        return self.name if self.tensor is None else self.tensor
 
     @property
     def n_failed(self) -> int:
@@ -79,6 +102,9 @@ class TensorReport:
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
+            "tensor": self.only_name,
+            "check": self.check,
+            "oracle": self.oracle,
             "aliases": list(self.aliases),
             "kind": self.kind,
             "shape": list(self.shape),
@@ -115,6 +141,7 @@ class Report:
     info: tuple[str, ...] = ()  # those of the notes that say nothing is wrong (how points were evaluated)
     source: Source | None = None  # where the layer's gradient is written (its backward, else forward)
     skipped: tuple[str, ...] = ()  # tensors --only left out
+    checks: tuple[str, ...] = ("backward",)  # what was compared (CHECKS), in the order the tensors are listed
 
     @property
     def passed(self) -> bool:
@@ -140,6 +167,7 @@ class Report:
             "target": self.target,
             "passed": self.passed,
             "interrupted": self.interrupted,
+            "checks": list(self.checks),
             "tensors": [t.to_dict() for t in self.tensors],
             "config": dict(self.config),
             "timing": dict(self.timing),
@@ -157,7 +185,7 @@ class Report:
         worst = self.worst
         where = ""
         if worst is not None and worst.worst_index is not None and worst.analytic is not None:
-            where = f"; worst {worst.name}{list(worst.worst_index)} analytic {worst.analytic:.4g} vs numeric {worst.numeric:.4g}"
+            where = f"; worst {worst.name}{list(worst.worst_index)} analytic {worst.analytic:.4g} vs {worst.oracle} {worst.numeric:.4g}"
         state = "INTERRUPTED" if self.interrupted else "FAIL"
         return f"<gradcheck {self.target}: {state} {', '.join(t.name for t in bad)}{where}>"
 
@@ -166,8 +194,10 @@ class Report:
         c = self.config
         lines = [
             f"gradcheck {self.target}: {'PASS' if self.passed else 'FAIL'} "
-            f"(dtype {c.get('dtype')}, device {c.get('device')}, eps {c.get('eps'):g}, "
-            f"rtol {c.get('rtol'):g}, atol {c.get('atol'):g}, seed {c.get('seed')})"
+            f"(dtype {c.get('dtype')}, device {c.get('device')}, "
+            + (f"reference {c['reference']}, " if c.get("reference") else "")
+            + (f"eps {c['eps']:g}, " if c.get("eps") is not None else "")
+            + f"rtol {c.get('rtol'):g}, atol {c.get('atol'):g}, seed {c.get('seed')})"
         ]
         for t in self.tensors:
             counts = " ".join(f"{k}={v}" for k, v in t.counts.items() if v)
@@ -176,7 +206,7 @@ class Report:
                 f"max_rel={t.max_rel_error:.2e} {counts}"
             )
             if not t.passed and t.worst_index is not None:
-                line += f"; worst {list(t.worst_index)}: analytic {t.analytic:.6g} vs numeric {t.numeric:.6g} ({t.loss} loss)"
+                line += f"; worst {list(t.worst_index)}: analytic {t.analytic:.6g} vs {t.oracle} {t.numeric:.6g} ({t.loss} loss)"
             lines.append(line)
             if t.diagnosis and not t.passed:
                 lines.append(f"    -> {t.diagnosis}")
@@ -188,7 +218,9 @@ def worst_element(t: TensorReport) -> str:
     """'input0[1, 32] analytic -0.546 vs numeric 0.567 (l2 loss)', or '' when nothing was checked."""
     if t.worst_index is None or t.analytic is None:
         return ""
-    return f"{t.name}{list(t.worst_index)} analytic {t.analytic:.6g} vs numeric {t.numeric:.6g} ({t.loss} loss)"
+    if t.kind == "output":  # an output against the reference's: no loss, no gradient
+        return f"{t.name}{list(t.worst_index)} layer {t.analytic:.6g} vs reference {t.numeric:.6g}"
+    return f"{t.name}{list(t.worst_index)} analytic {t.analytic:.6g} vs {t.oracle} {t.numeric:.6g} ({t.loss} loss)"
 
 
 def verdict_counts(t: TensorReport) -> str:

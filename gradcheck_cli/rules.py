@@ -106,6 +106,12 @@ class Judge:
         slopes = torch.stack([torch.where(at_kink, lo, nan), torch.where(at_kink, hi, nan)], dim=-1)
         return Confirmed(_broken_fails(analytic, verdict), numeric, noise, slopes)
 
+    def against(self, analytic: torch.Tensor, exact: torch.Tensor, allowance: torch.Tensor) -> torch.Tensor:
+        """Verdicts against an oracle with no step (a reference implementation): PASS within the tolerance
+        and the analytic side's own rounding ``allowance``, else FAIL (NOISE where that rounding is as large as the value)."""
+        verdict = self.within(analytic, exact, allowance)
+        return _broken_fails(analytic, self._noise_or_pass(verdict, analytic, exact, allowance))
+
     def _noise_or_pass(self, verdict, analytic, numeric, noise):
         """A passing element whose noise is as large as the gradient itself is NOISE, not PASS."""
         numeric = torch.nan_to_num(numeric)

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .options import DTYPES, Choice, Device, Flag, Names, Number, Whole, options
+from .options import DTYPES, Choice, Device, Flag, Names, Number, Target, Whole, options
 from .spec import DIST_KEYS, DISTS, INPUT_KEYS, MAX_DIMS, TOP_KEYS
 
 FILE = Path(__file__).with_name("spec.schema.json")
@@ -42,6 +42,8 @@ def _kind(kind: Any) -> dict[str, Any]:
         return {"type": "boolean"}
     if isinstance(kind, Names):
         return {"anyOf": [{"type": "string", "minLength": 1}, {"type": "array", "items": {"type": "string", "minLength": 1}}]}
+    if isinstance(kind, Target):
+        return {"type": "string", "minLength": 1, "pattern": r"^[^\n]+$"}
     if isinstance(kind, Device):
         return {"type": "string", "pattern": r"^[a-z][a-z0-9_]*(:\d+)?$"}
     return {}

@@ -385,30 +385,30 @@ TOP_KEYS = ("description", "layer", "args", "kwargs", "inputs", "params") + SPEC
 INPUT_KEYS = ("shape", "value", "arg", "list", "tuple", "name", "constant", "dist", "low", "high", "mean", "std", "dtype")
 
 
-def _layer(value: Any, spec_path: Path) -> str:
-    """Resolve a file target against the spec's folder; keep a dotted target as is."""
+def _layer(value: Any, spec_path: Path, key: str = "layer") -> str:
+    """Resolve a file target (``layer``, ``reference``) against the spec's folder; keep a dotted target as is."""
     forms = "'path/to/file.py:ClassName' (relative to the spec's folder) or 'package.module:ClassName'"
     if value is None:
         raise Invalid("layer", "is missing: the spec must name the layer to check.", f"Add 'layer:' with {forms}.")
-    text = _string(value, "layer").strip()
+    text = _string(value, key).strip()
     try:
         module_part, attr = split_target(text)
     except UsageError as exc:
-        raise Invalid("layer", exc.message, exc.hint) from None
+        raise Invalid(key, exc.message, exc.hint) from None
     if not is_file_target(module_part):
         if attr is None and "." not in module_part:
-            raise Invalid("layer", f"{text!r} does not say which module the layer is in.", f"Write {forms}.")
+            raise Invalid(key, f"{text!r} does not say which module the layer is in.", f"Write {forms}.")
         return text
     if attr is None:
         raise Invalid(
-            "layer", f"{text!r} names a file but no layer in it.", f"Write 'file.py:ClassName', e.g. '{text}:MyLayer'."
+            key, f"{text!r} names a file but no layer in it.", f"Write 'file.py:ClassName', e.g. '{text}:MyLayer'."
         )
     file = (spec_path.parent / Path(module_part).expanduser()).resolve()
     if not file.is_file():
         raise Invalid(
-            "layer",
-            f"layer file {str(file)!r} {'is not a file' if file.exists() else 'does not exist'}.",
-            f"A file path in 'layer' is relative to the spec's folder ({spec_path.parent.resolve()}).",
+            key,
+            f"{key} file {str(file)!r} {'is not a file' if file.exists() else 'does not exist'}.",
+            f"A file path in '{key}' is relative to the spec's folder ({spec_path.parent.resolve()}).",
         )
     return f"{file}:{attr}"
 
@@ -562,6 +562,8 @@ def _build(doc: dict, spec_path: Path) -> LayerSpec:
     for name, value in params.items():
         _literal(value, f"params.{name}", "float64")
     options = {name: _option(name, doc[name]) for name in SPEC_KEYS if doc.get(name) is not None}
+    if "reference" in options:  # a file path is relative to the spec's folder, as in 'layer'
+        options["reference"] = _layer(options["reference"], spec_path, "reference")
     return LayerSpec(
         path=str(spec_path),
         layer=layer,

@@ -114,6 +114,11 @@ def sweep(
     if "eps" in options:
         raise UsageError("sweep chooses eps itself; give --eps-range LOW HIGH instead of --eps.", None)
     opts = CheckOptions(**options)
+    if opts.reference:
+        raise UsageError(
+            "sweep finds a finite-difference step, and a check against --reference takes none.",
+            "Run 'gradcheck run ... --reference REF' to compare with the reference; sweep without --reference.",
+        )
     numeric_dtype = opts.reference_dtype or opts.dtype
     grid = eps_grid(*(eps_range or EPS_RANGES[numeric_dtype]), points)
     source = "default" if spec_eps is None else "spec"

@@ -189,11 +189,21 @@ def _inputs(entries: tuple[Entry, ...]) -> tuple[tuple[str, Path], ...]:
         if entry.spec is not None or entry.error is not None:
             found.append((f"the spec {entry.name!r}", resolve(entry.name)))
         layer = entry.spec.layer if entry.spec is not None else entry.target if entry.error is None else None
-        if layer:
-            try:
-                module_part, _ = split_target(layer)
-            except GradcheckError:
-                continue
-            if is_file_target(module_part):
-                found.append((f"the layer file {module_part!r}", resolve(module_part)))
+        reference = entry.spec.options.get("reference") if entry.spec is not None else None
+        found += layer_files([(layer, "the layer file"), (reference, "the reference file")])
     return tuple(found)
+
+
+def layer_files(targets: Sequence[tuple[str | None, str]]) -> list[tuple[str, Path]]:
+    """The files of those (target, what) that name a file ('file.py:Name'), as (description, path)."""
+    found: list[tuple[str, Path]] = []
+    for target, what in targets:
+        if not target:
+            continue
+        try:
+            module_part, _ = split_target(target)
+        except GradcheckError:
+            continue
+        if is_file_target(module_part):
+            found.append((f"{what} {module_part!r}", resolve(module_part)))
+    return found

@@ -35,7 +35,7 @@ class TensorOutcome:
 
 
 @dataclass
-class _Elements:
+class Elements:
     """One loss's numbers over the checked elements (position p is flat index idx[p]); filled in as the check goes."""
 
     analytic: torch.Tensor
@@ -58,7 +58,7 @@ def check_tensor(leaf: Leaf, planned: TensorPlan, numeric: NumericSide, analytic
         a = grad.reshape(-1)[work.index]
         allowance = analytic.allowance(leaf.name, loss).reshape(-1)[work.index]
         judges[loss] = Judge(numeric.steps.rtol, numeric.steps.atol, _largest(a, first[loss].central), analytic.layer_scale[loss])
-        elements[loss] = _Elements(a, first[loss].central.clone(), judges[loss].first_pass(a, first[loss], allowance), allowance)
+        elements[loss] = Elements(a, first[loss].central.clone(), judges[loss].first_pass(a, first[loss], allowance), allowance)
     work.confirm(first, elements, judges)
     notes = _notes(leaf, work.shape, planned.indices, elements["l2"])
     notes += _not_reentrant(leaf, analytic, work.index, elements)
@@ -84,7 +84,7 @@ class _Work:
     def index(self) -> torch.Tensor:
         return torch.tensor(self.planned.indices, device=self.numeric.placement.acc, dtype=torch.long)
 
-    def confirm(self, first: dict[str, Differences], elements: dict[str, _Elements], judges: dict[str, Judge]) -> None:
+    def confirm(self, first: dict[str, Differences], elements: dict[str, Elements], judges: dict[str, Judge]) -> None:
         """Re-evaluate the flagged elements at 2h and h/2 and replace their verdicts and numeric values."""
         flagged = torch.zeros(len(self.planned.indices), dtype=torch.bool, device=self.numeric.placement.acc)
         for e in elements.values():
@@ -114,7 +114,7 @@ class _Work:
             e.slopes[positions] = got.slopes
 
 
-def _not_reentrant(leaf: Leaf, analytic: Analytic, index: torch.Tensor, elements: dict[str, _Elements]) -> tuple[str, ...]:
+def _not_reentrant(leaf: Leaf, analytic: Analytic, index: torch.Tensor, elements: dict[str, Elements]) -> tuple[str, ...]:
     """Elements whose two backwards differ by more than nondeterminism explains: FAIL, said so."""
     differ = analytic.unstable[leaf.name].reshape(-1)[index]
     unstable = differ > 0
@@ -128,7 +128,7 @@ def _not_reentrant(leaf: Leaf, analytic: Analytic, index: torch.Tensor, elements
     )
 
 
-def _notes(leaf: Leaf, shape: tuple[int, ...], idx: tuple[int, ...], e: _Elements) -> tuple[str, ...]:
+def _notes(leaf: Leaf, shape: tuple[int, ...], idx: tuple[int, ...], e: Elements) -> tuple[str, ...]:
     notes = []
     broken = torch.nonzero(~torch.isfinite(e.analytic)).reshape(-1).tolist()
     if broken:
@@ -147,7 +147,7 @@ def _notes(leaf: Leaf, shape: tuple[int, ...], idx: tuple[int, ...], e: _Element
     return tuple(notes)
 
 
-def tensor_report(leaf: Leaf, shape: tuple[int, ...], idx: tuple[int, ...], elements: dict[str, _Elements], grads: dict[str, torch.Tensor], kinks_fail: bool) -> TensorReport:
+def tensor_report(leaf: Leaf, shape: tuple[int, ...], idx: tuple[int, ...], elements: dict[str, Elements], grads: dict[str, torch.Tensor], kinks_fail: bool) -> TensorReport:
     """The tensor's report: the headline numbers are those of the loss that did worst."""
     n = len(idx)
     stats = {}

@@ -86,6 +86,8 @@ def test_a_real_80_column_terminal(tmp_path) -> None:
     os.close(master)
     assert proc.wait(timeout=60) == 1
     text = ANSI.sub("", b"".join(chunks).decode()).replace("\r", "")
-    lines = [line for line in text.splitlines() if not line.startswith("    gradcheck run")]
+    # On a loaded machine the estimate may pass 2 s: the transient progress bar redraws its line with
+    # carriage returns (joined here), which is not the report; the rerun line is never cut.
+    lines = [line for line in text.splitlines() if not line.startswith(("    gradcheck run", "checking"))]
     assert max(map(len, lines)) <= 80 and "…" not in text
     assert "x " in text and "128 fail" in text
