@@ -462,7 +462,10 @@ def _with_diagnoses(reports: list[TensorReport]) -> list[TensorReport]:
     out = []
     for rep in reports:
         if rep.n_failed and rep.analytic_grad is not None:
-            others = {r.name: r.numeric_grad for r in reports if r is not rep and r.loss == rep.loss}
-            rep = replace(rep, diagnosis=diagnose(rep.analytic_grad, rep.numeric_grad, rep.verdicts == FAIL, others, rep.kink_slopes))
+            others = {r.name: r.numeric_grad for r in reports if r is not rep and r.loss == rep.loss and r.check == rep.check}
+            found = diagnose(rep.analytic_grad, rep.numeric_grad, rep.verdicts == FAIL, others, rep.kink_slopes)
+            if found and rep.check == "double_backward":  # the gradient there is the double backward's
+                found = found.replace("the backward ", "the double backward ")
+            rep = replace(rep, diagnosis=found)
         out.append(rep)
     return out
