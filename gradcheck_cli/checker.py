@@ -196,24 +196,27 @@ class _Run:
     def report(self) -> Report:
         tensors: list[TensorReport] = []  # appended to as they finish: an interrupt keeps those done
         notes: list[str] = list(self.subject.notes)
+        seconds: dict[str, float] = {}  # each check's own time, after the shared base point
         sides = None
         try:
             sides = self._sides()
             notes += sides.notes
-            stages = [self._against_reference(sides) if sides.reference is not None else self._backward(sides)]
-            stages += [self._forward_ad(sides)] if self.opts.forward_ad else []
-            stages += [self._double_backward()] if self.opts.order == 2 else []
-            for stage in stages:
+            stages = [(self.checks[0], self._against_reference(sides) if sides.reference is not None else self._backward(sides))]
+            stages += [("forward_ad", self._forward_ad(sides))] if self.opts.forward_ad else []
+            stages += [("double_backward", self._double_backward())] if self.opts.order == 2 else []
+            for name, stage in stages:
+                started = time.perf_counter()
                 for tensor, said in stage:
                     if tensor is not None:
                         tensors.append(tensor)
                     notes += said
+                seconds[name] = round(time.perf_counter() - started, 4)
         except KeyboardInterrupt as exc:  # a real signal (see guard.py), or Ctrl-C where gradcheck cannot tell
             planned = len(self.subject.leaves) * (1 + self.opts.forward_ad)
             also = " (and the double backward)" if self.opts.order == 2 else ""
             notes.append(f"interrupted: {len(tensors)} of {planned}{also} tensor(s) checked")
-            raise Interrupted(replace(self._assemble(tensors, notes, sides), interrupted=True), getattr(exc, "signum", 2)) from None
-        return self._assemble(tensors, notes, sides)
+            raise Interrupted(replace(self._assemble(tensors, notes, sides, seconds), interrupted=True), getattr(exc, "signum", 2)) from None
+        return self._assemble(tensors, notes, sides, seconds)
 
     def _sides(self) -> _Sides:
         subject, opts, placement, guard = self.subject, self.opts, self.placement, self.guard
@@ -332,9 +335,9 @@ class _Run:
 
         return advance
 
-    def _assemble(self, tensors: list[TensorReport], notes: list[str], sides: _Sides | None) -> Report:
+    def _assemble(self, tensors: list[TensorReport], notes: list[str], sides: _Sides | None, seconds: dict[str, float]) -> Report:
         tensors = _with_diagnoses(tensors)
-        timing: dict[str, Any] = {"check_s": round(time.perf_counter() - self.started, 4)}
+        timing: dict[str, Any] = {"check_s": round(time.perf_counter() - self.started, 4), "checks_s": dict(seconds)}
         if sides is not None and sides.numeric is not None and sides.plan is not None:
             notes = notes + list(_run_notes(sides, tensors, self.opts))
             ev, numeric = sides.evaluator, sides.numeric.evaluator
