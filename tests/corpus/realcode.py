@@ -304,6 +304,11 @@ class DWTInverse1D(nn.Module):
         return ll
 
 
+class DWTInverse1DCopyPaste(DWTInverse1D):
+    def __init__(self):
+        super().__init__(SFB1DHaarCopyPaste)
+
+
 def _coeffs(seed: int) -> tuple:
     return (randn(2, 4, seed=seed), [randn(2, 8, seed=seed + 1), randn(2, 4, seed=seed + 2)])
 
@@ -312,7 +317,7 @@ CASES += [
     Case("dwt_inverse_nested_coeffs_ok", lambda: DWTInverse1D(), [_coeffs(1431)], True, by_name=True, notes="one tuple argument holding a tensor and a list"),
     Case(
         "dwt_inverse_highpass_copy_paste",
-        lambda: DWTInverse1D(SFB1DHaarCopyPaste),
+        lambda: DWTInverse1DCopyPaste(),
         [_coeffs(1434)],
         False,
         {"coeffs[1][0]", "coeffs[1][1]"},
@@ -393,17 +398,106 @@ class TiedAutoencoder(nn.Module):
         return self.decoder(self.encoder(x))
 
 
+class TiedAutoencoderForgetful(TiedAutoencoder):
+    def __init__(self, n_in: int = 8, n_hidden: int = 4):
+        super().__init__(n_in, n_hidden, decoder_fn=LinearTransposedNoWeightGradFn)
+
+
 CASES += [
     Case("tied_autoencoder_ok", lambda: TiedAutoencoder(), [randn(3, 8, seed=1445)], True, by_name=True, notes="encoder.weight is decoder.weight"),
     Case(
         "tied_autoencoder_forgets_decoder_use",
-        lambda: TiedAutoencoder(decoder_fn=LinearTransposedNoWeightGradFn),
+        lambda: TiedAutoencoderForgetful(),
         [randn(3, 8, seed=1446)],
         False,
         {"encoder.weight"},
         by_name=True,
         notes="the tied weight's gradient misses its second use",
     ),
+]
+
+class LayerScaleFn(Function):
+    """y = x * gamma, gamma over the last axis (CaiT's LayerScale)."""
+
+    @staticmethod
+    def forward(ctx, x, gamma):
+        ctx.save_for_backward(x, gamma)
+        return x * gamma
+
+    @staticmethod
+    def backward(ctx, g):
+        x, gamma = ctx.saved_tensors
+        return g * gamma, (g * x).reshape(-1, x.shape[-1]).sum(0)
+
+
+class LayerScaleNoGammaGradFn(LayerScaleFn):
+    @staticmethod
+    def backward(ctx, g):
+        x, gamma = ctx.saved_tensors
+        return g * gamma, None  # BUG: "gamma is shared, the first block computes its gradient"
+
+
+class _LayerScale(nn.Module):
+    def __init__(self, dim: int, fn=LayerScaleFn):
+        super().__init__()
+        self.fn = fn
+        self.gamma = param(dim, seed=1447, scale=0.3, mean=1.0)
+
+    def forward(self, x):
+        return self.fn.apply(x, self.gamma)
+
+
+class SharedLayerScale(nn.Module):
+    """Two blocks sharing their LayerScale (ALBERT-style parameter sharing): one gamma, two names."""
+
+    def __init__(self, dim: int = 40, second_fn=LayerScaleFn):
+        super().__init__()
+        self.block1 = _LayerScale(dim)
+        self.block2 = _LayerScale(dim, second_fn)
+        self.block2.gamma = self.block1.gamma
+
+    def forward(self, x):
+        return self.block2(torch.tanh(self.block1(x)))
+
+
+class SharedLayerScaleDropsSecond(SharedLayerScale):
+    def __init__(self, dim: int = 40):
+        super().__init__(dim, LayerScaleNoGammaGradFn)
+
+
+CASES += [
+    Case("shared_layerscale_ok", lambda: SharedLayerScale(), [randn(3, 40, seed=1448)], True, by_name=True, notes="elementwise in gamma: moved in groups"),
+    Case(
+        "shared_layerscale_second_use_dropped",
+        lambda: SharedLayerScaleDropsSecond(),
+        [randn(3, 40, seed=1449)],
+        False,
+        {"block1.gamma"},
+        by_name=True,
+    ),
+]
+
+class LinearNoBiasFn(Function):
+    @staticmethod
+    def forward(ctx, x, weight):
+        ctx.save_for_backward(x, weight)
+        return x @ weight.t()
+
+    @staticmethod
+    def backward(ctx, g):
+        x, weight = ctx.saved_tensors
+        return g @ weight, g.t() @ x
+
+
+def linear(x, weight, bias=None):
+    """F.linear with hand-written backwards; ``bias=None`` for none."""
+    if bias is None:
+        return LinearNoBiasFn.apply(x, weight)
+    return LinearFn.apply(x, weight, bias)
+
+
+CASES += [
+    Case("linear_bias_none_ok", lambda: linear, [randn(3, 8, seed=1450), randn(4, 8, seed=1451), None], True, by_name=True),
 ]
 
 # --------------------------------------------------------------------------- half precision: a linear layer at a realistic size
@@ -532,6 +626,63 @@ CASES += [
         notes="PyTorch's own backward; x and y of a point are each a genuine kink, not a tie",
     )
     for seed in (0, 1, 2, 3)
+]
+
+# --------------------------------------------------------------------------- borders: a corner case of two axes at once
+
+
+class BoxBlurReplicate(Function):
+    """3x3 mean filter with replicate padding on (N, C, H, W); backward folds the padding back."""
+
+    @staticmethod
+    def forward(ctx, x):
+        k = x.new_full((x.shape[1], 1, 3, 3), 1 / 9)
+        return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), k, groups=x.shape[1])
+
+    @staticmethod
+    def backward(ctx, g):
+        gp = BoxBlurReplicate._padded_grad(g)
+        gx = BoxBlurReplicate._fold_edges(gp)
+        gx[..., 0, 0] += gp[..., 0, 0]
+        gx[..., 0, -1] += gp[..., 0, -1]
+        gx[..., -1, 0] += gp[..., -1, 0]
+        gx[..., -1, -1] += gp[..., -1, -1]
+        return gx
+
+    @staticmethod
+    def _padded_grad(g):
+        c = g.shape[1]
+        return F.conv_transpose2d(g, g.new_full((c, 1, 3, 3), 1 / 9), groups=c)
+
+    @staticmethod
+    def _fold_edges(gp):
+        gx = gp[..., 1:-1, 1:-1].clone()
+        gx[..., 0, :] += gp[..., 0, 1:-1]
+        gx[..., -1, :] += gp[..., -1, 1:-1]
+        gx[..., :, 0] += gp[..., 1:-1, 0]
+        gx[..., :, -1] += gp[..., 1:-1, -1]
+        return gx
+
+
+class BoxBlurReplicateNoCorners(BoxBlurReplicate):
+    @staticmethod
+    def backward(ctx, g):
+        # BUG: the edges of the padding are folded back, its four corner cells never are.
+        return BoxBlurReplicate._fold_edges(BoxBlurReplicate._padded_grad(g))
+
+
+CASES += [
+    Case("box_blur_replicate_ok", lambda: BoxBlurReplicate, [randn(1, 2, 8, 8, seed=1511)], True, by_name=True),
+    Case(
+        "box_blur_replicate_corners_forgotten",
+        lambda: BoxBlurReplicateNoCorners,
+        [randn(1, 2, 8, 8, seed=1512)],
+        False,
+        {"x"},
+        by_name=True,
+        says=("errors only at the corners", "in 4 corner(s)"),
+        notes="wrong at the 4 corners of each channel, right everywhere else",
+    ),
 ]
 
 # --------------------------------------------------------------------------- max pooling with tied maxima
