@@ -415,6 +415,27 @@ def test_a_tied_parameter_answers_to_each_of_its_names(run_cli):
     assert statuses(data) == {"encoder.weight": "FAIL"}
 
 
+# --------------------------------------------------------------------------- half precision, reentrancy
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("reference", [(), ("--reference-dtype", "float64")], ids=["default", "reference-float64"])
+def test_a_correct_half_precision_layer_passes_at_defaults_and_with_a_float64_reference(run_cli, dtype, reference):
+    code, data, err = run_json(run_cli, "run", layer("HalfLinear"), "--input", "8x64", "--dtype", dtype, *reference)
+    assert code == 0, err
+    assert statuses(data) == {"x": "PASS", "weight": "PASS", "bias": "PASS"}
+    assert data["config"]["reference_dtype"] == "float64"
+
+
+def test_a_backward_that_is_not_reentrant_fails_and_says_so(run_cli):
+    """On a larger input too: FAIL, not an INCONCLUSIVE that blames finite-difference noise."""
+    code, data, err = run_json(run_cli, "run", layer("ScaledSoftplusCachedBufferFn"), "--input", "16x16")
+    assert code == 1, err
+    (t,) = data["tensors"]
+    assert t["status"] == "FAIL" and t["counts"]["NOISE"] == 0
+    assert any(n.startswith("x: backward is not reentrant: two calls at the same point differ by") for n in data["notes"]), data["notes"]
+
+
 # --------------------------------------------------------------------------- packages
 
 

@@ -13,7 +13,7 @@ import torch
 
 from gradcheck_cli import InputSpec, check
 
-from corpus import REGISTRY, Case
+from corpus import REGISTRY, Case, copied
 
 
 def _params(cases):
@@ -33,19 +33,11 @@ def naming(case: Case):
     return (lambda t: t.name) if case.by_name else positional
 
 
-def copied(item):
-    """A case's input as given to a check: tensors copied, lists and tuples rebuilt, anything else as is."""
-    if isinstance(item, torch.Tensor):
-        return item.clone()
-    if isinstance(item, (list, tuple)):
-        return type(item)(copied(i) for i in item)
-    return item
-
-
 def run_case(case: Case, **overrides):
     options = dict(dtype=case.dtype, reference_dtype=case.reference_dtype, kinks="pass", weighted_loss=True, constant=case.constant)
     options.update(overrides)
-    return check(case.make_layer(), copied(case.inputs), keywords=copied(case.keywords), name=case.name, **options)
+    inputs, keywords = case.arguments()
+    return check(case.make_layer(), inputs, keywords=keywords, name=case.name, **options)
 
 
 @pytest.mark.parametrize("case", _params(REGISTRY))

@@ -48,6 +48,10 @@ class Case:
     torch_options: dict = field(default_factory=dict)
     torch_unreliable: str | None = None
 
+    def arguments(self) -> tuple[list, dict]:
+        """Fresh copies of the inputs and keywords, as a check is given them (it must not see the originals)."""
+        return copied(self.inputs), copied(self.keywords)
+
     @property
     def kind(self) -> str:
         if self.kinks_expected:
@@ -55,6 +59,17 @@ class Case:
         if self.dtype != "float64":
             return "float32"
         return "correct" if self.expect_pass else "buggy"
+
+
+def copied(item: Any) -> Any:
+    """Tensors cloned, lists, tuples and dicts rebuilt around them, anything else as it is."""
+    if isinstance(item, torch.Tensor):
+        return item.clone()
+    if isinstance(item, (list, tuple)):
+        return type(item)(copied(i) for i in item)
+    if isinstance(item, dict):
+        return {k: copied(v) for k, v in item.items()}
+    return item
 
 
 def gen(seed: int) -> torch.Generator:
