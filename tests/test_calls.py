@@ -313,6 +313,30 @@ def test_api_keywords_and_constants():
     assert report.passed and [t.name for t in report.tensors] == ["x"], report
 
 
+def test_a_constant_input_is_never_perturbed():
+    """A float mask marked constant reaches every forward exactly as given (gradcheck never moves it)."""
+    seen = []
+
+    class MaskedScale(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, v, mask):
+            seen.append(mask.clone())
+            ctx.save_for_backward(mask)
+            return v * mask
+
+        @staticmethod
+        def backward(ctx, g):
+            (mask,) = ctx.saved_tensors
+            return g * mask, None
+
+    mask = torch.tensor([[1.0, 0.0, 0.5], [0.25, 1.0, 0.0]], dtype=torch.float64)
+    for options in (dict(), dict(grouping=False), dict(grouping=False, batch=False)):
+        seen.clear()
+        report = check(MaskedScale, [x(2, 3)], keywords={"mask": InputSpec(value=mask.tolist(), constant=True)}, **options)
+        assert report.passed and [t.name for t in report.tensors] == ["v"], report
+        assert seen and all(torch.equal(m, mask) for m in seen), options
+
+
 def test_api_takes_the_command_lines_input_forms():
     rc = realcode()
     report = check(rc.DWTInverse1DCopyPaste(), ["(2x4,[2x8,2x4])"])
