@@ -11,9 +11,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gradcheck_cli import check
+from gradcheck_cli import InputSpec, check
 
-from corpus import REGISTRY, Case
+from corpus import REGISTRY, Case, copied
 
 
 def _params(cases):
@@ -28,29 +28,37 @@ def positional(t) -> str:
     return t.aliases[0] if t.aliases else t.name
 
 
+def naming(case: Case):
+    """How the case names tensors: by the layer's own names (x, grid, coeffs[1][0]), else positionally."""
+    return (lambda t: t.name) if case.by_name else positional
+
+
 def run_case(case: Case, **overrides):
-    options = dict(dtype=case.dtype, reference_dtype=case.reference_dtype, kinks="pass", weighted_loss=True)
+    options = dict(dtype=case.dtype, reference_dtype=case.reference_dtype, kinks="pass", weighted_loss=True, constant=case.constant)
     options.update(overrides)
-    inputs = [x.clone() for x in case.inputs]
-    return check(case.make_layer(), inputs, name=case.name, **options)
+    inputs, keywords = case.arguments()
+    return check(case.make_layer(), inputs, keywords=keywords, name=case.name, **options)
 
 
 @pytest.mark.parametrize("case", _params(REGISTRY))
 def test_corpus_verdict(case: Case):
     report = run_case(case)
     explain = f"\n{report}"
-    not_passed = {positional(t) for t in report.tensors if not t.passed}
+    name_of = naming(case)
+    not_passed = {name_of(t) for t in report.tensors if not t.passed}
     assert not_passed == case.wrong | case.inconclusive, f"not passed {sorted(not_passed)}, expected wrong {sorted(case.wrong)}" + explain
     assert report.passed == case.expect_pass, explain
-    status = {positional(t): t.status for t in report.tensors}
+    status = {name_of(t): t.status for t in report.tensors}
     for name in case.wrong:
         assert status[name] == "FAIL", f"{name}: {status[name]}" + explain
     for name in case.inconclusive:
         assert status[name] == "NOISE", f"{name}: {status[name]}" + explain
     if case.caught_by is not None:
         for t in report.tensors:
-            if positional(t) in case.wrong:
+            if name_of(t) in case.wrong:
                 assert tuple(t.failed_losses) == tuple(case.caught_by), f"{t.name}: {t.failed_losses}" + explain
+    for text in case.says:
+        assert text in str(report), f"{text!r} not in the report" + explain
 
 
 KINK_CASES = [c for c in REGISTRY if c.kinks_expected]
@@ -58,13 +66,14 @@ KINK_CASES = [c for c in REGISTRY if c.kinks_expected]
 
 @pytest.mark.parametrize("case", _params(KINK_CASES))
 def test_kinks_are_reported_and_can_be_failed(case: Case):
+    name_of = naming(case)
     report = run_case(case)
-    kinked = {positional(t) for t in report.tensors if t.counts.get("KINK", 0)}
+    kinked = {name_of(t) for t in report.tensors if t.counts.get("KINK", 0)}
     assert kinked, f"\n{report}"
     assert any("kink" in note for note in report.notes), report.notes
     strict = run_case(case, kinks="fail")
     assert not strict.passed, f"\n{strict}"
-    assert {positional(t) for t in strict.tensors if not t.passed} == kinked
+    assert {name_of(t) for t in strict.tensors if not t.passed} == kinked
     assert all(t.n_failed == t.counts["KINK"] + t.counts["FAIL"] for t in strict.tensors)
 
 
@@ -78,12 +87,33 @@ def test_corpus_shape():
     for c in REGISTRY:
         assert c.expect_pass == (not c.wrong and not c.inconclusive), c.name
         assert not (c.wrong & c.inconclusive), c.name
-        assert all(isinstance(x, torch.Tensor) for x in c.inputs), c.name
+        assert all(_plain_input(x) for x in [*c.inputs, *c.keywords.values()]), c.name
+        assert c.by_name or not (c.keywords or c.constant), f"{c.name}: keywords and constants are named, so name the tensors too"
         assert not (c.kinks_expected and not c.expect_pass), c.name
 
 
+def _plain_input(x) -> bool:
+    """Tensors, lists/tuples of them, Python values, InputSpec(arg=...): nothing drawn at random."""
+    if isinstance(x, (list, tuple)):
+        return all(_plain_input(i) for i in x)
+    if isinstance(x, InputSpec):
+        return x.kind == "arg"
+    return isinstance(x, (torch.Tensor, bool, int, float, str, type(None)))
+
+
+def _tensors(x) -> list:
+    if isinstance(x, torch.Tensor):
+        return [x]
+    if isinstance(x, (list, tuple)):
+        return [t for i in x for t in _tensors(i)]
+    return []
+
+
 def _fingerprint(cases) -> list:
-    return [(c.name, [(tuple(x.shape), str(x.dtype), x.double().sum().item(), x.double().square().sum().item()) for x in c.inputs]) for c in cases]
+    return [
+        (c.name, [(tuple(x.shape), str(x.dtype), x.double().sum().item(), x.double().square().sum().item()) for x in _tensors([c.inputs, list(c.keywords.values())])])
+        for c in cases
+    ]
 
 
 def test_inputs_are_deterministic():
@@ -127,3 +157,92 @@ def test_step_outside_the_domain_is_noise_not_fail():
     report = check(Sqrt, [v])
     counts = report.tensors[0].counts
     assert counts["FAIL"] == 0 and counts["NOISE"] == 1 and counts["PASS"] == 2, counts
+
+
+# --------------------------------------------------------------------------- ground truth: torch.autograd.gradcheck
+
+
+def _forward_params(layer) -> list[str]:
+    """The names of the arguments the layer is called with (ctx and self left out)."""
+    import inspect
+
+    if isinstance(layer, type) and issubclass(layer, torch.autograd.Function):
+        return list(inspect.signature(layer.forward).parameters)[1:]
+    fn = layer.forward if isinstance(layer, torch.nn.Module) else layer
+    return list(inspect.signature(fn).parameters)
+
+
+def torch_verdict(case: Case) -> bool:
+    """torch.autograd.gradcheck (slow mode, default tolerances) on the case's layer and inputs.
+
+    Every floating input tensor -- nested ones too -- and every floating parameter is a variable,
+    except the inputs the case marks constant: those are passed as they are, without requires_grad.
+    """
+    from torch.func import functional_call
+
+    layer = case.make_layer()
+    names = _forward_params(layer)
+    args = [item.arg if isinstance(item, InputSpec) else copied(item) for item in case.inputs]
+    kwargs = copied(case.keywords)
+    top = [*((names[i] if i < len(names) else None, ("args", i)) for i in range(len(args))), *((k, ("kwargs", k)) for k in kwargs)]
+    slots = []  # (container, key) of every variable tensor
+
+    def walk(container, key):
+        value = container[key]
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            slots.append((container, key))
+        elif isinstance(value, (list, tuple)):
+            items = list(value)
+            for i in range(len(items)):
+                walk(items, i)
+            container[key] = items if isinstance(value, list) else _Rebuild(items)
+
+    for name, (where, key) in top:
+        if name in case.constant:
+            continue
+        walk(args if where == "args" else kwargs, key)
+    params = {}
+    if isinstance(layer, torch.nn.Module):
+        params = {k: v.detach().clone() for k, v in layer.named_parameters() if v.is_floating_point() and v.requires_grad}
+    variables = [c[k].detach().clone().requires_grad_(True) for c, k in slots] + [p.requires_grad_(True) for p in params.values()]
+
+    def fn(*values):
+        for (c, k), v in zip(slots, values):
+            c[k] = v
+        call_args, call_kwargs = [_rebuilt(a) for a in args], {k: _rebuilt(v) for k, v in kwargs.items()}
+        if isinstance(layer, torch.nn.Module):
+            return functional_call(layer, dict(zip(params, values[len(slots):])), tuple(call_args), call_kwargs)
+        if isinstance(layer, type):
+            return layer.apply(*call_args, **call_kwargs)
+        return layer(*call_args, **call_kwargs)
+
+    return bool(torch.autograd.gradcheck(fn, tuple(variables), raise_exception=False, **case.torch_options))
+
+
+class _Rebuild(list):
+    """A tuple taken apart so its items can be swapped; rebuilt as a tuple for each call."""
+
+
+def _rebuilt(value):
+    if isinstance(value, _Rebuild):
+        return tuple(_rebuilt(v) for v in value)
+    if isinstance(value, list):
+        return [_rebuilt(v) for v in value]
+    return value
+
+
+FLOAT64_CASES = [c for c in REGISTRY if c.dtype == "float64"]
+
+
+@pytest.mark.parametrize("case", [c for c in FLOAT64_CASES if not c.torch_unreliable], ids=lambda c: c.name)
+def test_torch_gradcheck_agrees_with_the_expectation(case: Case):
+    """Every float64 expectation is confirmed independently of gradcheck, by torch's own slow gradcheck."""
+    assert torch_verdict(case) == case.expect_pass
+
+
+def test_cases_torch_cannot_judge_say_why():
+    """Few cases are left out of the ground truth, each with its reason: exact kinks, a global RNG."""
+    excluded = [c for c in FLOAT64_CASES if c.torch_unreliable]
+    assert len(excluded) <= len(FLOAT64_CASES) // 4
+    for c in excluded:
+        assert c.kinks_expected or "RNG" in c.torch_unreliable, c.name

@@ -299,9 +299,10 @@ def test_the_corpus_gives_the_same_verdicts_grouped_as_one_at_a_time(monkeypatch
     monkeypatch.setattr(grouping, "BUDGET_FRACTION", 100.0)
     grouped = 0
     for case in REGISTRY:
-        options = dict(dtype=case.dtype, reference_dtype=case.reference_dtype, name=case.name)
-        on = check(case.make_layer(), [x.clone() for x in case.inputs], **options)
-        off = check(case.make_layer(), [x.clone() for x in case.inputs], grouping=False, **options)
+        options = dict(dtype=case.dtype, reference_dtype=case.reference_dtype, name=case.name, constant=case.constant)
+        (inputs, keywords), again = case.arguments(), case.arguments()
+        on = check(case.make_layer(), inputs, keywords=keywords, **options)
+        off = check(case.make_layer(), again[0], keywords=again[1], grouping=False, **options)
         grouped += bool(on.timing["grouped"])
         for a, b in zip(on.tensors, off.tensors):
             np.testing.assert_array_equal(a.verdicts, b.verdicts, err_msg=f"{case.name}: {a.name}")

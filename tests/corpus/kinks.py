@@ -75,6 +75,10 @@ class ClampFn(Function):
         return g * ((x > -1) & (x < 1)).to(g.dtype)  # at +-1: the outside slope, 0
 
 
+# Why torch.autograd.gradcheck cannot judge a case evaluated exactly at a kink (test_corpus.py).
+AT_KINK = "an exact kink: central differences average the one-sided slopes, which no backward returns"
+
+
 def _max_ties(seed: int) -> torch.Tensor:
     x = randn(4, 5, seed=seed)
     # Rows 0 and 2: the maximum appears twice (an exact tie), at different positions.
@@ -93,6 +97,7 @@ CASES = [
         True,
         kinks_expected=True,
         notes="every third input exactly 0.0; backward picks the left slope 0",
+        torch_unreliable=AT_KINK,
     ),
     Case(
         "abs_at_zero",
@@ -101,8 +106,17 @@ CASES = [
         True,
         kinks_expected=True,
         notes="backward picks the right slope +1 at 0",
+        torch_unreliable=AT_KINK,
     ),
-    Case("max_with_tie", lambda: MaxFn, [_max_ties(803)], True, kinks_expected=True, notes="exact ties in rows 0 and 2"),
+    Case(
+        "max_with_tie",
+        lambda: MaxFn,
+        [_max_ties(803)],
+        True,
+        kinks_expected=True,
+        notes="exact ties in rows 0 and 2",
+        torch_unreliable=AT_KINK,
+    ),
     Case(
         "clamp_at_bounds",
         lambda: ClampFn,
@@ -110,6 +124,7 @@ CASES = [
         True,
         kinks_expected=True,
         notes="inputs exactly at +-1",
+        torch_unreliable=AT_KINK,
     ),
     Case(
         "relu_at_zero_f32",
@@ -156,6 +171,7 @@ CASES += [
         True,
         kinks_expected=True,
         notes="|x| < eps: the kink lies inside the finite-difference step, the derivative is exact one side",
+        torch_options={"eps": 1e-10},
     ),
     Case(
         "max_tie_full_gradient_to_every_tied",

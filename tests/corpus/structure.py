@@ -299,7 +299,14 @@ CASES += [
         True,
         notes="None is the right gradient for an input that does not matter; zero gradient for unused columns",
     ),
-    Case("dropout_ok", lambda: DropoutFn, [randn(3, 5, seed=517)], True, notes="random mask, same draws at every point"),
+    Case(
+        "dropout_ok",
+        lambda: DropoutFn,
+        [randn(3, 5, seed=517)],
+        True,
+        notes="random mask, same draws at every point",
+        torch_unreliable="draws its mask from the global RNG in every forward; torch's gradcheck does not re-seed it between evaluations",
+    ),
     Case(
         "dropout_redraws_mask",
         lambda: DropoutRedrawFn,
