@@ -143,6 +143,11 @@ def _outside_kinks(case: _Case) -> str | None:
     at_kink = ~np.isnan(case.slopes[..., 0])
     if not (case.fail <= at_kink).all():
         return None
+    lo_all, hi_all = np.minimum(case.slopes[..., 0], case.slopes[..., 1]), np.maximum(case.slopes[..., 0], case.slopes[..., 1])
+    margin = 1e-6 * np.maximum(1.0, np.maximum(np.abs(lo_all), np.abs(hi_all)))
+    outside = case.fail & ((case.a < lo_all - margin) | (case.a > hi_all + margin))
+    if not (outside == case.fail).all():
+        return None  # some are within their slopes: they failed a joint (tie) rule, which says so itself
     first = tuple(np.argwhere(case.fail)[0])
     lo, hi = case.slopes[first]
     return (

@@ -237,9 +237,10 @@ def _run_import(do_import, where: str):
             "Fix the layer file and run again.",
         ) from exc
     except ModuleNotFoundError as exc:
+        # Where the import is: the layer file, or a module it imports (its package's __init__.py).
         raise UsageError(
-            f"Importing {where} failed: no module named {exc.name!r}.",
-            f"Install {exc.name!r} or fix the import in the layer file.",
+            f"Importing {where} failed: no module named {exc.name!r} ({user_frame(exc, skip=('importlib',))}).",
+            f"Install {exc.name!r}, or fix that import.",
         ) from exc
     except (GradcheckError, Interrupt):
         raise

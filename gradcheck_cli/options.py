@@ -328,6 +328,8 @@ def _rerun_values(config: dict[str, Any], skip: Callable[[str], bool]) -> Iterat
         if not opt.rerun or skip(name) or name not in config:
             continue
         value = config[name]
+        if isinstance(value, list):  # a report's config holds lists (JSON); the defaults are tuples
+            value = tuple(value)
         default = config.get("dtype") if name == "reference_dtype" else default_of(name)  # the same dtype: not a change
         if value is None or (opt.rerun == "changed" and value == default):
             continue

@@ -168,7 +168,8 @@ def _leaves(target: str, layer: Layer, call: Call, names: dict, constants: froze
     """The tensors to check, and those that ``only`` leaves out."""
     every = [(Leaf(names[path][0], "input", path, names[path][1]), t) for path, t in call.tensors()]
     inputs = [leaf for leaf, t in every if t.is_floating_point()]
-    leaves = inputs + [Leaf(name, "param", name) for name in layer.params]
+    # A tied parameter is one tensor: --only and --constant take it by any of its names.
+    leaves = inputs + [Leaf(name, "param", name, tuple(a for a, t in layer.ties.items() if t == name)) for name in layer.params]
     known = {n: leaf for leaf in [*(leaf for leaf, _ in every), *leaves] for n in (leaf.name, *leaf.aliases)}
     for option, wanted in (("--constant", opts.constant), ("--only", opts.only)):
         unknown = [n for n in wanted if n not in known]

@@ -690,7 +690,9 @@ def test_what_only_a_real_process_shows_after_the_audit(tmp_path):
         "term_early": gradcheck_process("run", a("Square"), "--input", "3", "--json", str(tmp_path / "early.json"), **pipe),
         "term_reset": gradcheck_process("run", f"{resets}:slow", "--input", "40", "--no-grouping", "--json", str(tmp_path / "reset.json"), **pipe),
     }
-    time.sleep(0.3)
+    # "While starting up": once gradcheck catches SIGTERM at all (a signal that comes before the
+    # interpreter runs any code kills any program), which on a loaded machine can take over 0.3 s.
+    _wait_until_catching(runs["term_early"].pid, signal.SIGTERM)
     runs["term_early"].send_signal(signal.SIGTERM)
     deadline = time.monotonic() + 60
     while not started.exists() and time.monotonic() < deadline:
@@ -714,6 +716,20 @@ def test_what_only_a_real_process_shows_after_the_audit(tmp_path):
     assert json.loads(results["chatter"][1])["passed"] is True and "heartbeat" not in results["chatter"][1]
     reset = json.loads((tmp_path / "reset.json").read_text())
     assert reset["interrupted"] is True and reset["exit_code"] == 143
+
+
+def _wait_until_catching(pid: int, signum: int, timeout: float = 30.0) -> None:
+    """Wait until process ``pid`` has a handler for ``signum`` (Linux: SigCgt in /proc); elsewhere, a short sleep."""
+    status = Path(f"/proc/{pid}/status")
+    if not status.exists():
+        time.sleep(0.3)
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        caught = next((line.split()[1] for line in status.read_text().splitlines() if line.startswith("SigCgt:")), "0")
+        if int(caught, 16) >> (signum - 1) & 1:
+            return
+        time.sleep(0.01)
 
 
 def test_a_killed_supervisor_takes_its_child_with_it(tmp_path):

@@ -257,7 +257,7 @@ def test_the_schema_accepts_every_call_shape():
         assert not errors, (name, errors)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the README documents none of issue 14's call shapes (spec keys arg/list/tuple/name/constant, --input :VALUE/NAME=/[..]/(..), --constant, --init)")
+
 def test_the_readme_shows_each_call_shape():
     text = README.read_text()
     for shown in ("arg:", "list:", "tuple:", "name:", "constant: true", "--constant", "--init", "=:", "coeffs[1][0]"):
@@ -393,7 +393,7 @@ def test_each_rerun_line_reruns_just_its_tensor_and_fails(run_cli, name):
         assert statuses(data) == {tensor: "FAIL"}, line
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: assert_gradients' rerun hint repeats constant=[] though no input was constant")
+
 def test_the_api_rerun_hint_repeats_only_what_was_given():
     from gradcheck_cli import assert_gradients
 
@@ -432,7 +432,7 @@ def test_a_tied_parameter_has_one_verdict_whatever_the_path(monkeypatch, dtype, 
         assert good.timing["batched"] is (path == "batched") and not good.timing["grouped"]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a tied parameter is not accepted by its second name (--only decoder.weight: no such checked tensor)")
+
 def test_a_tied_parameter_answers_to_each_of_its_names(run_cli):
     code, data, err = run_json(run_cli, "run", layer("TiedAutoencoderForgetful"), "--input", "2x8", "--only", "decoder.weight")
     assert code == 1, err
@@ -510,7 +510,7 @@ def test_a_file_that_needs_its_broken_package_names_the_missing_import(run_cli, 
     assert "gc_torchvision_not_installed" in err
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the file-path form blames the layer file ('fix the import in the layer file') for a failed import of its package's __init__, and does not say where it is")
+
 def test_a_file_that_needs_its_broken_package_says_where_the_import_failed(run_cli, fresh_packages):
     code, _, err = run_cli("run", f"{PKG / 'needsvision' / 'functional.py'}:softshrink", "--input", "3x4")
     assert code == 2
@@ -538,7 +538,7 @@ def test_a_kink_value_outside_its_slopes_is_diagnosed_as_such():
     assert "zero" not in t.diagnosis
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the tied-maximum bug is diagnosed as 'analytic value lies outside the one-sided slopes' while it equals one of them")
+
 def test_the_tied_maximum_bug_is_not_diagnosed_as_a_value_outside_the_slopes():
     rc = realcode()
     v = (x(1, 2, 4, 6, seed=1503) * 2).round().clamp(min=0) / 2 + 0.25
