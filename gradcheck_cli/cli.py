@@ -650,8 +650,16 @@ def _write_reports(err: Console, outputs: Outputs, result: RunResult, code: int,
 
 
 def _error(err: Console, exc: GradcheckError) -> None:
-    """The one-paragraph 'Error: ... / Hint: ...' of a core error, shown literally."""
-    err.print(Text.assemble(("Error", "bold red"), ": ", printable(exc.message)), soft_wrap=True)
+    """The one-paragraph 'Error: ... / Hint: ...' of a core error, shown literally.
+
+    The key a spec would name ('inputs: ...', 'args/kwargs: ...') means nothing for a layer
+    given on the command line (its inputs are --input): there the message is shown without it.
+    """
+    from .errors import SpecError
+
+    spec_only = exc.key is not None and exc.key.split(".")[0] in ("inputs", "args/kwargs", "params")
+    message = exc.detail if spec_only and not isinstance(exc, SpecError) else exc.message
+    err.print(Text.assemble(("Error", "bold red"), ": ", printable(message)), soft_wrap=True)
     if exc.hint:
         err.print(Text.assemble(("Hint", "bold"), ": ", printable(exc.hint)), soft_wrap=True)
 
