@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import inspect
 import types
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -55,6 +55,7 @@ class Found:
     inputs: tuple[InputSpec, ...] = ()
     skipped: str | None = None  # why it is not checked
     error: GradcheckError | None = None  # its gradcheck_inputs cannot be used (exit 2), building it raised (exit 1)
+    line: int | None = None  # where the file defines it (1-based)
 
     @property
     def checked(self) -> bool:
@@ -97,7 +98,7 @@ def _discover(path: str) -> Discovery:
     table = _module_table(module)
     classes = list(_classes(module))
     known = {cls.__name__ for cls in classes}
-    found = [_classify(cls, module, table) for cls in classes]
+    found = [replace(_classify(cls, module, table), line=_line(cls)) for cls in classes]
     uses = {cls: _functions_named(cls) for cls, f in zip(classes, found) if f.checked and f.kind == "Module"}
     found = [_through(f, cls, uses) for f, cls in zip(found, classes)]
     for name in table:
@@ -271,4 +272,11 @@ def _through(found: Found, cls: type, uses: dict[type, set[type]]) -> Found:
     if found.kind != "Function" or found.skipped is None or not found.skipped.startswith(f"no {NAME}"):
         return found
     users = [module.__name__ for module, functions in uses.items() if cls in functions]
-    return found if not users else Found(found.name, found.kind, skipped=f"{found.skipped}; checked through {', '.join(users)}")
+    return found if not users else replace(found, skipped=f"{found.skipped}; checked through {', '.join(users)}")
+
+
+def _line(cls: type) -> int | None:
+    try:
+        return inspect.getsourcelines(cls)[1]
+    except (OSError, TypeError):
+        return None
