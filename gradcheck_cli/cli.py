@@ -36,6 +36,8 @@ Examples:
   gradcheck run layer_specs/gauss_filter.py:GaussFilter --input 2x64
   gradcheck run layer_specs/gauss_filter.py:GaussianConvFunction --input 1x100 --input =4.5 --input =-19.5
   gradcheck run layer_specs/gauss_filter.yaml
+  gradcheck run mylayers.py
+  gradcheck run 'specs/pool.yaml[seed=1,inputs=0]'
   gradcheck run layer_specs/ --json report.json --junit-xml reports/gradcheck.xml
   gradcheck run 'specs/**/*.yaml' mylayer.py:Swish --input 4x3 --format github
   gradcheck run specs/ --recursive
@@ -45,7 +47,10 @@ Examples:
 
 \b
 Defaults for every check option may come from [tool.gradcheck] in pyproject.toml;
-a spec's own keys and then the command line override them.
+a spec's own keys and then the command line override them. A spec with a
+'matrix:' is one check per combination, named spec.yaml[KEY=VALUE,...] (a target
+too); an option given here fixes its axis. A layer file without ':Name' checks
+every layer it defines that has a hand-written backward and gradcheck_inputs.
 
 \b
 Exit status: 0 all gradients match; 1 a mismatch, or the layer's own code
@@ -389,7 +394,8 @@ def report_format(given: str | None) -> str:
 @click.pass_context
 def run_command(ctx: click.Context, targets: tuple[str, ...], inputs: tuple, color: bool | None, quiet: bool, verbose: bool, **opts: Any) -> None:
     """Check each TARGET: a layer ('file.py:Name', 'pkg.mod:Name', 'pkg.mod.Name'),
-    a YAML spec ('spec.yaml'), a folder of specs or a glob ('specs/*.yaml').
+    every layer of a file ('file.py'), a YAML spec ('spec.yaml', or some combinations
+    of its matrix: 'spec.yaml[seed=1]'), a folder of specs or a glob ('specs/*.yaml').
     With no TARGET, the specs of [tool.gradcheck] in pyproject.toml."""
     opts.pop("isolate")  # decided before this process started (see supervise.py)
     init = opts.pop("init")
@@ -840,6 +846,10 @@ def validate_command(specs: tuple[str, ...], recursive: bool, output_format: str
     problems: list[SuiteResult] = []
     for path in files:
         file, selector = split_selector(path)
+        if file.endswith(".py"):  # a layer file among the project's specs: its layers are found when it is run
+            if not quiet:
+                out.print(Text.assemble(("skipped", "yellow"), " ", printable(path, one_line=True), " (a layer file: 'gradcheck run' finds its layers)"), soft_wrap=True)
+            continue
         try:
             spec = load_spec(file)
             checks = len(combinations(spec, parse_selector(path, selector) if selector is not None else None, target=path))
