@@ -103,12 +103,16 @@ def _is_layer_file(file_path: Path, config: pytest.Config) -> bool:
     return file_path.suffix == ".py" and any(real == path for path in config.stash.get(_SPEC_PATHS, []))
 
 
-def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> SpecFile | LayerFile | None:
+@pytest.hookimpl(hookwrapper=True)
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> Iterator[None]:
+    """A spec file is a SpecFile; a layer file named in the configuration is a LayerFile *instead of* the
+    test module pytest would make of it (which would import it a second time, outside gradcheck's guards)."""
+    outcome = yield
     if _is_spec(file_path, parent.config, parent.session.isinitpath(file_path)):
-        return SpecFile.from_parent(parent, path=file_path)
-    if _is_layer_file(file_path, parent.config):
-        return LayerFile.from_parent(parent, path=file_path)
-    return None
+        outcome.force_result([*outcome.get_result(), SpecFile.from_parent(parent, path=file_path)])
+    elif _is_layer_file(file_path, parent.config):
+        others = [c for c in outcome.get_result() if not isinstance(c, pytest.Module)]
+        outcome.force_result([*others, LayerFile.from_parent(parent, path=file_path)])
 
 
 if hasattr(pytest, "Dir"):  # pytest >= 8: a spec folder's entries that are not files (a dangling link) still fail as items

@@ -240,4 +240,5 @@ def test_pytest_collects_the_layers_of_a_configured_file(pytester: pytest.Pytest
     result.assert_outcomes(passed=3, failed=1, skipped=4)
     result.stdout.fnmatch_lines(["PASSED layers.py::Scale", "SKIPPED * gradcheck: Needs: its constructor needs arguments*", "FAILED layers.py::CubeBug*"])
     assert "gradcheck run layers.py:CubeBug --only x --input 6" in result.stdout.str()
+    assert (pytester.path / "imports.log").read_text() == "imported\n"  # pytest's own collector does not import it again
     pytester.runpytest("-p", "no:cacheprovider", "layers.py::Wrapped").assert_outcomes(passed=1)
