@@ -204,6 +204,7 @@ def test_skipped_layers_never_make_a_pass_and_nothing_checkable_is_exit_2(run_cl
         (LAYERS_SRC.replace('{"CubeBug": ["6"]}', '{"CubBug": ["6"]}'), 2, "did you mean 'CubeBug'?"),
         (LAYERS_SRC.replace("        self.inner = Scale()", "        raise ValueError('bad init')"), 1, "Constructing Wrapped raised ValueError"),
     ],
+    ids=["import-raises", "sys-exit", "syntax", "bad-grammar", "tensor-inputs", "unknown-dict-key", "constructor-raises"],
 )
 def test_a_file_that_cannot_be_used_says_why(run_cli, tmp_path: Path, source: str, code: int, words: str) -> None:
     path = tmp_path / "layers.py"
