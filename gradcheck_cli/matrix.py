@@ -252,7 +252,7 @@ def _match(axis: Axis, text: str) -> int | None:
         value = check_option(axis.key, text)
     except UsageError:
         return None
-    return next((i for i, v in enumerate(axis.values) if v == value or v == (value,)), None)
+    return next((i for i, v in enumerate(axis.values) if v == value), None)
 
 
 # --------------------------------------------------------------------------- targets
