@@ -28,6 +28,7 @@ from .evaluate import Evaluator
 from .fd import LOSSES
 from .guard import Guard
 from .load import load_target
+from .matrix import only_combination, spec_key
 from .options import CheckOptions, check_option
 from .plan import Plan, make_plan
 from .reference import BasePoint, NumericSide, base_point, numeric_side
@@ -102,7 +103,11 @@ def check(
 
 
 def check_spec(spec: LayerSpec, progress: ProgressFn | None = None, **overrides: Any) -> Report:
-    """Check what a YAML spec describes; keyword ``overrides`` win over the spec's options."""
+    """Check what a YAML spec describes; keyword ``overrides`` win over the spec's options.
+
+    A spec with a ``matrix`` of several combinations is several checks: check each of
+    :func:`gradcheck_cli.matrix.combinations` (a UsageError says so)."""
+    spec = only_combination(spec)
     options = spec.options_with(overrides)
     # The spec's own options are the spec's problem: its file and key are named.
     for key, value in spec.options.items():
@@ -113,7 +118,7 @@ def check_spec(spec: LayerSpec, progress: ProgressFn | None = None, **overrides:
             if key == "device":
                 resolve_device(value)
         except UsageError as exc:
-            raise SpecError(spec.path, key, exc.detail, exc.hint) from None
+            raise SpecError(spec.path, spec_key(spec, key), exc.detail, exc.hint) from None
     try:
         return check(spec.layer, list(spec.inputs), progress=progress, **spec_arguments(spec), **options)
     except SpecError:
@@ -121,13 +126,15 @@ def check_spec(spec: LayerSpec, progress: ProgressFn | None = None, **overrides:
     except UsageError as exc:
         # Problems with what the spec asked for (inputs, params, constructor args) name the spec file and key.
         if exc.key:
-            raise SpecError(spec.path, exc.key, exc.detail, exc.hint) from exc
+            raise SpecError(spec.path, spec_key(spec, exc.key), exc.detail, exc.hint) from exc
         raise
 
 
 def spec_arguments(spec: LayerSpec) -> dict[str, Any]:
-    """How a spec builds its layer: constructor args/kwargs, parameter values and a display name."""
-    return {"args": tuple(spec.args), "kwargs": dict(spec.kwargs), "params": dict(spec.params), "name": spec.layer.rsplit("/", 1)[-1]}
+    """How a spec builds its layer: constructor args/kwargs, parameter values and a display name
+    (with the combination, for one of a matrix: 'gauss.py:GaussFilter[seed=1,dtype=float32]')."""
+    name = spec.layer.rsplit("/", 1)[-1] + (f"[{spec.variant_name}]" if spec.variant_name else "")
+    return {"args": tuple(spec.args), "kwargs": dict(spec.kwargs), "params": dict(spec.params), "name": name}
 
 
 def _check_default_device(target: str) -> None:

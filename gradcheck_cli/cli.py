@@ -36,6 +36,8 @@ Examples:
   gradcheck run layer_specs/gauss_filter.py:GaussFilter --input 2x64
   gradcheck run layer_specs/gauss_filter.py:GaussianConvFunction --input 1x100 --input =4.5 --input =-19.5
   gradcheck run layer_specs/gauss_filter.yaml
+  gradcheck run mylayers.py
+  gradcheck run 'specs/pool.yaml[seed=1,inputs=0]'
   gradcheck run layer_specs/ --json report.json --junit-xml reports/gradcheck.xml
   gradcheck run 'specs/**/*.yaml' mylayer.py:Swish --input 4x3 --format github
   gradcheck run specs/ --recursive
@@ -45,7 +47,10 @@ Examples:
 
 \b
 Defaults for every check option may come from [tool.gradcheck] in pyproject.toml;
-a spec's own keys and then the command line override them.
+a spec's own keys and then the command line override them. A spec with a
+'matrix:' is one check per combination, named spec.yaml[KEY=VALUE,...] (a target
+too); an option given here fixes its axis. A layer file without ':Name' checks
+every layer it defines that has a hand-written backward and gradcheck_inputs.
 
 \b
 Exit status: 0 all gradients match; 1 a mismatch, or the layer's own code
@@ -389,7 +394,8 @@ def report_format(given: str | None) -> str:
 @click.pass_context
 def run_command(ctx: click.Context, targets: tuple[str, ...], inputs: tuple, color: bool | None, quiet: bool, verbose: bool, **opts: Any) -> None:
     """Check each TARGET: a layer ('file.py:Name', 'pkg.mod:Name', 'pkg.mod.Name'),
-    a YAML spec ('spec.yaml'), a folder of specs or a glob ('specs/*.yaml').
+    every layer of a file ('file.py'), a YAML spec ('spec.yaml', or some combinations
+    of its matrix: 'spec.yaml[seed=1]'), a folder of specs or a glob ('specs/*.yaml').
     With no TARGET, the specs of [tool.gradcheck] in pyproject.toml."""
     opts.pop("isolate")  # decided before this process started (see supervise.py)
     init = opts.pop("init")
@@ -502,6 +508,11 @@ class Arguments:
                 args.append(parse_value(text, f"--init {text!r}"))
         return tuple(args), kwargs
 
+    def fixes(self) -> set[str]:
+        """The spec keys these set whatever a spec says, whose matrix axes therefore collapse: inputs, args."""
+        positional = [t for t in self.init if not (t.partition("=")[1] and t.partition("=")[0].strip().isidentifier())]
+        return ({"inputs"} if self.inputs else set()) | ({"args"} if positional else set())
+
     def rerun(self) -> list[str]:
         from .render import input_arg
 
@@ -515,7 +526,7 @@ def _run(targets: list[str], recursive: bool, arguments: Arguments, given: dict,
     # What the run reads is settled first (no user code runs for it), and the outputs checked
     # against it, before any other problem can be raised and reported into those outputs.
     config, targets = _project(targets)
-    plan = plan_run(targets, recursive=recursive)
+    plan = plan_run(targets, recursive=recursive, fixed=set(given) | arguments.fixes())
     sinks.refuse_inputs(plan.inputs)
     outputs, problem = sinks.outputs.start()
     sinks.outputs = outputs
@@ -529,6 +540,13 @@ def _run(targets: list[str], recursive: bool, arguments: Arguments, given: dict,
         require_matplotlib()
         if plan.folder:
             raise UsageError("--plot takes one layer or spec, not several.", "Run the failing spec on its own with --plot.")
+    if (arguments.inputs or arguments.init) and any(e.whole_file for e in plan.entries) and not any(_is_layer(e) for e in plan.entries):
+        raise UsageError(
+            "--input and --init are one layer's inputs and constructor arguments, but the targets name whole files, "
+            "whose layers are each checked with their own gradcheck_inputs.",
+            "Name one layer as FILE.py:Name to give it --input, or give the class gradcheck_inputs = [\"4x16\"] "
+            "(see the README, 'Everything in a file').",
+        )
     result = _check_all(plan, arguments, config, given, view)
     _render_run(view, result)
     if view.github:
@@ -542,41 +560,94 @@ def _run(targets: list[str], recursive: bool, arguments: Arguments, given: dict,
     return code
 
 
+def _is_layer(entry) -> bool:
+    """A layer target (file.py:Name, pkg.mod:Name): what --input and --init are for."""
+    return entry.spec is None and entry.error is None and not entry.whole_file
+
+
 def _check_all(plan, arguments: Arguments, config, given: dict, view: View) -> RunResult:
     """Check every target of the plan in order; a signal stops the run after the partial result."""
-    from .checker import Interrupted
-    from .environment import Interrupt
-    from .render import progress_bar
-
     from .render import short_names
 
     labels = short_names(entry.name for entry in plan.entries)
     # --input gives a layer target's inputs; it replaces a spec's only in a run of specs alone.
     spec_arguments = arguments if all(e.spec is not None or e.error is not None for e in plan.entries) else replace(arguments, inputs=())
     results: list[SuiteResult] = []
+    planned = len(plan.entries)
     for entry in plan.entries:
-        started = time.perf_counter()
-        tell(target=entry.name)
-        try:
-            if entry.error is not None:
-                raise entry.error
-            with progress_bar(view.err, enabled=not view.quiet) as progress:
-                report = _check(entry, arguments if entry.spec is None else spec_arguments, config, given, progress)
-            result = SuiteResult(entry.name, report=report, time=time.perf_counter() - started, repro=_repro(report, entry.name, arguments if entry.spec is None else spec_arguments))
-        except Interrupted as exc:
-            result = SuiteResult(entry.name, report=exc.report, time=time.perf_counter() - started, signum=exc.signum)
-        except Interrupt as exc:
-            result = SuiteResult(entry.name, time=time.perf_counter() - started, signum=exc.signum)
-        except KeyboardInterrupt:  # where no real signal could be told apart (not the main thread)
-            result = SuiteResult(entry.name, time=time.perf_counter() - started, signum=signal.SIGINT)
-        except GradcheckError as exc:
-            _trace(exc, view.debug)
-            result = SuiteResult(entry.name, error=exc, time=time.perf_counter() - started)
-        results.append(result)
-        _render_result(view, result, plan.folder, labels[entry.name])
-        if result.interrupted:
-            break
-    return RunResult(tuple(results), folder=plan.folder, planned=len(plan.entries))
+        if entry.whole_file:
+            outcomes = _check_file(entry, config, given, view)
+        else:
+            outcomes = iter([_check_one(entry, arguments if entry.spec is None else spec_arguments, config, given, view)])
+        for result in outcomes:
+            results.append(result)
+            _render_result(view, result, plan.folder, labels.get(result.name, result.name))
+            if result.interrupted:
+                return RunResult(tuple(results), folder=plan.folder, planned=max(planned, len(results)))
+        planned = max(planned, len(results))
+    return RunResult(tuple(results), folder=plan.folder, planned=planned)
+
+
+def _check_one(entry, arguments: Arguments, config, given: dict, view: View) -> SuiteResult:
+    """Check one layer target or spec (one combination of a matrix): its report, or what stopped it."""
+    from .checker import Interrupted
+    from .environment import Interrupt
+    from .matrix import matrix_values
+    from .render import progress_bar
+
+    started = time.perf_counter()
+    tell(target=entry.name)
+    matrix = matrix_values(entry.spec) if entry.spec is not None else {}
+    try:
+        if entry.error is not None:
+            raise entry.error
+        with progress_bar(view.err, enabled=not view.quiet) as progress:
+            report = _check(entry, arguments, config, given, progress)
+        return SuiteResult(entry.name, report=report, time=time.perf_counter() - started, repro=_repro(report, entry.name, arguments), matrix=matrix)
+    except Interrupted as exc:
+        return SuiteResult(entry.name, report=exc.report, time=time.perf_counter() - started, signum=exc.signum, matrix=matrix)
+    except Interrupt as exc:
+        return SuiteResult(entry.name, time=time.perf_counter() - started, signum=exc.signum, matrix=matrix)
+    except KeyboardInterrupt:  # where no real signal could be told apart (not the main thread)
+        return SuiteResult(entry.name, time=time.perf_counter() - started, signum=signal.SIGINT, matrix=matrix)
+    except GradcheckError as exc:
+        _trace(exc, view.debug)
+        return SuiteResult(entry.name, error=exc, time=time.perf_counter() - started, matrix=matrix)
+
+
+def _check_file(entry, config, given: dict, view: View):
+    """Every layer a file defines (discover.py), in order: each one's result, or why it was skipped."""
+    from .discover import discover
+    from .environment import Interrupt
+    from .targets import Entry
+
+    started = time.perf_counter()
+    tell(target=entry.name)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            discovery = discover(entry.target, timeout=config.overrides({}, given).get("timeout"))
+    except Interrupt as exc:
+        yield SuiteResult(entry.name, time=time.perf_counter() - started, signum=exc.signum)
+        return
+    except KeyboardInterrupt:
+        yield SuiteResult(entry.name, time=time.perf_counter() - started, signum=signal.SIGINT)
+        return
+    except GradcheckError as exc:
+        _trace(exc, view.debug)
+        yield SuiteResult(entry.name, error=exc, time=time.perf_counter() - started)
+        return
+    problem = discovery.nothing_to_check(entry.name)
+    if problem is not None:
+        yield SuiteResult(entry.name, error=problem, time=time.perf_counter() - started)
+        return
+    for found in discovery.classes:
+        name = f"{entry.name}:{found.name}"
+        if found.skipped is not None:
+            yield SuiteResult(name, skip_reason=found.skipped)
+        elif found.error is not None:
+            yield SuiteResult(name, error=found.error)
+        else:
+            yield _check_one(Entry(name, f"{entry.target}:{found.name}"), Arguments(inputs=found.inputs), config, given, view)
 
 
 def _check(entry, arguments: Arguments, config, given: dict, progress) -> Any:
@@ -608,9 +679,14 @@ def _annotate(console: Console, result: RunResult) -> None:
 
 def _render_result(view: View, result: SuiteResult, folder: bool, label: str) -> None:
     """One target's outcome, as it finishes: its report, or its error; ``label`` names it in a run of several."""
-    from .render import render_report, verdict_line
+    from .render import STYLE, render_report, verdict_line
 
-    if result.report is not None:
+    if result.skip_reason is not None:
+        line = Text.assemble((printable(label, one_line=True), "bold"), ": ", ("SKIPPED", STYLE["SKIPPED"]), ": ", printable(result.skip_reason, one_line=True))
+        view.out.print(line, soft_wrap=True)
+        if folder and not view.quiet:
+            view.out.print()
+    elif result.report is not None:
         if view.quiet:
             line = verdict_line(result.report)
             view.out.print(Text(f"{printable(label, one_line=True)}: ").append_text(line) if folder else line, soft_wrap=True)
@@ -716,9 +792,16 @@ def sweep_command(ctx: click.Context, target: str, inputs: tuple, eps_range: tup
             require_matplotlib()
         if Path(target).is_dir():
             raise UsageError("sweep takes one layer or spec, not a folder.", "Give one spec file, e.g. layer_specs/gauss_filter.yaml.")
-        plan = plan_run(target)
+        plan = plan_run(target, fixed=set(_options(opts)) | Arguments(inputs).fixes())
         sinks.refuse_inputs(plan.inputs)
+        if len(plan.entries) > 1:
+            raise UsageError(
+                f"sweep takes one check, and {target} has a matrix of {len(plan.entries)} combinations.",
+                f"Pick one, e.g. gradcheck sweep '{plan.entries[0].name}'.",
+            )
         (entry,) = plan.entries
+        if entry.whole_file:
+            raise UsageError(f"sweep takes one layer, and {target} names a whole file.", f"Name one of its layers: gradcheck sweep {target}:Name.")
 
         def progress(i: int, n: int, eps: float) -> None:
             if verbose:
@@ -756,6 +839,7 @@ def validate_command(specs: tuple[str, ...], recursive: bool, output_format: str
     """Check each SPEC (a spec file, a folder of specs, a glob) without running anything: every
     problem is listed, and the exit status is 2 if there is one. With no SPEC, the specs of
     [tool.gradcheck] in pyproject.toml."""
+    from .matrix import combinations, parse_selector, split_selector
     from .spec import load_spec
     from .targets import spec_files
 
@@ -769,14 +853,21 @@ def validate_command(specs: tuple[str, ...], recursive: bool, output_format: str
         raise CliError(exc) from None
     problems: list[SuiteResult] = []
     for path in files:
+        file, selector = split_selector(path)
+        if file.endswith(".py"):  # a layer file among the project's specs: its layers are found when it is run
+            if not quiet:
+                out.print(Text.assemble(("skipped", "yellow"), " ", printable(path, one_line=True), " (a layer file: 'gradcheck run' finds its layers)"), soft_wrap=True)
+            continue
         try:
-            load_spec(path)
+            spec = load_spec(file)
+            checks = len(combinations(spec, parse_selector(path, selector) if selector is not None else None, target=path))
         except GradcheckError as exc:
             problems.append(SuiteResult(path, error=exc))
             _error(err, exc)
             continue
         if not quiet:
-            out.print(Text.assemble(("ok", "green"), " ", printable(path, one_line=True)), soft_wrap=True)
+            matrix = f" ({checks} checks: a matrix)" if checks > 1 else ""
+            out.print(Text.assemble(("ok", "green"), " ", printable(path, one_line=True), matrix), soft_wrap=True)
     if report_format(output_format) == "github":
         _annotate(err, RunResult(tuple(problems), folder=True))
     n = len(files)
@@ -802,6 +893,7 @@ def list_command(folders: tuple[str, ...]) -> None:
     their layer and inputs; exit status 2 if one of them is invalid."""
     from rich.table import Table
 
+    from .matrix import describe
     from .spec import find_specs, load_spec
 
     out, err = _console(report_stream(), None), _console(sys.stderr, None)
@@ -818,21 +910,27 @@ def list_command(folders: tuple[str, ...]) -> None:
         if not paths:
             raise CliError(UsageError(f"Folder {folder!r} holds no *.yaml or *.yml spec.", "Specs are YAML files; see the README, 'YAML specs'."))
         table = Table(title=Text(f"specs in {printable(folder, one_line=True)}"), title_justify="default")
-        for col in ("spec", "layer", "inputs", "description"):
-            table.add_column(col)
+        loaded: list[tuple[Path, Any]] = []
         for path in paths:
-            name = Text(printable(path.name, one_line=True))
             try:
-                spec = load_spec(path)
+                loaded.append((path, load_spec(path)))
             except GradcheckError as exc:
                 invalid.append(exc)
-                table.add_row(name, Text("invalid", style="magenta"), "-", Text(printable(shorten(exc.message.split(": ", 1)[-1], 80), one_line=True)))
+                loaded.append((path, exc))
+        matrices = any(not isinstance(spec, GradcheckError) and spec.matrix for _, spec in loaded)
+        for col in ("spec", "layer", "inputs", "description") + (("matrix",) if matrices else ()):
+            table.add_column(col)
+        for path, spec in loaded:
+            name = Text(printable(path.name, one_line=True))
+            if isinstance(spec, GradcheckError):
+                table.add_row(name, Text("invalid", style="magenta"), "-", Text(printable(shorten(spec.message.split(": ", 1)[-1], 80), one_line=True)))
                 continue
             layer = spec.layer
             if os.path.isabs(layer.split(":")[0]):
                 layer = os.path.relpath(layer.rsplit(":", 1)[0], path.parent) + ":" + layer.rsplit(":", 1)[1]
-            inputs = ", ".join(i.describe() for i in spec.inputs) or "-"
-            table.add_row(name, Text(printable(layer, one_line=True)), Text(printable(inputs, one_line=True)), Text(printable(spec.description or "")))
+            inputs = ", ".join(i.describe() for i in spec.inputs) or ("(matrix)" if any(a.key == "inputs" for a in spec.matrix) else "-")
+            cells = [name, Text(printable(layer, one_line=True)), Text(printable(inputs, one_line=True)), Text(printable(spec.description or ""))]
+            table.add_row(*cells, *((Text(printable(describe(spec.matrix))),) if matrices else ()))
         out.print(table)
     for exc in invalid:  # each with its hint ("did you mean 'inputs'?")
         _error(err, exc)

@@ -20,6 +20,7 @@ from pathlib import PurePath
 from typing import Sequence
 
 from .errors import LayerError
+from .matrix import split_selector
 from .report import SuiteResult, TensorReport, verdict_counts, worst_element
 from .source import key_line, shown_path
 
@@ -57,7 +58,11 @@ def _failure_text(t: TensorReport, repro: str | None) -> str:
 
 def dotted_name(name: str) -> str:
     """A suite's name as a dotted JUnit classname: 'specs/bad_swish.yaml' -> 'specs.bad_swish',
-    'layers/swish.py:Swish' -> 'layers.swish.Swish' (Jenkins splits a classname at its dots)."""
+    'layers/swish.py:Swish' -> 'layers.swish.Swish' (Jenkins splits a classname at its dots); a combination
+    of a matrix keeps its name, dots made '_': 'specs/g.yaml[eps=0.001]' -> 'specs.g[eps=0_001]'."""
+    path, selector = split_selector(name)
+    if selector is not None:
+        return f"{dotted_name(path)}[{selector.replace('.', '_')}]"
     head, sep, attr = name.rpartition(":") if ":" in name and not re.match(r"^[A-Za-z]:[\\/]", name) else (name, "", "")
     head = head if sep else name
     if "/" in head or "\\" in head or head.lower().endswith((".py", ".yaml", ".yml")):
@@ -83,7 +88,11 @@ def _suite(result: SuiteResult, timestamp: str, hostname: str, verbose: bool) ->
             if report.config.get(key) is not None:
                 ET.SubElement(props, "property", name=key, value=str(report.config[key]))
     tests = failures = errors = skipped = 0
-    if report is None:
+    if result.skip_reason is not None:  # a layer of a whole file that could not be checked
+        case = ET.SubElement(suite, "testcase", classname=classname, name="(skipped)", time="0.000")
+        ET.SubElement(case, "skipped", message=f"not checked: {result.skip_reason}")
+        tests, skipped = 1, 1
+    elif report is None:
         error = result.error
         kind = "interrupted" if result.interrupted else "layer error" if isinstance(error, LayerError) else "spec error"
         case = ET.SubElement(suite, "testcase", classname=classname, name=f"({kind})", time=f"{result.time:.3f}")

@@ -4,12 +4,16 @@
     [pytest] gradcheck_specs = layer_specs/        # or the ini option (paths relative to the ini file)
     [tool.gradcheck] specs = ["layer_specs/"]      # or the project's gradcheck table (pyproject.toml)
     pytest layer_specs/scale.yaml::scale           # rerun one item by the node id pytest printed
+    pytest --gradcheck-specs mylayers.py           # every layer a Python file defines (discover.py)
 
 Specs are collected with ``pytest_collect_file`` (pytest's YAML example): a ``.yaml``/``.yml``
 file directly in a spec folder, a spec file named in the configuration, or a spec file given
-on the command line is a :class:`SpecFile` holding one :class:`SpecItem` named after its stem,
-so ``-k gauss`` selects, ``pytest -n auto`` (pytest-xdist) spreads specs over workers, and the
-node id pytest prints can be passed back to pytest. A mismatch fails the item with the report
+on the command line is a :class:`SpecFile` holding one :class:`SpecItem` named after its stem
+(one per combination of its matrix: ``gauss[seed=1,dtype=float32]``), so ``-k gauss`` selects,
+``pytest -n auto`` (pytest-xdist) spreads specs over workers, and the node id pytest prints can
+be passed back to pytest. A ``.py`` file named in the configuration is a :class:`LayerFile`:
+one :class:`LayerItem` per layer it defines (``mylayers.py::Scale``), skipped with the reason
+where it cannot be checked. A mismatch fails the item with the report
 as the CLI prints it -- table, worst element, diagnosis, rerun line; notes that say nothing is
 wrong only with ``-v`` -- and a spec that cannot run fails with its error message, not a
 traceback into gradcheck.
@@ -93,10 +97,22 @@ def _is_spec(file_path: Path, config: pytest.Config, explicit: bool) -> bool:
     return explicit
 
 
-def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> SpecFile | None:
+def _is_layer_file(file_path: Path, config: pytest.Config) -> bool:
+    """A Python file named as such in the configuration: every layer it defines is checked."""
+    real = Path(os.path.realpath(file_path))
+    return file_path.suffix == ".py" and any(real == path for path in config.stash.get(_SPEC_PATHS, []))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> Iterator[None]:
+    """A spec file is a SpecFile; a layer file named in the configuration is a LayerFile *instead of* the
+    test module pytest would make of it (which would import it a second time, outside gradcheck's guards)."""
+    outcome = yield
     if _is_spec(file_path, parent.config, parent.session.isinitpath(file_path)):
-        return SpecFile.from_parent(parent, path=file_path)
-    return None
+        outcome.force_result([*outcome.get_result(), SpecFile.from_parent(parent, path=file_path)])
+    elif _is_layer_file(file_path, parent.config):
+        others = [c for c in outcome.get_result() if not isinstance(c, pytest.Module)]
+        outcome.force_result([*others, LayerFile.from_parent(parent, path=file_path)])
 
 
 if hasattr(pytest, "Dir"):  # pytest >= 8: a spec folder's entries that are not files (a dangling link) still fail as items
@@ -120,10 +136,19 @@ if hasattr(pytest, "Dir"):  # pytest >= 8: a spec folder's entries that are not 
 
 
 class SpecFile(pytest.File):
-    """One YAML spec file; it holds one item."""
+    """One YAML spec file; it holds one item, or one per combination of its matrix."""
 
     def collect(self) -> Iterator[SpecItem]:
-        yield SpecItem.from_parent(self, name=self.path.stem)
+        from .matrix import combinations
+        from .spec import load_spec
+
+        try:
+            specs = combinations(load_spec(self.path))
+        except GradcheckError:
+            specs = [None]  # the item fails with the error when it runs
+        for spec in specs:
+            variant = spec.variant_name if spec is not None else ""
+            yield SpecItem.from_parent(self, name=f"{self.path.stem}[{variant}]" if variant else self.path.stem, spec=spec)
 
 
 class CheckFailed(Exception):
@@ -135,22 +160,20 @@ class CheckFailed(Exception):
         self.text = text
 
 
-class SpecItem(pytest.Item):
-    """Check one spec, exactly as ``gradcheck run SPEC`` does (with the project's [tool.gradcheck] defaults)."""
+class _CheckItem(pytest.Item):
+    """What a spec's and a layer's items share: how a report passes or fails the item."""
 
-    def runtest(self) -> None:
+    what = "spec"
+
+    def verdict(self, report: Any, target: str, given: list[str] = ()) -> None:
         from .assertions import failure_text
-        from .checker import check_spec
         from .render import repro_commands
-        from .spec import load_spec
 
-        spec = load_spec(self.path)
-        report = check_spec(spec, **_project(self.config).overrides(spec.options, {}))
         self.user_properties.append(("gradcheck", "PASS" if report.passed else "FAIL"))
         if report.worst is not None:
             self.user_properties.append(("max_rel_error", f"{report.worst.max_rel_error:.3g}"))
         if not report.passed:
-            repro = repro_commands(report, _shown(self.path, self.config))
+            repro = repro_commands(report, target, given)
             raise CheckFailed(report, failure_text(report, repro, verbose=self.config.get_verbosity() > 0, width=_width(self.config)))
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
@@ -158,11 +181,76 @@ class SpecItem(pytest.Item):
             return excinfo.value.text
         if isinstance(excinfo.value, GradcheckError):
             kind = "could not run" if excinfo.value.exit_code == 2 else "the layer failed"
-            return f"gradcheck spec {self.path.name}: {kind}\n{excinfo.value}"
+            return f"gradcheck {self.what} {self.path.name}: {kind}\n{excinfo.value}"
         return super().repr_failure(excinfo, style=style)
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
-        return self.path, None, f"gradcheck spec {self.path.name}"
+        return self.path, None, f"gradcheck {self.what} {self.path.name}"
+
+
+class SpecItem(_CheckItem):
+    """Check one spec (one combination of its matrix), exactly as ``gradcheck run SPEC`` does (with the
+    project's [tool.gradcheck] defaults)."""
+
+    def __init__(self, *, spec: Any = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.spec = spec
+
+    def runtest(self) -> None:
+        from .checker import check_spec
+        from .matrix import named
+        from .spec import load_spec
+
+        spec = self.spec if self.spec is not None else load_spec(self.path)
+        report = check_spec(spec, **_project(self.config).overrides(spec.options, {}))
+        self.verdict(report, named(_shown(self.path, self.config), spec))
+
+
+class LayerFile(pytest.File):
+    """A Python file of layers: one item per Function or Module it defines (discover.py)."""
+
+    def collect(self) -> Iterator[LayerItem]:
+        from .discover import discover
+
+        try:
+            discovery = discover(str(self.path))
+        except GradcheckError as exc:  # the file does not import: one item that fails with why
+            yield LayerItem.from_parent(self, name=self.path.stem, error=exc)
+            return
+        problem = discovery.nothing_to_check(self.path.name)
+        if problem is not None:
+            yield LayerItem.from_parent(self, name=self.path.stem, error=problem)
+            return
+        for found in discovery.classes:
+            item = LayerItem.from_parent(self, name=found.name, found=found)
+            if found.skipped is not None:
+                item.add_marker(pytest.mark.skip(reason=f"gradcheck: {found.name}: {found.skipped}"))
+            yield item
+
+
+class LayerItem(_CheckItem):
+    """Check one layer of a file with its gradcheck_inputs, as ``gradcheck run FILE.py`` does; skipped where it cannot be."""
+
+    what = "layer"
+
+    def __init__(self, *, found: Any = None, error: GradcheckError | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.found, self.error = found, error or (found.error if found is not None else None)
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        line = self.found.line if self.found is not None and self.found.line else 1
+        return self.path, line - 1, f"gradcheck layer {self.path.name}:{self.name}"
+
+    def runtest(self) -> None:
+        from .checker import check
+        from .render import input_arg
+
+        if self.error is not None:
+            raise self.error
+        inputs = list(self.found.inputs)
+        report = check(f"{self.path}:{self.found.name}", inputs, name=f"{self.path.name}:{self.found.name}", **_project(self.config).overrides({}, {}))
+        given = [arg for spec in inputs for arg in ("--input", input_arg(spec))]
+        self.verdict(report, f"{_shown(self.path, self.config)}:{self.found.name}", given)
 
 
 def _shown(path: Path, config: pytest.Config) -> str:

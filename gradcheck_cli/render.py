@@ -20,7 +20,7 @@ from .verdicts import CHECKED
 if TYPE_CHECKING:
     from .sweep import SweepResult
 
-STYLE = {"PASS": "bold green", "FAIL": "bold red", "NOISE": "bold yellow", "KINK": "yellow", "ERROR": "bold magenta"}
+STYLE = {"PASS": "bold green", "FAIL": "bold red", "NOISE": "bold yellow", "KINK": "yellow", "ERROR": "bold magenta", "SKIPPED": "yellow"}
 # Error-map cell characters (see errormap.py) and their colours.
 CELL_STYLE = {v.char: v.style for v in CHECKED}
 
@@ -282,45 +282,60 @@ def render_report(
 
 def short_names(names: Iterable[str]) -> dict[str, str]:
     """How a run of several checks labels each: specs by their path below the folder they share
-    ('gauss.yaml' for one folder, 'broken/gauss.yaml' with --recursive), layer targets as given."""
+    ('gauss.yaml' for one folder, 'broken/gauss.yaml' with --recursive; 'gauss.yaml[seed=1]' for a
+    combination of its matrix), layer targets as given."""
     import os
 
+    from .matrix import split_selector
+
     names = list(names)
-    specs = [n for n in names if n.lower().endswith((".yaml", ".yml"))]
+    files = {n: split_selector(n) for n in names}
+    specs = [n for n in names if files[n][0].lower().endswith((".yaml", ".yml"))]
     try:
-        common = os.path.commonpath([os.path.dirname(os.path.abspath(n)) for n in specs]) if specs else ""
+        common = os.path.commonpath([os.path.dirname(os.path.abspath(files[n][0])) for n in specs]) if specs else ""
     except ValueError:  # different drives
         common = ""
-    return {n: (os.path.relpath(os.path.abspath(n), common) if common and n in specs else n) for n in names}
+
+    def short(name: str) -> str:
+        path, selector = files[name]
+        shown = os.path.relpath(os.path.abspath(path), common)
+        return shown if selector is None else f"{shown}[{selector}]"
+
+    return {n: (short(n) if common and n in specs else n) for n in names}
 
 
 def summary_table(run: RunResult) -> Table:
-    """One row per spec of a folder run."""
+    """One row per spec (per combination of a matrix, per layer of a file) of a run of several; why
+    a layer was skipped, where one was."""
     labels = short_names(r.name for r in run.results)
+    skipped = any(r.skip_reason is not None for r in run.results)
     table = Table(title="summary", title_justify="default")
-    for col in ("spec", "result", "worst tensor", "worst rel err", "time"):
+    for col in ("spec", "result", "worst tensor", "worst rel err", "time") + (("skipped because",) if skipped else ()):
         table.add_column(col, justify="right" if col in ("worst rel err", "time") else "left")
     for result in run.results:
         worst = result.report.worst if result.report is not None else None
-        table.add_row(
+        cells = [
             literal(labels[result.name]),
             Text(result.status, style=STYLE.get(result.status, "")),
             literal(worst.name) if worst else "-",
             _num(worst.max_rel_error if worst else None),
-            f"{result.time:.2f}s",
-        )
+            f"{result.time:.2f}s" if result.skip_reason is None else "-",
+        ]
+        table.add_row(*cells, *((literal(result.skip_reason or ""),) if skipped else ()))
     return table
 
 
 def run_verdict_line(run: RunResult) -> Text:
-    """The last line of a folder run: how many specs passed."""
-    n = len(run.results)
-    bad = sum(1 for r in run.results if r.status != "PASS")
+    """The last line of a folder run: how many specs passed (and how many layers were skipped)."""
+    n = len(run.checked)
+    bad = sum(1 for r in run.checked if r.status != "PASS")
+    skipped = len(run.results) - n
+    also = f"; {skipped} skipped (not checked: see the summary)" if skipped else ""
     if run.interrupted:
-        return Text.assemble(("INTERRUPTED", STYLE["NOISE"]), f": stopped after {n} of {run.planned} specs; {bad} of them did not pass.")
+        return Text.assemble(("INTERRUPTED", STYLE["NOISE"]), f": stopped after {n} of {run.planned} specs; {bad} of them did not pass{also}.")
     if run.passed:
-        return Text.assemble(("PASS", STYLE["PASS"]), f": all {n} specs match.")
-    return Text.assemble(("FAIL", STYLE["FAIL"]), f": {bad} of {n} specs did not pass.")
+        return Text.assemble(("PASS", STYLE["PASS"]), f": all {n} {'specs' if not skipped else 'checks'} match{also}.")
+    return Text.assemble(("FAIL", STYLE["FAIL"]), f": {bad} of {n} {'specs' if not skipped else 'checks'} did not pass{also}.")
 
 
 def literal(text: str) -> Text:

@@ -233,14 +233,16 @@ def verdict_counts(t: TensorReport) -> str:
 
 @dataclass(frozen=True)
 class SuiteResult:
-    """What happened to one spec or target: a report, or the error that stopped it."""
+    """What happened to one spec or target: a report, the error that stopped it, or why it was skipped."""
 
-    name: str  # the spec path or target as given
+    name: str  # the spec path or target as given ('spec.yaml[seed=1]' for a combination of a matrix)
     report: Report | None = None
     error: GradcheckError | None = None
     time: float = 0.0  # seconds
     repro: Mapping[str, str] = field(default_factory=dict)  # tensor name -> command that reruns it
     signum: int | None = None  # the signal that interrupted it (SIGINT, SIGTERM), if one did
+    skip_reason: str | None = None  # why a layer of a whole file was not checked (SKIPPED): neither passed nor failed
+    matrix: Mapping[str, Any] = field(default_factory=dict)  # a combination of a spec's matrix: what its name says
 
     @property
     def interrupted(self) -> bool:
@@ -252,9 +254,11 @@ class SuiteResult:
 
     @property
     def status(self) -> str:
-        """PASS, FAIL, NOISE (inconclusive), ERROR (could not be checked) or INTERRUPTED."""
+        """PASS, FAIL, NOISE (inconclusive), ERROR (could not be checked), SKIPPED or INTERRUPTED."""
         if self.interrupted:
             return "INTERRUPTED"
+        if self.skip_reason is not None:
+            return "SKIPPED"
         if self.error is not None or self.report is None:
             return "ERROR"
         if self.report.passed:
@@ -265,6 +269,8 @@ class SuiteResult:
     def exit_code(self) -> int:
         if self.interrupted:
             return 128 + (self.signum or 2)
+        if self.skip_reason is not None:
+            return EXIT_PASS  # sets nothing: a run of skipped layers alone is refused before it ends (discover.py)
         if self.error is not None or self.report is None:
             return self.error.exit_code if self.error is not None else EXIT_USAGE
         return EXIT_PASS if self.report.passed else EXIT_FAIL
@@ -275,6 +281,10 @@ class SuiteResult:
         else:
             data = {"target": self.name, "passed": False, "interrupted": self.interrupted, "tensors": []}
         data.update(status=self.status, exit_code=self.exit_code, error=str(self.error) if self.error is not None else None)
+        if self.skip_reason is not None:
+            data["skip_reason"] = self.skip_reason
+        if self.matrix:
+            data["matrix"] = dict(self.matrix)
         if self.signum is not None:
             data["interrupted"] = True
         return data
@@ -299,8 +309,13 @@ class RunResult:
         return self.signum is not None or any(r.interrupted for r in self.results)
 
     @property
+    def checked(self) -> tuple[SuiteResult, ...]:
+        """The results that are not skipped."""
+        return tuple(r for r in self.results if r.skip_reason is None)
+
+    @property
     def passed(self) -> bool:
-        return bool(self.results) and not self.interrupted and all(r.passed for r in self.results)
+        return bool(self.checked) and not self.interrupted and all(r.passed for r in self.checked)
 
     @property
     def exit_code(self) -> int:
@@ -309,7 +324,7 @@ class RunResult:
         interrupted = [r for r in self.results if r.interrupted]
         if interrupted:
             return interrupted[0].exit_code
-        return max((r.exit_code for r in self.results), default=EXIT_USAGE)
+        return max((r.exit_code for r in self.checked), default=EXIT_USAGE)
 
     def to_dict(self) -> dict[str, Any]:
         if not self.folder and len(self.results) == 1:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .options import DTYPES, Choice, Device, Flag, Names, Number, Target, Whole, options
+from .matrix import AXIS_KEYS, MAX_COMBINATIONS
 from .spec import DIST_KEYS, DISTS, INPUT_KEYS, MAX_DIMS, TOP_KEYS
 
 FILE = Path(__file__).with_name("spec.schema.json")
@@ -75,6 +76,14 @@ def spec_schema() -> dict[str, Any]:
     for name, opt in options():
         if opt.spec:
             properties[name] = {"anyOf": [_kind(opt.kind), {"type": "null"}], "description": opt.help}
+    alternatives = {key: {"type": "array", "minItems": 1, "uniqueItems": True, "items": _not_null(properties[key]), "description": f"Alternatives for {key!r}, one check each."} for key in AXIS_KEYS}
+    properties["matrix"] = {
+        "type": ["object", "null"],
+        "additionalProperties": False,
+        "minProperties": 1,
+        "properties": alternatives,
+        "description": f"Check every combination of these alternatives (at most {MAX_COMBINATIONS}); a key is varied here or set at the top level, not both.",
+    }
     assert set(properties) == set(TOP_KEYS)
     return {
         "$schema": SCHEMA_URI,
@@ -94,6 +103,15 @@ def spec_schema() -> dict[str, Any]:
             },
         },
     }
+
+
+def _not_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """A top-level key's schema for one alternative of a matrix: the same value; null only for a check option (its default)."""
+    schema = {k: v for k, v in schema.items() if k != "description"}
+    kind = schema.get("type")
+    if isinstance(kind, list) and "null" in kind:
+        schema["type"] = [t for t in kind if t != "null"][0]
+    return schema
 
 
 def schema_text() -> str:

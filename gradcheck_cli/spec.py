@@ -28,6 +28,7 @@ from typing import Any
 
 from .errors import SpecError, UsageError, suggest
 from .load import is_file_target, split_target
+from .matrix import Axis, Pick, read_matrix, variant_name
 from .options import DTYPES, FLOAT_DTYPES, INT_DTYPES, SPEC_KEYS, check_option
 from .yamlfile import MAX_NESTING, MAX_SPEC_VALUES, Invalid, bounded_repr, found, key_name, read_document
 
@@ -158,7 +159,9 @@ class LayerSpec:
     ``layer`` is a target string as :func:`gradcheck_cli.load.load_target`
     takes it, with a file path already resolved against the spec's folder.
     ``options`` holds the check options the spec sets (keys of
-    :class:`CheckOptions`); command-line values override them.
+    :class:`CheckOptions`); command-line values override them. ``matrix`` holds the
+    axes of a ``matrix:`` (see matrix.py), which expands the spec into the specs of its
+    combinations; each of those has no matrix and its ``variant``, the alternatives it took.
     """
 
     path: str
@@ -169,6 +172,13 @@ class LayerSpec:
     params: dict = field(default_factory=dict)
     options: dict = field(default_factory=dict)
     description: str | None = None
+    matrix: tuple[Axis, ...] = ()
+    variant: tuple[Pick, ...] = ()
+
+    @property
+    def variant_name(self) -> str:
+        """'seed=1,dtype=float32' for a combination of a matrix; '' otherwise."""
+        return variant_name(self.variant)
 
     def options_with(self, overrides: dict) -> dict:
         """The spec's check options with ``overrides`` (the command line's) on top; None overrides nothing."""
@@ -381,7 +391,7 @@ def _literal(value: Any, key: str, dtype: str | None = None) -> Any:
 
 # --------------------------------------------------------------------------- the spec's parts
 
-TOP_KEYS = ("description", "layer", "args", "kwargs", "inputs", "params") + SPEC_KEYS
+TOP_KEYS = ("description", "layer", "args", "kwargs", "inputs", "params") + SPEC_KEYS + ("matrix",)
 INPUT_KEYS = ("shape", "value", "arg", "list", "tuple", "name", "constant", "dist", "low", "high", "mean", "std", "dtype")
 
 
@@ -536,12 +546,52 @@ def _plain(value: Any, key: str) -> Any:
     raise Invalid(key, f"expected plain data (a number, text, true/false, null, a list or a mapping), found {found(value)}.")
 
 
-def _option(name: str, value: Any) -> Any:
-    """A check option the spec sets, checked as the API and the command line check it (options.py)."""
+def _option(name: str, value: Any, where: str | None = None) -> Any:
+    """A check option the spec sets (at ``where``: its key), checked as the API and the command line check it (options.py)."""
     try:
         return check_option(name, value)
     except UsageError as exc:
-        raise Invalid(name, exc.detail, _number_hint(value) or exc.hint) from None
+        raise Invalid(where or name, exc.detail, _number_hint(value) or exc.hint) from None
+
+
+def _params(value: Any, key: str) -> dict:
+    params = _mapping(value, key)
+    for name, literal in params.items():
+        _literal(literal, f"{key}.{name}", "float64")
+    return dict(params)
+
+
+def _alternative(key: str, value: Any, where: str) -> Any:
+    """One alternative of a matrix axis, read and checked as the same key at the top level is."""
+    if key == "inputs":
+        return tuple(_input(item, f"{where}[{i}]") for i, item in enumerate(_list(value, where)))
+    if key == "args":
+        return tuple(_list(value, where))
+    if key == "kwargs":
+        return dict(_mapping(value, where))
+    if key == "params":
+        return _params(value, where)
+    return _option(key, value, where)
+
+
+def _matrix(doc: dict, spec_path: Path) -> tuple[Axis, ...]:
+    if doc.get("matrix") is None:
+        return ()
+
+    def alternative(key: str, value: Any, where: str) -> Any:
+        checked = _alternative(key, value, where)
+        # A reference's file path is relative to the spec's folder, as at the top level.
+        return _layer(checked, spec_path, where) if key == "reference" and checked is not None else checked
+
+    axes = read_matrix(doc["matrix"], alternative)
+    for axis in axes:
+        if doc.get(axis.key) is not None:
+            raise Invalid(
+                f"matrix.{axis.key}",
+                f"{axis.key!r} is set at the top level too; a key is either fixed there or varied here.",
+                f"Remove the top-level {axis.key!r}, or list its value among the alternatives here.",
+            )
+    return axes
 
 
 def _build(doc: dict, spec_path: Path) -> LayerSpec:
@@ -558,12 +608,11 @@ def _build(doc: dict, spec_path: Path) -> LayerSpec:
     args = _list(get("args", []), "args")
     kwargs = _mapping(get("kwargs", {}), "kwargs")
     inputs = [_input(item, f"inputs[{i}]") for i, item in enumerate(_list(get("inputs", []), "inputs"))]
-    params = _mapping(get("params", {}), "params")
-    for name, value in params.items():
-        _literal(value, f"params.{name}", "float64")
+    params = _params(get("params", {}), "params")
     options = {name: _option(name, doc[name]) for name in SPEC_KEYS if doc.get(name) is not None}
     if "reference" in options:  # a file path is relative to the spec's folder, as in 'layer'
         options["reference"] = _layer(options["reference"], spec_path, "reference")
+    matrix = _matrix(doc, spec_path)
     return LayerSpec(
         path=str(spec_path),
         layer=layer,
@@ -573,6 +622,7 @@ def _build(doc: dict, spec_path: Path) -> LayerSpec:
         params=dict(params),
         options=options,
         description=description,
+        matrix=matrix,
     )
 
 

@@ -19,6 +19,7 @@ from .options import CheckOptions
 from .spec import LayerSpec
 from .errors import UsageError
 from .load import load_target
+from .matrix import only_combination
 
 # Step sizes swept by default, per dtype of the numeric side: (low, high).
 EPS_RANGES = {"float64": (1e-10, 1e-1), "float32": (1e-6, 1.0), "float16": (1e-4, 1.0), "bfloat16": (1e-3, 1.0)}
@@ -156,7 +157,8 @@ def sweep(
 
 
 def sweep_spec(spec: LayerSpec, progress: SweepProgress | None = None, **overrides: Any) -> SweepResult:
-    """Sweep what a YAML spec describes; keyword ``overrides`` win over the spec's options."""
+    """Sweep what a YAML spec describes (one combination of a matrix); keyword ``overrides`` win over the spec's options."""
+    spec = only_combination(spec)
     options = {"max_elements": MAX_ELEMENTS, **spec.options_with(overrides)}
     spec_eps = options.pop("eps", None)
     return sweep(spec.layer, list(spec.inputs), progress=progress, spec_eps=spec_eps, **spec_arguments(spec), **options)

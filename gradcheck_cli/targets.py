@@ -1,7 +1,10 @@
 """Which checks a ``gradcheck run TARGET...`` means, settled before any of the user's code runs.
 
-A target is a layer (``file.py:Name``, ``pkg.mod:Name``), a YAML spec, a folder of specs
-(``--recursive``: with its subfolders) or a glob of them; several may be given. Every spec is read and validated here and every path made absolute, so that a
+A target is a layer (``file.py:Name``, ``pkg.mod:Name``), a layer file (``file.py``: every
+layer it defines, found when it is loaded: discover.py), a YAML spec (``spec.yaml``; one
+entry per combination of its ``matrix``, and ``spec.yaml[seed=1]`` picks combinations: matrix.py),
+a folder of specs (``--recursive``: with its subfolders) or a glob of them; several may be
+given. Every spec is read and validated here and every path made absolute, so that a
 layer that calls ``os.chdir`` cannot make the next spec "not exist", and the files
 the run reads are known (a report must never be written over one of them).
 """
@@ -11,13 +14,14 @@ from __future__ import annotations
 import glob
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Collection, Sequence
 
 from .spec import LayerSpec
 from .errors import GradcheckError, UsageError
 from .load import is_file_target, split_target
+from .matrix import combinations, named, parse_selector, split_selector
 from .outputs import resolve
 from .spec import find_specs, is_spec_path, load_spec
 
@@ -28,8 +32,9 @@ class Entry:
 
     name: str  # as the user wrote it (a spec's path, a target): shown and reported
     target: str  # what the core loads: the target with its file made absolute
-    spec: LayerSpec | None = None  # the spec, when the entry is one that loaded
+    spec: LayerSpec | None = None  # the spec (one combination of its matrix), when the entry is one that loaded
     error: GradcheckError | None = None  # why a spec could not be loaded
+    whole_file: bool = False  # a layer file named without ':Name': each layer it defines is checked (discover.py)
 
 
 @dataclass(frozen=True)
@@ -42,12 +47,16 @@ class RunPlan:
 GLOB = re.compile(r"[*?\[]")
 
 
-def plan_run(targets: str | Sequence[str], recursive: bool = False) -> RunPlan:
-    """The entries of ``targets`` (layers, specs, folders of specs, globs of them), in the order given.
+def plan_run(targets: str | Sequence[str], recursive: bool = False, fixed: Collection[str] = ()) -> RunPlan:
+    """The entries of ``targets`` (layers, layer files, specs, folders of specs, globs of them), in the order given.
 
     A folder gives its specs sorted by name, and with ``recursive`` those of its subfolders too
     (hidden ones skipped); a glob (``specs/*.yaml``, ``specs/**/*.yaml``) that the shell left
-    unexpanded is expanded here. Raises :class:`UsageError` for a target that names nothing to check.
+    unexpanded is expanded here. A spec gives one entry per combination of its matrix
+    (``spec.yaml[KEY=VALUE,...]`` those it picks); ``fixed`` are the keys the command line sets
+    (check options; ``inputs`` for --input, which replaces a spec's inputs only in a run of
+    specs alone; ``args`` for a positional --init), whose matrix axes collapse (matrix.py).
+    Raises :class:`UsageError` for a target that names nothing to check.
     """
     targets = [targets] if isinstance(targets, str) else list(targets)
     if not targets:
@@ -55,9 +64,14 @@ def plan_run(targets: str | Sequence[str], recursive: bool = False) -> RunPlan:
             "No TARGET given: name a layer, a spec or a folder of specs.",
             "Example: gradcheck run specs/ (or set specs = [\"specs/\"] under [tool.gradcheck] in pyproject.toml).",
         )
-    entries: list[Entry] = []
+    found_entries: list[tuple[Entry, str | None, str]] = []  # (entry, its selector, the target as given)
     several = len(targets) > 1
+    alone = len(targets) == 1
     for target in targets:
+        path, selector = split_selector(target)
+        if selector is not None:
+            found_entries.append((_spec_entry(path, alone), selector, target))
+            continue
         for found in _expand(target):
             if is_spec_path(found) and Path(found).is_dir():
                 specs = _specs_in(found, recursive)
@@ -67,24 +81,52 @@ def plan_run(targets: str | Sequence[str], recursive: bool = False) -> RunPlan:
                         f"Folder {found!r} holds no *.yaml or *.yml spec{deeper}.",
                         "Point at the folder that holds the specs, or give a layer target such as mylayer.py:MyLayer --input 4x3.",
                     )
-                entries += [_spec_entry(str(path)) for path in specs]
+                found_entries += [(_spec_entry(str(path)), None, str(path)) for path in specs]
                 several = True
             elif is_spec_path(found):
-                entry = _spec_entry(found)
-                if entry.error is not None and len(targets) == 1:
-                    raise entry.error
-                entries.append(entry)
+                found_entries.append((_spec_entry(found, alone), None, found))
             else:
                 _refuse_data_file(found)
-                entries.append(Entry(found, _absolute(found)))
+                whole = _names_a_file(found)
+                found_entries.append((Entry(found, _absolute(found), whole_file=whole), None, found))
+                several = several or whole
+    specs_only = all(entry.spec is not None or entry.error is not None for entry, _, _ in found_entries)
+    collapsed = set(fixed) if specs_only else set(fixed) - {"inputs"}
+    entries: list[Entry] = []
+    for entry, selector, target in found_entries:
+        if entry.spec is None:
+            entries.append(entry)
+            continue
+        try:
+            picked = parse_selector(target, selector) if selector is not None else None
+            each = combinations(entry.spec, picked, collapsed, target)
+        except UsageError as exc:
+            if alone:
+                raise
+            entries.append(replace(entry, name=target, spec=None, error=exc))
+            continue
+        several = several or len(each) > 1
+        entries += [Entry(named(entry.name, spec), entry.target, spec=spec) for spec in each]
     entries = _unique(entries)
     return RunPlan(tuple(entries), several or len(entries) > 1, _inputs(tuple(entries)))
+
+
+def _names_a_file(target: str) -> bool:
+    """``layers.py`` or ``path/to/layers``: a layer file named without ':Name'."""
+    try:
+        module_part, attr = split_target(target)
+    except GradcheckError:
+        return False
+    return attr is None and is_file_target(module_part)
 
 
 def spec_files(targets: Sequence[str], recursive: bool = False) -> list[str]:
     """The spec files that ``targets`` (specs, folders of specs, globs) name, as ``plan_run`` finds them; nothing is loaded."""
     files: list[str] = []
     for target in targets:
+        if split_selector(target)[1] is not None:  # 'spec.yaml[seed=1]': the combinations of one spec
+            files.append(target)
+            continue
         for found in _expand(target):
             if Path(found).is_dir():
                 specs = _specs_in(found, recursive)
@@ -124,7 +166,7 @@ def _unique(entries: list[Entry]) -> list[Entry]:
     seen: set[str] = set()
     kept = []
     for entry in entries:
-        key = entry.target if entry.spec is None and entry.error is None else str(resolve(entry.name))
+        key = entry.target if entry.spec is None and entry.error is None else f"{entry.target}[{entry.spec.variant_name if entry.spec else entry.name}]"
         if key not in seen:
             seen.add(key)
             kept.append(entry)
@@ -157,17 +199,22 @@ def files_read(targets: Sequence[str], recursive: bool = False) -> tuple[tuple[s
         try:
             found += plan_run([target], recursive=recursive).inputs
         except GradcheckError:
-            if is_spec_path(target) and not Path(target).is_dir():
-                found.append((f"the spec {target!r}", resolve(target)))
+            path, _ = split_selector(target)
+            if is_spec_path(path) and not Path(path).is_dir():
+                found.append((f"the spec {path!r}", resolve(path)))
             elif not is_spec_path(target):
                 found += _inputs((Entry(target, _absolute(target)),))
     return tuple(found)
 
 
-def _spec_entry(path: str) -> Entry:
+def _spec_entry(path: str, alone: bool = False) -> Entry:
+    """The spec at ``path``, loaded (its matrix not yet expanded); a spec that cannot be loaded is an entry with
+    its error, or -- the run's only target -- raises it."""
     try:
         spec = load_spec(path)
     except GradcheckError as exc:
+        if alone:
+            raise
         return Entry(path, str(resolve(path)), error=exc)
     return Entry(path, str(resolve(path)), spec=spec)
 
@@ -187,7 +234,7 @@ def _inputs(entries: tuple[Entry, ...]) -> tuple[tuple[str, Path], ...]:
     found: list[tuple[str, Path]] = []
     for entry in entries:
         if entry.spec is not None or entry.error is not None:
-            found.append((f"the spec {entry.name!r}", resolve(entry.name)))
+            found.append((f"the spec {split_selector(entry.name)[0]!r}", Path(entry.target)))
         layer = entry.spec.layer if entry.spec is not None else entry.target if entry.error is None else None
         reference = entry.spec.options.get("reference") if entry.spec is not None else None
         found += layer_files([(layer, "the layer file"), (reference, "the reference file")])
