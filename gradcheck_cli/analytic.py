@@ -102,7 +102,8 @@ def analytic_side(subject: Subject, weights: torch.Tensor, weighted_loss: bool, 
     for i, (leaf, t) in enumerate(zip(leaves, tensors)):
         zero = torch.zeros(t.shape, dtype=torch.float64, device=placement.acc)
         if first["l2"][i] is None and live:
-            notes.append(f"backward returned no gradient (None) for {leaf.name}: treated as zero")
+            constant = f"; if it is a constant (a fixed filter, a mask), say so: --constant {leaf.name} (in a spec, constant: true)" if leaf.kind == "input" else ""
+            notes.append(f"backward returned no gradient (None) for {leaf.name}: treated as zero{constant}")
         got = {loss: zero if first[loss][i] is None else f64(first[loss][i]) for loss in losses}
         grads[leaf.name] = {"weighted": zero, **got}
         a2 = zero if again[i] is None else f64(again[i])

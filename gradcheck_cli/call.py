@@ -57,15 +57,22 @@ def _replaced(value: Any, rest: tuple, new: Any) -> Any:
         return new
     items = list(value)
     items[rest[0]] = _replaced(items[rest[0]], rest[1:], new)
-    return type(value)(items) if isinstance(value, tuple) else items
+    return rebuilt(value, items)
+
+
+def rebuilt(value: Any, items: list) -> Any:
+    """``items`` in the sequence type of ``value``: a list, a tuple, or a namedtuple (PackedSequence) kept as such."""
+    if not isinstance(value, tuple):
+        return items
+    make = getattr(type(value), "_make", None)
+    return make(items) if make is not None else tuple(items)
 
 
 def _mapped(value: Any, fn: Callable) -> Any:
     if isinstance(value, torch.Tensor):
         return fn(value)
     if isinstance(value, (list, tuple)):
-        items = [_mapped(v, fn) for v in value]
-        return tuple(items) if isinstance(value, tuple) else items
+        return rebuilt(value, [_mapped(v, fn) for v in value])
     return value
 
 

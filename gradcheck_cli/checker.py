@@ -30,7 +30,7 @@ from .guard import Guard
 from .load import load_target
 from .matrix import only_combination, spec_key
 from .options import CheckOptions, check_option
-from .plan import Plan, make_plan
+from .plan import Plan, TensorPlan, make_plan
 from .reference import BasePoint, NumericSide, base_point, numeric_side
 from .report import Report, TensorReport, check_label
 from .rules import NOISE_SIGMAS, REL_FLOOR
@@ -97,7 +97,10 @@ def check(
         obj = load_target(layer) if isinstance(layer, str) else layer
         _check_default_device(target)
         subject = prepare(obj, target, list(inputs), opts, placement, keywords=keywords, args=args, kwargs=kwargs, params=params)
-        reference = reference_subject(opts.reference, subject, args, kwargs, placement, Guard(f"reference {opts.reference}")) if opts.reference else None
+        reference = None
+        if opts.reference:
+            reference, said = reference_subject(opts.reference, subject, torch_dtype(opts.dtype), args, kwargs, placement, Guard(f"reference {opts.reference}"))
+            subject = replace(subject, notes=subject.notes + said)
         # Where the layer's gradient is written (CI annotations, JUnit) and what --only left out.
         return replace(_Run(subject, opts, placement, progress, reference).report(), source=locate(obj), skipped=subject.left_out)
 
@@ -125,7 +128,7 @@ def check_spec(spec: LayerSpec, progress: ProgressFn | None = None, **overrides:
         raise
     except UsageError as exc:
         # Problems with what the spec asked for (inputs, params, constructor args) name the spec file and key.
-        if exc.key:
+        if exc.key and overrides.get(exc.key) is None:  # not about a value the caller (the command line) gave
             raise SpecError(spec.path, spec_key(spec, exc.key), exc.detail, exc.hint) from exc
         raise
 
@@ -231,8 +234,9 @@ class _Run:
         base = base_point(subject, evaluator, opts.seed, placement, guard)
         analytic = analytic_side(subject, base.weights, opts.weighted_loss, opts.seed, placement, guard)
         if self.reference is not None:
+            shapes = [tuple(y.shape) for y in guard("forward", _outputs_of, subject)]
             ref = reference_side(
-                self.reference, base.y, base.weights, opts.weighted_loss, torch_dtype(opts.dtype), opts.seed, placement, Guard(f"reference {self.reference.target}")
+                self.reference, base.y, shapes, base.weights, opts.weighted_loss, torch_dtype(opts.dtype), opts.seed, placement, Guard(f"reference {self.reference.target}")
             )
             note = f"compared with the reference {self.reference.target} (autograd, in {str(ref.dtype).replace('torch.', '')}); no finite differences"
             return _Sides(evaluator, base, analytic, None, None, ref, base.notes + analytic.notes + (note,))
@@ -282,12 +286,26 @@ class _Run:
                 analytic.layer_scale,
                 self.opts.kinks == "fail",
             )
-            yield replace(t, name=check_label(leaf.name, check), check=check, tensor=leaf.name, time=time.perf_counter() - started), ()
+            ref = sides.reference.grads[leaf.name]["l2"].reshape(-1)
+            broken = int((~torch.isfinite(ref)).sum())
+            said = (f"{broken} element(s) of {leaf.name}: the reference's gradient is NaN or infinite there (not differentiable?); reported NOISE",) if broken and check == "reference" else ()
+            yield replace(t, name=check_label(leaf.name, check), check=check, tensor=leaf.name, time=time.perf_counter() - started), said
 
     def _forward_ad(self, sides: _Sides) -> Stage:
         """Each element's forward-mode derivative (jvp), against the same numeric side (or the reference)."""
         shapes = {leaf.name: tuple(self.subject.tensor(leaf).shape) for leaf in self.subject.leaves}
         indices = {leaf.name: sides.indices(leaf, shapes[leaf.name], self.opts) for leaf in self.subject.leaves}
+        if self.opts.budget is not None:
+            # One dual forward an element (three below float64): what is left of --budget sets how many.
+            left = max(self.opts.budget - (time.perf_counter() - self.started), self.opts.budget / 4)
+            per = 3 if torch_dtype(self.opts.dtype) != torch.float64 else 1
+            cap = max(1, int(left / max(sides.base.forward_s * per, 1e-9) / len(self.subject.leaves)))
+            sampled = {name: idx for name, idx in indices.items() if len(idx) > cap}
+            for name in sampled:
+                chosen = set(indices[name])
+                indices[name] = tuple(i for i in select(shapes[name], cap, self.opts.seed + 7) if i in chosen) or indices[name][:cap]
+            if sampled:
+                yield None, (f"--budget {self.opts.budget:g}s: forward AD sampled at most {cap} elements of {', '.join(sampled)}",)
         y = sides.base.y
         forward = forward_side(self.subject, indices, y, sides.base.weights, self.opts.weighted_loss, self.opts.seed, self.placement, self.guard)
         if sides.reference is not None:
@@ -296,7 +314,8 @@ class _Run:
         assert sides.numeric is not None and sides.plan is not None
         for leaf in self.subject.leaves:
             started = time.perf_counter()
-            outcome = check_tensor(leaf, sides.plan.tensors[leaf.name], sides.numeric, forward, self.opts, lambda n: None)
+            planned = _narrowed(sides.plan.tensors[leaf.name], indices[leaf.name])
+            outcome = check_tensor(leaf, planned, sides.numeric, forward, self.opts, lambda n: None)
             report = replace(outcome.report, name=check_label(leaf.name, "forward_ad"), check="forward_ad", tensor=leaf.name, time=time.perf_counter() - started)
             yield report, tuple(note.replace(f"{leaf.name}: ", f"{report.name}: ", 1) for note in outcome.notes)
 
@@ -306,8 +325,10 @@ class _Run:
         backward, grad_outputs = backward_subject(subject, opts.seed, self.placement, self.guard)
         reference = backward_subject(self.reference, opts.seed, self.placement, Guard(f"reference {self.reference.target}"))[0] if self.reference else None
         kinds = {leaf.name: leaf.kind for leaf in subject.leaves}
-        # The backward's graph cannot be vmapped (autograd.grad inside); only/constant were applied to the layer already.
-        sub = opts.replace(order=1, forward_ad=False, batch=False, only=(), constant=())
+        # The backward's graph cannot be vmapped (autograd.grad inside); only/constant were applied to the layer
+        # already; --budget: what the first-order check left of it (at least a quarter).
+        budget = None if opts.budget is None else max(opts.budget - (time.perf_counter() - self.started), opts.budget / 4)
+        sub = opts.replace(order=1, forward_ad=False, batch=False, only=(), constant=(), budget=budget)
 
         def relabel(t: TensorReport) -> TensorReport:
             kind = "parameter" if kinds.get(t.name) == "param" else t.kind
@@ -322,14 +343,22 @@ class _Run:
                     yield relabel(t), ()
             raise Interrupt(exc.signum) from None
         except LayerError as exc:
+            # The first-order backward ran; what fails now is running it under create_graph or differentiating it.
+            # Running out of time or memory is no such verdict.
+            if "--timeout" in exc.message or "Out of memory" in exc.message:
+                raise
             yield from _not_twice_differentiable(backward, grad_outputs, kinds, exc)
             return
         for t in report.tensors:
             if t.kind != "output":  # the backward's outputs against the reference's: the first-order check already did
                 yield relabel(t), ()
-        # What the first-order check said already (the reference, a forward that differs) is not said twice.
+        # What the first-order check said already (the reference, a forward that differs) is not said twice; that
+        # the backward does not depend on a tensor is worth saying only where its double backward FAILs (it is
+        # right for every term linear in that tensor: a bias, 2*x).
         said = ("compared with the reference", "the forward differs from the reference")
-        yield None, tuple(_double_backward_note(note) for note in report.warnings if not note.startswith(said))
+        failing = {t.name for t in report.tensors if not t.passed}
+        notes = [note for note in report.warnings if not note.startswith(said)]
+        yield None, tuple(_double_backward_note(note) for note in notes if _unused_name(note) in failing or _unused_name(note) is None)
 
     def _advance(self, plan: Plan) -> Callable[[str, int], None]:
         """progress(tensor, elements done so far, ...) as elements are differenced."""
@@ -371,7 +400,7 @@ class _Run:
             "reference_dtype": dtype,
             "device": str(self.placement.device),
             "seed": opts.seed,
-            "eps": None if self.reference is not None and opts.order == 1 and not opts.forward_ad else steps.eps,
+            "eps": None if self.reference is not None else steps.eps,  # against a reference, no step is taken anywhere
             "rtol": steps.rtol,
             "atol": steps.atol,
             "kinks": opts.kinks,
@@ -388,11 +417,34 @@ class _Run:
         }
 
 
+def _narrowed(planned: TensorPlan, indices: Sequence[int]) -> TensorPlan:
+    """The plan of a tensor for fewer of its elements (a sample of them), its grouped first pass kept for those."""
+    if tuple(indices) == tuple(planned.indices):
+        return planned
+    where = {i: p for p, i in enumerate(planned.indices)}
+    positions = torch.tensor([where[i] for i in indices], dtype=torch.long)
+    first = None if planned.first_pass is None else {loss: d.select(positions.to(d.central.device)) for loss, d in planned.first_pass.items()}
+    return TensorPlan(tuple(indices), first, planned.grouping)
+
+
+def _outputs_of(subject: Subject) -> list[torch.Tensor]:
+    with torch.no_grad():
+        return subject.outputs()
+
+
+_UNUSED = re.compile(r"backward returned no gradient \(None\) for (.+?): treated as zero.*")
+
+
+def _unused_name(note: str) -> str | None:
+    """The tensor of a 'backward returned no gradient for X' note, else None."""
+    found = _UNUSED.fullmatch(note)
+    return found.group(1) if found else None
+
+
 def _double_backward_note(note: str) -> str:
     """A note of the double-backward check, in its terms: the 'layer' there is the backward."""
-    unused = re.fullmatch(r"backward returned no gradient \(None\) for (.+): treated as zero", note)
-    if unused:
-        name = unused.group(1)
+    name = _unused_name(note)
+    if name is not None:
         return (
             f"double backward: the backward's result does not depend on {name} through autograd (treated as zero): a value "
             f"computed in the forward and kept on ctx instead of save_for_backward, a detach(), or @once_differentiable"

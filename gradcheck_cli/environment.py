@@ -386,16 +386,56 @@ def deadline(seconds: float | None, target: str) -> Iterator[Deadline | None]:
         tell(timeout=None)
 
 
+class ExitCalled(BaseException):
+    """The layer's code called ``os._exit`` in gradcheck's own process: its error, never the process's end.
+
+    In a supervised child this only gives a clearer message; in the Python API, the pytest
+    plugin and ``--no-isolate`` it is what keeps ``os._exit(0)`` in a forward from ending the
+    whole run with status 0 -- a false pass.
+    """
+
+    def __init__(self, code: object) -> None:
+        super().__init__(f"os._exit({code!r})")
+        self.code = code
+
+
+_OWNER = os.getpid()
+_REAL_EXIT = os._exit
+_depth = [0]  # nesting of user_code() in this process
+
+
+def _exit_in_layer_code(code: int) -> None:
+    if os.getpid() != _OWNER:  # a child the layer forked (a DataLoader worker) ends as it asks
+        _REAL_EXIT(code)
+    raise ExitCalled(code)
+
+
+@contextlib.contextmanager
+def _no_exit() -> Iterator[None]:
+    """While the layer's code runs, its os._exit raises ExitCalled instead of ending this process."""
+    saved = os._exit
+    _depth[0] += 1
+    if _depth[0] == 1:
+        os._exit = _exit_in_layer_code
+    try:
+        yield
+    finally:
+        _depth[0] -= 1
+        if _depth[0] == 0:
+            os._exit = saved if saved is not _exit_in_layer_code else _REAL_EXIT
+
+
 @contextlib.contextmanager
 def user_code() -> Iterator[None]:
     """Around every call into the layer's code (import, construction, forward, backward)."""
     watch = Deadline.current()
     if watch is None:
         try:
-            yield
+            with _no_exit():
+                yield
         finally:
             reassert_interrupts()
         return
-    with watch.user_code():
+    with watch.user_code(), _no_exit():
         yield
     reassert_interrupts()

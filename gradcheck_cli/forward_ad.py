@@ -92,7 +92,10 @@ def _tangent_outputs(subject: Subject, leaf: Leaf, tangent: torch.Tensor, seed: 
             warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.")
             pairs = guard("forward (with forward-mode AD)", forward)
     except LayerError as exc:
-        raise _no_forward_mode(subject.target, exc) or exc
+        usage = _no_forward_mode(subject.target, exc)
+        if usage is not None:
+            raise usage from exc
+        raise
     return torch.cat([placement.f64(torch.zeros_like(y) if t is None else t).reshape(-1) for y, t in pairs])
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, TypeVar
 
-from .environment import Interrupt, raised_by_callers_alarm, user_code, watching_interrupts
+from .environment import ExitCalled, Interrupt, raised_by_callers_alarm, user_code, watching_interrupts
 from .errors import GradcheckError, LayerError, user_frame
 from .supervise import stage
 
@@ -41,6 +41,8 @@ def layer_error(exc: BaseException, what: str, sizes_hint: Callable[[], str] | N
         return exc  # no way to tell it from a real Ctrl-C here
     if isinstance(exc, SystemExit):
         return LayerError(f"{what} called sys.exit({exc.code!r}); no verdict could be reached.", "Remove sys.exit from the layer's code.")
+    if isinstance(exc, ExitCalled):
+        return LayerError(f"{what} called os._exit({exc.code!r}); no verdict could be reached.", "Remove os._exit from the layer's code.")
     text = first_line(exc)
     if isinstance(exc, AttributeError) and "before Module.__init__() call" in text:
         return LayerError(f"{what} raised AttributeError: {text}.", "Call super().__init__() first in the layer's __init__.")

@@ -18,7 +18,7 @@ import torch
 
 from .options import DTYPES
 from .spec import InputSpec
-from .call import Call
+from .call import Call, rebuilt
 from .errors import UsageError, suggest
 from .spec import MAX_DIMS, MAX_LITERAL_ELEMENTS, bounded_repr
 
@@ -368,7 +368,7 @@ def _build_item(item: Any, path: tuple, dtype: torch.dtype, device: torch.device
         return (t.to(dtype) if t.is_floating_point() else t).clone(memory_format=torch.contiguous_format)
     if isinstance(item, (list, tuple)) and _holds_tensors(item):
         values = [_build_item(sub, path + (i,), dtype, device, gen, constants) for i, sub in enumerate(item)]
-        return tuple(values) if isinstance(item, tuple) else values
+        return rebuilt(item, values)
     return item  # any other value, passed as it is
 
 

@@ -220,7 +220,7 @@ def _run_import(do_import, where: str):
     problem (exit 2); anything else the imported code raises -- any BaseException,
     sys.exit included -- is the layer's own error (exit 1).
     """
-    from .environment import Interrupt, user_code, watching_interrupts
+    from .environment import ExitCalled, Interrupt, user_code, watching_interrupts
     from .supervise import stage
 
     stage(f"Importing {where}")
@@ -244,9 +244,10 @@ def _run_import(do_import, where: str):
         ) from exc
     except (GradcheckError, Interrupt):
         raise
-    except SystemExit as exc:
+    except (SystemExit, ExitCalled) as exc:
+        how = "sys.exit" if isinstance(exc, SystemExit) else "os._exit"
         raise LayerError(
-            f"Importing {where} called sys.exit({exc.code!r}); no check was run.",
+            f"Importing {where} called {how}({exc.code!r}); no check was run.",
             "Move script code under `if __name__ == \"__main__\":`.",
         ) from exc
     except BaseException as exc:

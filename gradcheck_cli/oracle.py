@@ -22,16 +22,16 @@ from typing import Mapping, Sequence
 import torch
 
 from .environment import Placement
-from .errors import UsageError
+from .errors import GradcheckError, LayerError, UsageError
 from .fd import LOSSES, rounding_error
 from .guard import Guard
-from .layer import flatten_outputs, make_layer
+from .layer import Layer, make_layer
 from .load import load_target
 from .report import TensorReport
 from .rules import Judge
 from .subject import Leaf, Subject
 from .tensor_check import Elements, tensor_report
-from .verdicts import FAIL
+from .verdicts import FAIL, NOISE
 
 
 @dataclass(frozen=True)
@@ -47,23 +47,33 @@ class ReferenceSide:
     out_rounding: torch.Tensor | float = 0.0
 
 
-def reference_subject(target: str, subject: Subject, args: Sequence, kwargs: dict | None, placement: Placement, guard: Guard) -> Subject:
-    """The reference, built and set like the layer, on the layer's inputs: in float64 where it runs there, else the layer's dtype."""
-    obj = guard("import", load_target, target) if isinstance(target, str) else target
+def reference_subject(
+    target: str, subject: Subject, layer_dtype: torch.dtype, args: Sequence, kwargs: dict | None, placement: Placement, guard: Guard
+) -> tuple[Subject, tuple[str, ...]]:
+    """The reference, built and set like the layer, on the layer's inputs: in float64 where it runs there, else
+    in the layer's dtype; and notes (buffers of the layer it has no place for)."""
+    try:
+        obj = guard("import", load_target, target)
+    except GradcheckError as exc:  # say which of the two targets could not be loaded
+        kind = LayerError if isinstance(exc, LayerError) else UsageError
+        raise kind(exc.detail, exc.hint, key="reference") from None
     constructed = isinstance(obj, type) and issubclass(obj, torch.nn.Module)  # the layer's constructor arguments, where it takes any
     base = guard("construction", make_layer, obj, target, tuple(args) if constructed else (), dict(kwargs or {}) if constructed else {})
-    _same_parameters(subject, base, target)
-    layer_dtype = next((subject.tensor(leaf).dtype for leaf in subject.leaves), torch.float64)
+    base = _named_as_the_layer(subject, base, target)
+    missing = [n for n, v in subject.layer.buffers.items() if n not in base.buffers or base.buffers[n].shape != v.shape]
+    notes = (
+        (f"the reference has no buffer {', '.join(missing)} of the layer's (or not of its shape): it keeps its own",) if missing and base.module is not None else ()
+    )
     dtypes = [torch.float64] if placement.has_float64 else []
     dtypes += [layer_dtype] if layer_dtype not in dtypes else []
     for dtype in dtypes:
         ref = _built(target, base, subject, dtype, placement)
-        if dtype == dtypes[-1] or _runs_in_float64(ref):
-            return ref
+        if dtype == dtypes[-1] or _runs_in_float64(ref, guard):
+            return ref, notes
     raise AssertionError("unreachable: the last dtype is always taken")
 
 
-def _built(target: str, base, subject: Subject, dtype: torch.dtype, placement: Placement) -> Subject:
+def _built(target: str, base: Layer, subject: Subject, dtype: torch.dtype, placement: Placement) -> Subject:
     """The reference in ``dtype`` with the layer's parameters and (same-named, same-shaped) buffers."""
     layer = base.cast(dtype, placement.device)
     for name, value in subject.layer.params.items():
@@ -75,22 +85,31 @@ def _built(target: str, base, subject: Subject, dtype: torch.dtype, placement: P
     return Subject(target, layer, inputs, subject.leaves, (), subject.names)
 
 
-def _runs_in_float64(ref: Subject) -> bool:
+def _runs_in_float64(ref: Subject, guard: Guard) -> bool:
     """Does the reference run in float64 (and return float64)? Some run only in the layer's dtype."""
     try:
-        with torch.no_grad():
-            ys = flatten_outputs(ref.layer.call(ref.layer.params, ref.inputs, {k: v.clone() for k, v in ref.layer.buffers.items()}), ref.target)
-    except Exception:  # noqa: BLE001 -- it raises in float64: use the layer's dtype
+        ys = guard("forward", _forward, ref)
+    except LayerError:  # it raises in float64: use the layer's dtype (where an error that stays is reported)
         return False
     return all(y.dtype == torch.float64 for y in ys)
 
 
-def _same_parameters(subject: Subject, reference, target: str) -> None:
-    """The reference must have exactly the layer's checked parameters (by name and shape)."""
+def _forward(ref: Subject) -> list[torch.Tensor]:
+    with torch.no_grad():
+        return ref.outputs()
+
+
+def _named_as_the_layer(subject: Subject, reference: Layer, target: str) -> Layer:
+    """The reference with its parameters under the layer's names (a tied tensor may be registered first under
+    another of its names), refused unless they are exactly the layer's (names and shapes)."""
     mine, theirs = subject.layer.params, reference.params
-    missing = [n for n in mine if n not in theirs]
-    extra = [n for n in theirs if n not in mine]
-    wrong = [n for n in mine if n in theirs and tuple(theirs[n].shape) != tuple(mine[n].shape)]
+    # Every name a reference tensor has -> the name it is registered under.
+    known = {**{n: n for n in theirs}, **{alias: name for alias, name in reference.ties.items() if name in theirs}}
+    aliases = {n: [n, *(a for a, t in subject.layer.ties.items() if t == n)] for n in mine}
+    found = {n: next((known[c] for c in aliases[n] if c in known), None) for n in mine}
+    missing = [n for n, r in found.items() if r is None]
+    extra = [r for r in theirs if r not in found.values()]
+    wrong = [n for n, r in found.items() if r is not None and tuple(theirs[r].shape) != tuple(mine[n].shape)]
     if missing or extra or wrong:
         parts = []
         if missing:
@@ -98,42 +117,52 @@ def _same_parameters(subject: Subject, reference, target: str) -> None:
         if extra:
             parts.append(f"it has {', '.join(extra)} too")
         if wrong:
-            parts.append(", ".join(f"{n} has shape {list(theirs[n].shape)}, not {list(mine[n].shape)}" for n in wrong))
+            parts.append(", ".join(f"{n} has shape {list(theirs[found[n]].shape)}, not {list(mine[n].shape)}" for n in wrong))  # type: ignore[index]
         raise UsageError(
             f"{target} (the reference): its parameters are not the layer's ({'; '.join(parts)}).",
             "The reference must take the same constructor arguments and name its parameters as the layer does "
             "(they are copied into it by name).",
             key="reference",
         )
+    if all(n == r for n, r in found.items()):
+        return reference
+    renamed = {n: theirs[r] for n, r in found.items() if r is not None}
+    # The reference's own names of each tensor now point at the layer's name.
+    ties = {**{alias: n for n, r in found.items() for alias, t in reference.ties.items() if t == r}, **{r: n for n, r in found.items() if r != n}}
+    return replace(reference, params=renamed, ties=ties)
 
 
 def reference_side(
-    ref: Subject, y: torch.Tensor, weights: torch.Tensor, weighted_loss: bool, layer_dtype: torch.dtype, seed: int, placement: Placement, guard: Guard
+    ref: Subject,
+    y: torch.Tensor,
+    layer_shapes: Sequence[tuple[int, ...]],
+    weights: torch.Tensor,
+    weighted_loss: bool,
+    layer_dtype: torch.dtype,
+    seed: int,
+    placement: Placement,
+    guard: Guard,
 ) -> ReferenceSide:
-    """The reference's outputs, and its gradients for the layer's output gradients (``y``: the layer's outputs; ``weights``)."""
-    tensors, params, inputs = [], dict(ref.layer.params), ref.inputs
-    for leaf in ref.leaves:
-        t = ref.tensor(leaf).detach().clone().requires_grad_(True)
-        tensors.append(t)
-        if leaf.kind == "param":
-            params[leaf.key] = t
-        else:
-            inputs = inputs.replaced(leaf.key, t)
+    """The reference's outputs, and its gradients for the layer's output gradients (``y``: the layer's outputs,
+    flat, of ``layer_shapes``; ``weights``)."""
+    tensors = [ref.tensor(leaf).detach().clone().requires_grad_(True) for leaf in ref.leaves]
+    params, inputs = ref.substituted(tensors)
 
     def forward() -> list[torch.Tensor]:
         placement.seed(seed)
         with torch.enable_grad():
-            return flatten_outputs(ref.layer.call(params, inputs, {k: v.clone() for k, v in ref.layer.buffers.items()}), ref.target)
+            return ref.outputs(params, inputs)
 
     ys = guard("forward", forward)
     sizes = tuple(t.numel() for t in ys)
-    outputs = torch.cat([placement.f64(t).reshape(-1) for t in ys])
-    if outputs.numel() != y.numel():
+    shapes = tuple(tuple(t.shape) for t in ys)
+    if shapes != tuple(layer_shapes):
         raise UsageError(
-            f"{ref.target} (the reference) returns {outputs.numel()} output values where the layer returns {y.numel()}.",
-            "The reference must compute the same function: the same outputs, in the same order.",
+            f"{ref.target} (the reference) returns outputs of shapes {_shapes(shapes)} where the layer returns {_shapes(layer_shapes)}.",
+            "The reference must compute the same function: the same outputs, of the same shapes, in the same order.",
             key="reference",
         )
+    outputs = torch.cat([placement.f64(t).reshape(-1) for t in ys])
     live = [(t, i) for i, t in enumerate(ys) if t.requires_grad]
 
     def backward(g: torch.Tensor) -> Sequence[torch.Tensor | None]:
@@ -151,21 +180,27 @@ def reference_side(
         zero = torch.zeros(t.shape, dtype=torch.float64, device=placement.acc)
         grads[leaf.name] = {"weighted": zero, **{loss: zero if got[loss][i] is None else placement.f64(got[loss][i]) for loss in losses}}
     dtype = ys[0].dtype if ys else torch.float64
-    rounding = _rounding_in(ref, layer_dtype, outputs, seed, placement) if dtype != layer_dtype else 0.0
-    return ReferenceSide(outputs, tuple(tuple(t.shape) for t in ys), grads, dtype, rounding)
+    rounding = _rounding_in(ref, layer_dtype, outputs, seed, placement, guard) if dtype != layer_dtype else 0.0
+    return ReferenceSide(outputs, shapes, grads, dtype, rounding)
 
 
-def _rounding_in(ref: Subject, dtype: torch.dtype, outputs: torch.Tensor, seed: int, placement: Placement) -> torch.Tensor | float:
+def _shapes(shapes: Sequence[tuple[int, ...]]) -> str:
+    return ", ".join(str(list(s)) for s in shapes) or "none"
+
+
+def _rounding_in(ref: Subject, dtype: torch.dtype, outputs: torch.Tensor, seed: int, placement: Placement, guard: Guard) -> torch.Tensor | float:
     """|reference in ``dtype`` - reference|, plus a quarter of its RMS (one element can round small by chance); 0 where it cannot run so."""
+    low_ref = replace(
+        ref,
+        layer=ref.layer.cast(dtype, placement.device),
+        inputs=ref.inputs.map_tensors(lambda t: t.to(dtype) if t.is_floating_point() else t),
+    )
+    placement.seed(seed)
     try:
-        layer = ref.layer.cast(dtype, placement.device)
-        inputs = ref.inputs.map_tensors(lambda t: t.to(dtype) if t.is_floating_point() else t)
-        placement.seed(seed)
-        with torch.no_grad():
-            ys = flatten_outputs(layer.call(layer.params, inputs, {k: v.clone() for k, v in layer.buffers.items()}), ref.target)
-        low = torch.cat([placement.f64(t).reshape(-1) for t in ys])
-    except Exception:  # noqa: BLE001 -- a reference that runs only in float64
+        ys = guard("forward", _forward, low_ref)
+    except LayerError:  # a reference that runs only in float64
         return 0.0
+    low = torch.cat([placement.f64(t).reshape(-1) for t in ys])
     if low.shape != outputs.shape:
         return 0.0
     seen = (low - outputs).abs().nan_to_num(nan=0.0, posinf=0.0)
@@ -195,6 +230,8 @@ def compare(
         judge = Judge(rtol, atol, _largest(a, r), layer_scale.get(loss, 0.0))
         verdict = judge.against(a, r, noise)
         verdict[unstable.reshape(-1)[idx].to(a.device) > 0] = FAIL  # two backwards differ: not reentrant (analytic.py)
+        # No finite reference value (not differentiable there, sqrt at 0): nothing to compare with, never the layer's FAIL.
+        verdict[~torch.isfinite(r) & torch.isfinite(a)] = NOISE
         elements[loss] = Elements(a, r, verdict, noise)
     grads = {loss: a.reshape(shape) for loss, a in analytic.items()}
     return replace(tensor_report(leaf, shape, tuple(indices), elements, grads, kinks_fail), oracle="reference")

@@ -22,9 +22,9 @@ import torch
 
 from .call import Call
 from .environment import Placement
-from .errors import UsageError
+from .errors import UsageError, suggest
 from .inputs import build_call, torch_dtype
-from .layer import Layer, make_layer, set_params
+from .layer import Layer, flatten_outputs, make_layer, set_params
 from .options import CheckOptions
 
 
@@ -52,6 +52,22 @@ class Subject:
 
     def tensor(self, leaf: Leaf) -> torch.Tensor:
         return self.layer.params[leaf.key] if leaf.kind == "param" else self.inputs.get(leaf.key)
+
+    def substituted(self, tensors: Sequence[torch.Tensor]) -> tuple[dict[str, torch.Tensor], Call]:
+        """The layer's parameters and its call with the checked tensors replaced by ``tensors`` (in ``leaves`` order)."""
+        params, inputs = dict(self.layer.params), self.inputs
+        for leaf, t in zip(self.leaves, tensors):
+            if leaf.kind == "param":
+                params[leaf.key] = t
+            else:
+                inputs = inputs.replaced(leaf.key, t)
+        return params, inputs
+
+    def outputs(self, params: dict[str, torch.Tensor] | None = None, inputs: Call | None = None) -> list[torch.Tensor]:
+        """The layer's floating outputs at ``params``/``inputs`` (default: its own), its buffers fresh copies
+        (a forward may update them in place)."""
+        out = self.layer.call(self.layer.params if params is None else params, self.inputs if inputs is None else inputs, {k: v.clone() for k, v in self.layer.buffers.items()})
+        return flatten_outputs(out, self.target)
 
     def sizes_hint(self) -> str:
         sizes = ", ".join(f"{self.names.get(path, path)} {list(t.shape)}" for path, t in self.inputs.tensors())
@@ -171,10 +187,15 @@ def _leaves(target: str, layer: Layer, call: Call, names: dict, constants: froze
     # A tied parameter is one tensor: --only and --constant take it by any of its names.
     leaves = inputs + [Leaf(name, "param", name, tuple(a for a, t in layer.ties.items() if t == name)) for name in layer.params]
     known = {n: leaf for leaf in [*(leaf for leaf, _ in every), *leaves] for n in (leaf.name, *leaf.aliases)}
-    for option, wanted in (("--constant", opts.constant), ("--only", opts.only)):
+    for option, wanted in (("constant", opts.constant), ("only", opts.only)):
         unknown = [n for n in wanted if n not in known]
         if unknown:
-            raise UsageError(f"{option} {', '.join(unknown)}: no such checked tensor.", f"tensors: {', '.join(leaf.name for leaf in leaves)}.")
+            names = ", ".join(repr(n) for n in unknown)
+            raise UsageError(
+                f"{names}: no such checked tensor of {target}.",
+                f"{suggest(unknown[0], [leaf.name for leaf in leaves], 'its tensors')}",
+                key=option,
+            )
     constant = {known[n].name for n in opts.constant} | {leaf.name for leaf in inputs if leaf.key in constants}
     leaves = [leaf for leaf in leaves if leaf.name not in constant]
     empty = [leaf.name for leaf in leaves if (call.get(leaf.key) if leaf.kind == "input" else layer.params[leaf.key]).numel() == 0]

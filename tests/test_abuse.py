@@ -542,7 +542,8 @@ def test_sigterm_ends_like_ctrl_c_with_a_partial_report_and_exit_143(tmp_path):
 def test_isolation_turns_what_kills_the_process_into_the_layers_error(tmp_path):
     """os._exit(0) in forward, a segfault, a layer that never stops: exit 1 with words, and a report that says so."""
     cases = {
-        "os_exit_in_forward": ([], "exited with status 0 during the forward"),
+        "os_exit_in_forward": ([], "called os._exit(0)"),  # caught in the child itself, with the call named
+        "c_exit_in_forward": ([], "exited with status 0 during the forward"),
         "segfault_in_forward": ([], "died with SIGSEGV during the forward"),
         "never_gives_up": (["--timeout", "0.3"], "did not finish within --timeout 0.3s and did not stop when asked"),
     }
@@ -751,3 +752,27 @@ def test_a_killed_supervisor_takes_its_child_with_it(tmp_path):
     time.sleep(1.0)
     assert children and not any(Path(f"/proc/{c}").exists() and "zombie" not in Path(f"/proc/{c}/status").read_text().lower() for c in children)
     assert json.loads(report.read_text())["status"] == "INCOMPLETE"  # never last run's, never a late pass
+
+
+@pytest.mark.parametrize("how", ["--no-isolate", "api", "pytest"])
+def test_os_exit_in_a_layer_is_its_error_in_process_too(run_cli, tmp_path, how):
+    """Without a supervising process (the API, the pytest plugin, --no-isolate), os._exit(0) in forward
+    ended the run with status 0 -- a false pass; it is the layer's error (exit 1) there too."""
+    if how == "--no-isolate":
+        proc = gradcheck_process("run", a("os_exit_in_forward"), "--input", "3", "--no-isolate", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 1 and "called os._exit(0)" in err.decode(), err
+    elif how == "api":
+        import os
+
+        import gradcheck_cli
+
+        with pytest.raises(gradcheck_cli.LayerError, match=r"called os\._exit\(0\)"):
+            gradcheck_cli.check(a("os_exit_in_forward"), ["3"])
+        assert os._exit.__name__ == "_exit" and os._exit.__module__ in ("posix", "nt")  # put back
+    else:
+        spec = tmp_path / "bye.yaml"
+        spec.write_text(f"layer: {a('os_exit_in_forward')}\ninputs: [{{shape: [3]}}]\n")
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--gradcheck-specs", str(spec), str(tmp_path)],
+                              capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        assert proc.returncode == 1 and "1 failed" in proc.stdout, proc.stdout + proc.stderr

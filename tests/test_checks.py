@@ -224,3 +224,98 @@ def test_reference_in_a_spec_is_relative_to_the_spec_and_never_overwritten(run_c
 def test_sweep_refuses_a_reference(run_cli) -> None:
     code, _, err = run_cli("sweep", layer("FastLinear"), "-i", "4x64", "--reference", layer("PlainLinear"))
     assert code == 2 and "takes none" in err
+
+
+# --------------------------------------------------------------------------- what the review found
+
+
+def test_a_reference_that_exits_is_its_error_not_a_silent_exit() -> None:
+    from gradcheck_cli.errors import LayerError
+
+    with pytest.raises(LayerError, match=r"sys\.exit\(3\)"):
+        check(layer("Softplus"), ["4x5"], dtype="float32", reference=layer("plain_softplus_exits"))
+
+
+def test_a_reference_with_outputs_in_another_order_is_refused_naming_both() -> None:
+    with pytest.raises(UsageError, match=r"outputs of shapes \[1, 3\], \[2, 3\] where the layer returns \[2, 3\], \[1, 3\]"):
+        check(layer("pair"), ["2x3"], reference=layer("pair_swapped"))
+    assert check(layer("pair"), ["2x3"], reference=layer("pair")).passed
+
+
+def test_a_nan_in_the_reference_is_noise_said_so_not_the_layers_fail() -> None:
+    report = check(layer("sqrt_abs"), ["=[[0.0, 1.5, -2.0, 0.7]]"], reference=layer("plain_sqrt_abs"))
+    x = next(t for t in report.tensors if t.name == "x")
+    assert x.counts["FAIL"] == 0 and x.counts["NOISE"] == 1
+    assert any("the reference's gradient is NaN or infinite" in note for note in report.notes)
+
+
+def test_a_layer_linear_in_a_tensor_passes_order_2_without_a_false_note() -> None:
+    """The double backward of 2x + b is zero in x and b: right, and no note suggests a ctx bug."""
+    report = check(layer("Twice"), ["3x4"], order=2)
+    assert report.passed, str(report)
+    assert not any("does not depend on" in note for note in report.notes), report.notes
+    bn = check(torch_module("BatchNorm1d", 3), ["4x3"], order=2)
+    assert bn.passed and not any("does not depend on" in note for note in bn.notes), bn.notes
+
+
+def torch_module(name: str, *args):
+    import torch
+
+    return getattr(torch.nn, name)(*args).double()
+
+
+def test_forward_ad_keeps_to_the_budget() -> None:
+    report = check(layer("CubeJvp"), ["60x60"], forward_ad=True, budget=0.05)
+    forward = next(t for t in report.tensors if t.check == "forward_ad")
+    assert forward.n_checked < 3600 and forward.passed
+    assert any("forward AD sampled at most" in note for note in report.notes)
+
+
+def test_a_namedtuple_input_reaches_the_layer_as_itself() -> None:
+    import collections
+
+    import torch
+
+    Pair = collections.namedtuple("Pair", "a b")
+
+    def product(p):
+        return p.a * p.b  # a plain tuple has no .a
+
+    report = check(product, [Pair(torch.randn(3, dtype=torch.float64), torch.randn(3, dtype=torch.float64))])
+    assert report.passed and {t.name for t in report.tensors} == {"p[0]", "p[1]"}
+
+
+def test_an_unknown_only_names_the_spec_key_or_not_the_spec(run_cli, tmp_path: Path) -> None:
+    spec = tmp_path / "s.yaml"
+    spec.write_text(f"layer: {HIGHER}:Softplus\ninputs: [{{shape: [3]}}]\nonly: [nope]\n")
+    code, _, err = run_cli("run", spec)
+    assert code == 2 and "s.yaml: only: 'nope': no such checked tensor" in err
+    good = tmp_path / "g.yaml"
+    good.write_text(f"layer: {HIGHER}:Softplus\ninputs: [{{shape: [3]}}]\n")
+    code, _, err = run_cli("run", good, "--only", "nope")
+    assert code == 2 and "g.yaml" not in err and "only: 'nope': no such checked tensor" in err  # the command line's, not the spec's
+
+
+def test_a_missing_reference_says_it_is_the_reference(run_cli, tmp_path: Path) -> None:
+    code, _, err = run_cli("run", layer("Softplus"), "-i", "3", "--reference", str(tmp_path / "nope.py") + ":X")
+    assert code == 2 and "reference:" in err and "nope.py" in err
+
+
+def test_a_none_gradient_for_a_float_input_hints_constant() -> None:
+    """A filter passed as a float input whose backward returns None: the note says how to mark it constant."""
+    report = check(layer("_TwiceFn"), ["3x4", "4"])  # its backward returns a gradient for both: no hint
+    assert not any("--constant" in note for note in report.notes)
+
+    import torch
+
+    class FixedTaps(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, taps):
+            return x * taps.sum()
+
+        @staticmethod
+        def backward(ctx, g):
+            return None, None  # (its x gradient is missing too: that one is a bug)
+
+    report = check(FixedTaps, ["3", "=[0.25, 0.5, 0.25]"])
+    assert any("--constant taps" in note and "constant: true" in note for note in report.notes), report.notes

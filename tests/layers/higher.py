@@ -271,3 +271,77 @@ class PlainLinearMinusBias(PlainLinear):
 def plain_softplus(x):
     """A plain-function reference for the Softplus Functions."""
     return torch.nn.functional.softplus(x)
+
+
+# --------------------------------------------------------------------------- references that are not the layer's function
+
+
+def plain_softplus_exits(x):
+    """A reference that ends the process (sys.exit) -- the reference's error, never a silent exit."""
+    import sys
+
+    sys.exit(3)
+
+
+class _PairFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x * 2, x.sum(0, keepdim=True)
+
+    @staticmethod
+    def backward(ctx, ga, gb):
+        return ga * 2 + gb.expand_as(ga)
+
+
+def pair(x):
+    """Two outputs: 2x and the column sums."""
+    return _PairFn.apply(x)
+
+
+def pair_swapped(x):
+    """The same values in the other order: not the same outputs."""
+    return x.sum(0, keepdim=True), x * 2
+
+
+class _SqrtAbsFn(torch.autograd.Function):
+    """sqrt(|x|) whose backward says 0 at x = 0 (a choice: the derivative does not exist there)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        y = x.abs().sqrt()
+        ctx.save_for_backward(x, y)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        x, y = ctx.saved_tensors
+        return torch.where(y > 0, g * torch.sign(x) / (2 * y.clamp(min=1e-300)), torch.zeros_like(g))
+
+
+def sqrt_abs(x):
+    return _SqrtAbsFn.apply(x)
+
+
+def plain_sqrt_abs(x):
+    return x.abs().sqrt()
+
+
+class _TwiceFn(torch.autograd.Function):
+    """y = 2x + b: linear, so its double backward is exactly zero in x (and that is right)."""
+
+    @staticmethod
+    def forward(ctx, x, b):
+        return 2 * x + b
+
+    @staticmethod
+    def backward(ctx, g):
+        return 2 * g, g.sum(0)
+
+
+class Twice(torch.nn.Module):
+    def __init__(self, n: int = 4) -> None:
+        super().__init__()
+        self.bias = torch.nn.Parameter(torch.linspace(-1, 1, n))
+
+    def forward(self, x):
+        return _TwiceFn.apply(x, self.bias)

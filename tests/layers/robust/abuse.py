@@ -214,6 +214,13 @@ def os_exit_in_forward(x):
     os._exit(0)
 
 
+def c_exit_in_forward(x):
+    """Ends the process from C (libc's _exit), which no Python-level guard sees: only isolation catches it."""
+    import ctypes
+
+    ctypes.CDLL(None)._exit(0)
+
+
 def segfault_in_forward(x):
     """A crash in C code (reading address 0)."""
     import ctypes
