@@ -39,7 +39,8 @@ from .verdicts import FAIL
 __all__ = ["Interrupted", "ProgressFn", "check", "check_spec", "spec_arguments"]
 
 # progress(tensor_name, elements_done, elements_total, estimated_seconds_total); the name is ""
-# once, when the plan is made (the estimate is then known).
+# when the plan is made (the estimate is then known), and before that when grouping runs long
+# (a first estimate, which the plan's revises).
 ProgressFn = Callable[[str, int, int, float], None]
 
 
@@ -179,7 +180,7 @@ class _Run:
         base = base_point(subject, evaluator, opts.seed, placement, guard)
         analytic = analytic_side(subject, base.weights, opts.weighted_loss, opts.seed, placement, guard)
         numeric = numeric_side(subject, evaluator, base, opts, placement, guard)
-        plan = make_plan(subject, numeric, opts, base.forward_s)
+        plan = make_plan(subject, numeric, opts, base.forward_s, self.started, self.progress)
         if self.progress:
             self.progress("", 0, plan.total, plan.estimate_s)
         return _Sides(evaluator, numeric, analytic, plan, base.notes + analytic.notes + numeric.notes + plan.notes)
@@ -207,6 +208,7 @@ class _Run:
                 points_evaluated=numeric.points,
                 batched=bool(numeric.batched),
                 grouped={name: t.stride for name, t in sides.plan.tensors.items() if t.stride},
+                sets={t.name: t.sets["tests"] for t in tensors if t.sets is not None},
             )
         return Report(self.subject.target, tuple(tensors), self._config(sides), timing, tuple(notes))
 

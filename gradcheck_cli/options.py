@@ -222,6 +222,14 @@ class CheckOptions:
         "Move many elements per forward where every output depends on at most one of them (elementwise layers, "
         "filters), each credit verified; off: one element per forward pair.",
     )
+    sets: str = option(
+        "auto",
+        Choice(("auto", "on", "off")),
+        "Test sets of elements along random directions and bisect down to the wrong ones (every element covered; "
+        "see the README): auto where element by element would take long, on for every tensor not grouped, "
+        "off: element by element.",
+        rerun="changed",
+    )
     batch: bool = option(True, Flag(), "Batch perturbed forwards with torch.func.vmap where the layer allows it.", cli=False, spec=False)
     max_elements: int | None = option(None, Whole(1, example="1000"), "Check at most this many elements per tensor (sampled with coverage).", rerun="changed")
     only: tuple[str, ...] = option((), Names(), "Check only this tensor (input0, a parameter name); repeatable.")

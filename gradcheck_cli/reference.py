@@ -142,8 +142,12 @@ class NumericSide:
             base = BaseOutputs(base.y, base.weights, torch.maximum(base.out_err, self.placement.f64(ev.probe_error)), base.ulp)
         return fd.loss_differences(yp, ym, base, hp, hm)
 
-    def grouped(self, leaf: Leaf, idx: list[int], step: float, budget: int, seed: int) -> tuple[dict[str, Differences] | None, grouping.Grouping]:
-        """Slopes from moving many elements per forward (see :mod:`.grouping`), or None where no stride fits."""
+    def grouped(
+        self, leaf: Leaf, idx: list[int], step: float, budget: int, seed: int, tick: Callable[[int], None] | None = None
+    ) -> tuple[dict[str, Differences] | None, grouping.Grouping]:
+        """Slopes from moving many elements per forward (see :mod:`.grouping`), or None where no stride fits.
+
+        ``tick(moves)`` is told of every evaluation (for progress)."""
         n = len(idx)
         f64, device = self.placement.f64, self.placement.device
         index = torch.tensor(idx, device=device, dtype=torch.long)
@@ -151,6 +155,8 @@ class NumericSide:
 
         def evaluate(segments: list):
             segments = [(pos.to(device), signs.to(device)) for pos, signs in segments]
+            if tick is not None:
+                tick(sum(len(signs) for _, signs in segments))
             return tuple(map(f64, self.guard("forward", self.evaluator.groups, leaf, index, plus, minus, segments)))
 
         def assemble(parts):
@@ -173,7 +179,9 @@ class NumericSide:
     def time_per_element(self, leaf: Leaf, idx: list[int]) -> float | None:
         """Seconds per element of a batched (vmapped) chunk, or None where the layer is not batched."""
         ev = self.evaluator
-        self.guard("forward", ev.perturbed, leaf, idx, self.steps.eps)  # the first call probes vmap against the loop
+        # The first call probes vmap against the loop, the second races them (a loop chunk): neither is timed.
+        self.guard("forward", ev.perturbed, leaf, idx, self.steps.eps)
+        self.guard("forward", ev.perturbed, leaf, idx, self.steps.eps)
         if not ev.batched:
             return None
         started = time.perf_counter()

@@ -28,7 +28,11 @@ class TensorReport:
     The headline numbers (errors, worst element, analytic and numeric values)
     are those of the loss that did worst on this tensor, named in ``loss``.
     ``analytic_grad``/``numeric_grad``/``verdicts`` are full arrays in the
-    tensor's own shape (NaN / -1 where an element was not checked).
+    tensor's own shape (NaN / -1 where an element was not checked; NaN numeric and PASS
+    for the elements of a set cleared by set testing, which has no per-element value).
+    ``sets`` is set for a tensor checked by sets (see sets.py): tests run, directions per
+    set and the miss probability, elements cleared and measured alone, the bound a cleared
+    set puts on every element's |analytic - numeric| (per loss), and why splitting stopped.
     """
 
     name: str
@@ -51,6 +55,7 @@ class TensorReport:
     numeric_grad: np.ndarray | None = field(default=None, repr=False, compare=False)
     verdicts: np.ndarray | None = field(default=None, repr=False, compare=False)
     kinks_fail: bool = False
+    sets: Mapping[str, Any] | None = None
 
     @property
     def n_failed(self) -> int:
@@ -92,6 +97,7 @@ class TensorReport:
             "failed_losses": list(self.failed_losses),
             "diagnosis": self.diagnosis,
             "coverage": self.coverage,
+            "sets": dict(self.sets) if self.sets is not None else None,
         }
 
 

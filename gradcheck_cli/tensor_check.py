@@ -4,6 +4,9 @@ Every planned element gets a first-pass verdict from its slopes at h (see
 :mod:`.rules`); elements that look wrong are re-evaluated at 2h and h/2 and confirmed;
 kinks shared by several elements are moved together (see :mod:`.kinks`). The numbers
 of the loss that did worst become the tensor's headline.
+
+A tensor the plan gives to sets (see :mod:`.sets`) is cleared set by set; the elements
+that bisection hands back are measured alone and judged exactly like the others.
 """
 
 from __future__ import annotations
@@ -14,10 +17,11 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import kinks
+from . import kinks, sets
 from .analytic import Analytic
 from .fd import LOSSES, Differences
 from .grouping import REEVALUATE_MAX
+from .inputs import torch_dtype
 from .options import CheckOptions
 from .plan import TensorPlan, grouped_first
 from .reference import NumericSide
@@ -25,7 +29,7 @@ from .report import TensorReport
 from .rules import Judge, combine, relative_error
 from .sampling import coverage_note
 from .subject import Leaf
-from .verdicts import FAIL, KINK, UNCHECKED, count
+from .verdicts import FAIL, KINK, NOISE, PASS, UNCHECKED, count
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,8 @@ class _Elements:
 def check_tensor(leaf: Leaf, planned: TensorPlan, numeric: NumericSide, analytic: Analytic, opts: CheckOptions, advance: Callable[[int], None]) -> TensorOutcome:
     grads = {loss: analytic.grads[leaf.name][loss] for loss in (LOSSES if opts.weighted_loss else ("l2",))}
     work = _Work(leaf, tuple(grads["l2"].shape), planned, numeric, opts.seed)
+    if planned.by_sets:
+        return _by_sets(work, grads, analytic, opts, advance)
     if planned.first_pass is not None:
         first = planned.first_pass
         advance(len(planned.indices))
@@ -57,14 +63,89 @@ def check_tensor(leaf: Leaf, planned: TensorPlan, numeric: NumericSide, analytic
         a = grad.reshape(-1)[work.index]
         judges[loss] = Judge(numeric.steps.rtol, numeric.steps.atol, _largest(a, first[loss].central), analytic.layer_scale[loss])
         elements[loss] = _Elements(a, first[loss].central.clone(), judges[loss].first_pass(a, first[loss], spread))
-    work.confirm(first, elements, judges, spread)
+    work.confirm(planned.indices, first, elements, judges, spread, grouped=planned.first_pass is not None)
     notes = _notes(leaf, work.shape, planned.indices, elements["l2"])
-    if planned.stride != 1:  # stride 1: no two elements share an output
-        verdicts = {k: e.verdict for k, e in elements.items()}
-        joint = kinks.check_joint(leaf, planned.indices, verdicts, {k: e.analytic for k, e in elements.items()}, numeric, judges)
-        kinks.apply(verdicts, joint)
-        notes += joint.notes
+    notes += _joint_kinks(work, planned.indices, elements, judges)
     return TensorOutcome(tensor_report(leaf, work.shape, planned.indices, elements, grads, opts.kinks == "fail"), notes)
+
+
+def _joint_kinks(work: "_Work", idx: tuple[int, ...], elements: dict[str, _Elements], judges: dict[str, Judge]) -> tuple[str, ...]:
+    """Kinks shared by several elements, moved together (see kinks.py); not at stride 1, where no two elements share an output."""
+    if work.planned.stride == 1 or not idx:
+        return ()
+    verdicts = {k: e.verdict for k, e in elements.items()}
+    joint = kinks.check_joint(work.leaf, idx, verdicts, {k: e.analytic for k, e in elements.items()}, work.numeric, judges)
+    kinks.apply(verdicts, joint)
+    return joint.notes
+
+
+def _by_sets(work: "_Work", grads: dict[str, torch.Tensor], analytic: Analytic, opts: CheckOptions, advance: Callable[[int], None]) -> TensorOutcome:
+    """Clear the tensor set by set (sets.py); the elements bisection hands back are measured and judged alone."""
+    leaf, numeric = work.leaf, work.numeric
+    spread = analytic.spread[leaf.name].reshape(-1)
+    unit = torch.finfo(torch_dtype(opts.dtype)).eps
+    flat = {loss: g.reshape(-1) for loss, g in grads.items()}
+    scale = {loss: _largest(a) for loss, a in flat.items()}
+    sides = {
+        loss: sets.LossSide(a, spread, numeric.steps.rtol, numeric.steps.atol, scale[loss], analytic.layer_scale[loss], unit)
+        for loss, a in flat.items()
+    }
+    measured: list[int] = []
+    parts: list[dict[str, _Elements]] = []
+
+    def measure(members: list[int]) -> sets.Measured:
+        index = torch.tensor(members, device=numeric.placement.acc, dtype=torch.long)
+        first = numeric.singles(leaf, members, numeric.steps.eps)
+        elements, judges = {}, {}
+        for loss, a_all in flat.items():
+            a = a_all[index]
+            judges[loss] = Judge(numeric.steps.rtol, numeric.steps.atol, max(scale[loss], _largest(first[loss].central)), analytic.layer_scale[loss])
+            elements[loss] = _Elements(a, first[loss].central.clone(), judges[loss].first_pass(a, first[loss], spread[index]))
+        work.confirm(tuple(members), first, elements, judges, spread[index], grouped=False)
+        measured.extend(members)
+        parts.append(elements)
+        verdict = combine([e.verdict for e in elements.values()])
+        return sets.Measured(int((verdict == FAIL).sum()), int((verdict == NOISE).sum()))
+
+    tester = sets.SetTester(numeric, leaf, sides, opts.seed + 3)
+    found = sets.explore(tester, work.shape, measure, advance, work.planned.leaf or sets.LEAF, opts.seed + 4)
+    idx = tuple(measured)
+    elements = {loss: _joined([p[loss] for p in parts], numeric.placement.acc) for loss in flat}
+    judges = {loss: Judge(numeric.steps.rtol, numeric.steps.atol, max(scale[loss], _largest(elements[loss].numeric)), analytic.layer_scale[loss]) for loss in flat}
+    notes = _notes(leaf, work.shape, idx, elements["l2"]) if idx else ()
+    notes += _joint_kinks(work, idx, elements, judges)
+    notes += (_sets_note(leaf, work.shape, found, len(idx)),)
+    report = tensor_report(leaf, work.shape, idx, elements, grads, opts.kinks == "fail", found)
+    return TensorOutcome(report, notes)
+
+
+def _joined(parts: list[_Elements], device: torch.device) -> _Elements:
+    """The elements measured in several batches, as one."""
+    if not parts:
+        empty = torch.zeros(0, dtype=torch.float64, device=device)
+        return _Elements(empty, empty.clone(), torch.zeros(0, dtype=torch.long, device=device))
+    return _Elements(*(torch.cat([getattr(p, f) for p in parts]) for f in ("analytic", "numeric", "verdict")))
+
+
+def _sets_note(leaf: Leaf, shape: tuple[int, ...], found: sets.Exploration, alone: int) -> str:
+    """What the sets checked, how, and what a cleared set guarantees."""
+    n = int(np.prod(shape)) if shape else 1
+    cleared = sum(hi - lo for lo, hi in found.cleared)
+    bounds = ", ".join(f"{b:.2g} ({loss})" for loss, b in found.bound.items())
+    text = (
+        f"{leaf.name}: checked by sets: {found.tests} test(s) along {found.directions} random directions "
+        f"({found.forwards} forwards) for {n} elements; {alone} element(s) measured alone"
+    )
+    if cleared:
+        text += (
+            f"; in the cleared sets every element's |analytic - numeric| is at most {bounds} "
+            f"(twice the tolerance of the set's strictest element plus the set's noise), except with probability "
+            f"2^-{sets.DIRECTIONS} per set"
+        )
+    if found.stopped:
+        left = sum(hi - lo for lo, hi in found.unresolved)
+        text += f"; {found.stopped}: up to {left} element(s) left unchecked"
+    return text + "; --sets off checks every element alone"
 
 
 @dataclass(frozen=True)
@@ -81,17 +162,16 @@ class _Work:
     def index(self) -> torch.Tensor:
         return torch.tensor(self.planned.indices, device=self.numeric.placement.acc, dtype=torch.long)
 
-    def confirm(self, first: dict[str, Differences], elements: dict[str, _Elements], judges: dict[str, Judge], spread: torch.Tensor) -> None:
-        """Re-evaluate the flagged elements at 2h and h/2 and replace their verdicts and numeric values."""
+    def confirm(self, idx: tuple[int, ...], first: dict[str, Differences], elements: dict[str, _Elements], judges: dict[str, Judge], spread: torch.Tensor, grouped: bool) -> None:
+        """Re-evaluate the flagged elements (position p is flat index idx[p]) at 2h and h/2; replace their verdicts and values."""
         flagged = torch.zeros_like(spread, dtype=torch.bool)
         for e in elements.values():
             flagged |= e.verdict == FAIL
         positions = torch.nonzero(flagged).reshape(-1)
         if positions.numel() == 0:
             return
-        members = [self.planned.indices[p] for p in positions.tolist()]
+        members = [idx[p] for p in positions.tolist()]
         h = self.numeric.steps.eps
-        grouped = self.planned.first_pass is not None
         # A few flagged elements are confirmed one at a time, the grouped first pass included, so
         # that no verdict rests on grouping alone; many (a wrong backward) are confirmed in groups.
         regroup = grouped and len(members) > REEVALUATE_MAX
@@ -128,8 +208,20 @@ def _notes(leaf: Leaf, shape: tuple[int, ...], idx: tuple[int, ...], e: _Element
     return tuple(notes)
 
 
-def tensor_report(leaf: Leaf, shape: tuple[int, ...], idx: tuple[int, ...], elements: dict[str, _Elements], grads: dict[str, torch.Tensor], kinks_fail: bool) -> TensorReport:
-    """The tensor's report: the headline numbers are those of the loss that did worst."""
+def tensor_report(
+    leaf: Leaf,
+    shape: tuple[int, ...],
+    idx: tuple[int, ...],
+    elements: dict[str, _Elements],
+    grads: dict[str, torch.Tensor],
+    kinks_fail: bool,
+    by_sets: sets.Exploration | None = None,
+) -> TensorReport:
+    """The tensor's report: the headline numbers are those of the loss that did worst.
+
+    ``idx`` are the elements measured alone; ``by_sets`` (a tensor checked by sets) adds the
+    elements its cleared sets cover (PASS, no per-element numeric value) and says what is left.
+    """
     n = len(idx)
     stats = {}
     for loss, e in elements.items():
@@ -152,29 +244,65 @@ def tensor_report(leaf: Leaf, shape: tuple[int, ...], idx: tuple[int, ...], elem
         worst_index = tuple(int(i) for i in np.unravel_index(idx[worst], shape)) if shape else ()
         analytic_v, numeric_v = float(e.analytic[worst].item()), float(e.numeric[worst].item())
     n_elements = int(np.prod(shape)) if shape else 1
-    verdicts = _scattered(combine([x.verdict for x in elements.values()]), idx, n_elements, UNCHECKED).astype(np.int64).reshape(shape)
+    verdicts = np.full(n_elements, UNCHECKED, dtype=np.int64)
+    max_rel = float(rel.max().item()) if n else 0.0
+    mean_rel = float(rel.mean().item()) if n else 0.0
+    max_abs = float(abs_err.max().item()) if n else 0.0
+    checked, coverage, summary = n, None, None
+    if by_sets is not None:
+        for lo, hi in by_sets.cleared:
+            verdicts[lo:hi] = PASS
+        if not n:  # nothing measured alone: the headline is the cleared sets' directional errors
+            max_rel = mean_rel = max(by_sets.rel.values(), default=0.0)
+            max_abs = max(by_sets.abs.values(), default=0.0)
+        summary = _sets_summary(by_sets, n)
+    if n:
+        verdicts[list(idx)] = combine([x.verdict for x in elements.values()]).cpu().numpy()
+    verdicts = verdicts.reshape(shape)
     counts = count(verdicts)
+    if by_sets is not None:
+        checked = int((verdicts != UNCHECKED).sum())
+        if checked < n_elements:
+            coverage = f"{n_elements - checked} of {n_elements} elements not checked: {by_sets.stopped}"
+    else:
+        coverage = coverage_note(n, n_elements, counts["FAIL"])
     return TensorReport(
         name=leaf.name,
         kind="parameter" if leaf.kind == "param" else "input",
         shape=shape,
         n_elements=n_elements,
-        n_checked=n,
+        n_checked=checked,
         counts=counts,
-        max_rel_error=float(rel.max().item()) if n else 0.0,
-        mean_rel_error=float(rel.mean().item()) if n else 0.0,
-        max_abs_error=float(abs_err.max().item()) if n else 0.0,
+        max_rel_error=max_rel,
+        mean_rel_error=mean_rel,
+        max_abs_error=max_abs,
         worst_index=worst_index,
         analytic=analytic_v,
         numeric=numeric_v,
         loss=headline,
         failed_losses=tuple(loss for loss in losses if bool((elements[loss].verdict == FAIL).any())),
-        coverage=coverage_note(n, n_elements, counts["FAIL"]),
+        coverage=coverage,
         analytic_grad=grads[headline].cpu().numpy(),
         numeric_grad=_scattered(e.numeric, idx, n_elements, float("nan")).reshape(shape),
         verdicts=verdicts,
         kinks_fail=kinks_fail,
+        sets=summary,
     )
+
+
+def _sets_summary(found: sets.Exploration, alone: int) -> dict:
+    """The report's record of a tensor checked by sets (JSON: tensors[].sets)."""
+    return {
+        "tests": found.tests,
+        "directions": found.directions,
+        "directions_per_set": sets.DIRECTIONS,
+        "miss_probability_per_set": 2.0 ** -sets.DIRECTIONS,
+        "forwards": found.forwards,
+        "cleared": sum(hi - lo for lo, hi in found.cleared),
+        "measured_alone": alone,
+        "bound": dict(found.bound),
+        "stopped": found.stopped or None,
+    }
 
 
 def _scattered(values: torch.Tensor, idx: tuple[int, ...], n: int, fill: float) -> np.ndarray:

@@ -1,0 +1,322 @@
+"""Set testing: every element of a large tensor covered in a few forwards, the wrong ones found by bisection.
+
+Element by element costs two forwards an element, and where outputs depend densely on
+a tensor (a normalisation, attention, a long kernel) grouping cannot help. For a set S
+of a tensor's elements (a contiguous run of flat indices) and a random direction v on S
+(v_i = +-1, fair and independent), the central difference of a loss along v -- the layer
+at x + h v and at x - h v, the outputs differenced output by output in float64 like every
+other difference (:func:`fd.loss_differences`) -- measures sum_i v_i n_i, the directional
+derivative, in two forwards; one dot product gives the backward's sum_i v_i a_i.
+
+**The test**, per loss and direction, at steps h and 2h: e(h) = D(h) - A(h), the numeric
+minus the analytic directional derivative (A weighted by the steps actually taken).
+
+* E = (4 e(h) - e(2h)) / 3 removes the h^2 truncation error (Richardson); that error,
+  tau = |e(h) - e(2h)| / 3, is kept as an allowance.
+* sigma, the noise of E, comes from the noise model of single elements: the rounding of
+  every output that moved (fd.py), plus, for the analytic dot product, ANALYTIC_ULPS ulps
+  of every a_i in the layer's dtype and the spread of two backwards (both summed over S).
+* T = atol + rtol * max(min_S |a_i|, REL_FLOOR * S): the per-element tolerance of the
+  set's strictest element (every element's own tolerance is at least T).
+
+The set passes when |E| <= B = T + NOISE_SIGMAS * sigma + tau for both losses and all
+DIRECTIONS directions. It fails -- which only means it is split, never a verdict -- when
+|E| > B, when tau alone exceeds T + 4 sigma (a kink between h and 2h: its allowance could
+hide a bug), when the noise (4 sigma + tau) is as large as the smallest gradient of the set
+(floored at REL_FLOOR times the largest, as the per-element NOISE rule is: such elements
+would be NOISE alone, so the set cannot vouch for them), or when anything is not finite.
+
+**What a cleared set guarantees.** Let e_i = a_i - n_i be the elements' errors and j the
+worst. For each direction, whatever the other signs, one of v_j = +1 and v_j = -1 gives
+|sum_i v_i e_i| >= |e_j|: with probability at least 1/2 the sum is at least the worst
+error. A cleared direction has |sum v_i e_i| <= |E| + (numeric error of E) <= 2 B. So a set
+in which some element is wrong by more than 2 B passes one direction with probability at
+most 1/2 and all DIRECTIONS with at most 2^-DIRECTIONS (1.5e-5 for 16); a set with one
+wrong element cannot pass at all (the sum is exactly +-e_j). Cleared: every element's
+|a - n| <= 2 B -- at most twice what the per-element rule allows the set's strictest
+element, with the set's finite-difference noise (which covers every output the set moved,
+so at least each element's own) in place of the element's. Both the bound and the
+probability are reported.
+
+**Bisection.** A failing set is split in halves. The left half is tested; if it clears,
+the failure must lie in the right half, which is split without a test of its own; if it
+fails, the right half is tested too. A failing set of at most ``leaf`` elements is handed
+to the caller, which measures each element alone: confirmation at 2h and h/2, KINK,
+NOISE -- the per-element verdicts. b wrong elements cost about b log2(N / leaf) tests; a
+correct tensor one test. Where many elements are wrong (a x2 bug), splitting stops once
+the tensor is known to fail: when SAMPLE_AFTER suspect sets are open, a uniform sample
+(borders and short axes included, see sampling.py) is measured alone for the table and
+the diagnosis, and if it finds failures the rest is left unchecked (and reported so);
+splitting also stops once LOCATE failing elements are found. Splitting only ever stops
+early on a tensor that fails: a passing verdict always covers every element.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+import torch
+
+from . import fd
+from .reference import NumericSide
+from .rules import NOISE_SIGMAS, REL_FLOOR
+from .sampling import select
+from .subject import Leaf
+
+# Independent random directions a set must clear: a set hiding a wrong element passes with
+# probability at most 2**-DIRECTIONS.
+DIRECTIONS = 16
+# Rounding of each analytic element, in ulps of the layer's dtype (fd.rounding_error's factor
+# for outputs): summed over a large set it is what a correct float32 backward differs by.
+ANALYTIC_ULPS = 8.0
+# A difference at step h this many times its allowance fails the set at once (no 2h step).
+QUICK_FAIL = 3.0
+# Suspect sets open at once before a uniform sample is measured element by element.
+SAMPLE_AFTER = 4
+SAMPLE = 64
+# Failing elements located: enough for the table and the diagnosis; splitting stops.
+LOCATE = 64
+# Moved inputs and outputs held at once while testing directions (float64, both sides).
+BLOCK_BYTES = 32 << 20
+
+
+def leaf_size(directions: int = DIRECTIONS) -> int:
+    """The set size below which measuring each element alone (2 forwards each) beats splitting on.
+
+    Splitting a failing set of s elements down to one costs about log2(s) clearing tests
+    of 2 * directions differences each; measuring them costs s: the smallest power of two
+    with s / log2(s) >= 2 * directions (256 for 16 directions).
+    """
+    s = 2
+    while s / math.log2(s) < 2 * directions:
+        s *= 2
+    return s
+
+
+LEAF = leaf_size()
+
+
+@dataclass(frozen=True)
+class LossSide:
+    """What the set rule needs of one loss: the analytic gradient and the per-element rule's numbers."""
+
+    analytic: torch.Tensor  # flat float64, the whole tensor
+    spread: torch.Tensor  # flat float64: |a - a again| (nondeterministic backward)
+    rtol: float
+    atol: float
+    scale: float  # the tensor's largest gradient (REL_FLOOR * scale floors the tolerance)
+    layer_scale: float  # the largest gradient of any checked tensor (for the NOISE rule)
+    unit: float  # unit roundoff of the layer's dtype (the analytic side's)
+
+
+@dataclass(frozen=True)
+class SetTest:
+    """One set's test: passed, how many directions ran, why it failed, and (if passed) what it proved."""
+
+    passed: bool
+    directions: int
+    reason: str = ""  # differs | truncation | inconclusive | not finite
+    bound: Mapping[str, float] = field(default_factory=dict)  # per loss: every element's |a - n| <= this
+    rel: Mapping[str, float] = field(default_factory=dict)  # per loss: largest |E| / max(|A|, floor)
+    abs: Mapping[str, float] = field(default_factory=dict)  # per loss: largest |E|
+
+
+class SetTester:
+    """Tests sets (contiguous runs [lo, hi) of a leaf's flat indices) along random directions."""
+
+    def __init__(self, numeric: NumericSide, leaf: Leaf, sides: Mapping[str, LossSide], seed: int, directions: int = DIRECTIONS) -> None:
+        self.numeric, self.leaf, self.sides, self.seed, self.directions = numeric, leaf, dict(sides), seed, directions
+        self.n = numeric.evaluator.tensor(leaf).numel()
+        self.m = numeric.base.y.numel()
+        self.tests = 0
+        self.directions_run = 0
+        self.forwards = 0
+
+    def _block(self, k: int) -> int:
+        """Directions evaluated together on a set of k elements (moved values, steps and outputs fit BLOCK_BYTES)."""
+        return max(1, BLOCK_BYTES // (64 * k + 16 * self.m + 16 * self.n))
+
+    def _signs(self, g: int, k: int, number: int) -> torch.Tensor:
+        gen = torch.Generator().manual_seed((self.seed * 1_000_003 + number) % (2**63 - 1))
+        return (torch.randint(0, 2, (g, k), generator=gen, dtype=torch.int8) * 2 - 1).to(self.numeric.placement.device)
+
+    def along(self, lo: int, hi: int, signs: torch.Tensor, step: float) -> dict[str, tuple[torch.Tensor, ...]]:
+        """Per loss, for each direction (a row of ``signs``): (numeric D, its noise, analytic A, A's noise)."""
+        numeric, ev = self.numeric, self.numeric.evaluator
+        f64, device = numeric.placement.f64, numeric.placement.device
+        g, k = signs.shape
+        index = torch.arange(lo, hi, device=device)
+        _, plus, minus, hp, hm = ev.steps(self.leaf, index, step)
+        positions = torch.arange(k, device=device).expand(g, k)
+        yp, ym = (f64(t) for t in numeric.guard("forward", ev.groups, self.leaf, index, plus, minus, [(positions, signs)]))
+        self.forwards += 2 * g
+        h = torch.full((g,), step, dtype=torch.float64, device=yp.device)
+        diffs = fd.loss_differences(yp, ym, numeric.base, h, h)
+        # The backward's directional derivative along the steps actually taken (x + h rounds).
+        w = f64(signs) * ((f64(hp) + f64(hm)) / (2 * step))[None]
+        out = {}
+        for loss, side in self.sides.items():
+            a = side.analytic[lo:hi]
+            rounding = ANALYTIC_ULPS * side.unit * (w * a).square().sum(1).sqrt()
+            out[loss] = (diffs[loss].central, diffs[loss].noise, w @ a, rounding + w.abs() @ side.spread[lo:hi])
+        return out
+
+    def seconds_per_direction(self) -> float:
+        """Wall time of one direction over the whole tensor at one step (two forwards, the differences)."""
+        started = time.perf_counter()
+        self.along(0, self.n, self._signs(1, self.n, -1), self.numeric.steps.eps)
+        return self.numeric.placement.seconds_since(started)
+
+    def test(self, lo: int, hi: int) -> SetTest:
+        """Does every element of [lo, hi) pass, as far as DIRECTIONS random directions can tell?"""
+        self.tests += 1
+        number = self.tests * 64
+        k = hi - lo
+        h = self.numeric.steps.eps
+        strictest, smallest = {}, {}
+        for loss, side in self.sides.items():
+            a = side.analytic[lo:hi].abs()
+            if not bool(torch.isfinite(a).all()):
+                return SetTest(False, 0, "not finite")  # a NaN/Inf backward: its elements FAIL alone
+            strictest[loss] = side.atol + side.rtol * max(float(a.min()), REL_FLOOR * side.scale)
+            # The per-element NOISE rule's magnitude for the set's smallest gradient.
+            smallest[loss] = max(float(a.min()), REL_FLOOR * max(side.scale, side.layer_scale))
+        bound = {loss: 0.0 for loss in self.sides}
+        rel = {loss: 0.0 for loss in self.sides}
+        absolute = {loss: 0.0 for loss in self.sides}
+        done = 0
+        while done < self.directions:
+            g = 1 if done == 0 else min(self.directions - done, self._block(k))  # the first alone: most bugs show there
+            signs = self._signs(g, k, number + done)
+            first = self.along(lo, hi, signs, h)
+            self.directions_run += g
+            for loss, (d, noise, a, a_noise) in first.items():
+                e = d - a
+                if not bool(torch.isfinite(e).all()):
+                    return SetTest(False, done + g, "not finite")
+                if bool((e.abs() > QUICK_FAIL * (strictest[loss] + NOISE_SIGMAS * (noise + a_noise))).any()):
+                    return SetTest(False, done + g, "differs")
+            second = self.along(lo, hi, signs, 2 * h)
+            for loss, (d2, noise2, a2, a_noise2) in second.items():
+                d, noise, a, a_noise = first[loss]
+                e1, e2 = d - a, d2 - a2
+                err = (4 * e1 - e2) / 3
+                tau = (e1 - e2).abs() / 3
+                sigma = (16 * noise.square() + noise2.square()).sqrt() / 3 + torch.maximum(a_noise, a_noise2)
+                allowance = NOISE_SIGMAS * sigma + tau
+                if not bool(torch.isfinite(err).all() & torch.isfinite(allowance).all()):
+                    return SetTest(False, done + g, "not finite")
+                side = self.sides[loss]
+                if bool(((allowance >= smallest[loss]) & (allowance > side.atol)).any()):
+                    return SetTest(False, done + g, "inconclusive")
+                if bool((tau > strictest[loss] + NOISE_SIGMAS * sigma).any()):
+                    return SetTest(False, done + g, "truncation")
+                limit = strictest[loss] + allowance
+                if bool((err.abs() > limit).any()):
+                    return SetTest(False, done + g, "differs")
+                bound[loss] = max(bound[loss], 2 * float(limit.max()))
+                floor = REL_FLOOR * side.scale * math.sqrt(k)
+                rel[loss] = max(rel[loss], float((err.abs() / torch.clamp(torch.maximum(a.abs(), d.abs()), min=max(floor, 1e-300))).max()))
+                absolute[loss] = max(absolute[loss], float(err.abs().max()))
+            done += g
+        return SetTest(True, done, "", bound, rel, absolute)
+
+
+# ----------------------------------------------------------------------------- bisection
+
+
+@dataclass(frozen=True)
+class Measured:
+    """What measuring some elements alone found (the caller's per-element verdicts)."""
+
+    failed: int
+    noise: int
+
+
+@dataclass(frozen=True)
+class Exploration:
+    """A tensor checked by sets: which runs were cleared, which were left, and what it cost."""
+
+    cleared: tuple[tuple[int, int], ...]  # [lo, hi) runs cleared by a test
+    unresolved: tuple[tuple[int, int], ...]  # runs left when splitting stopped (their unmeasured elements: not checked)
+    tests: int
+    directions: int  # directions evaluated, over all tests
+    forwards: int
+    bound: Mapping[str, float]  # per loss: the largest bound of any cleared set
+    rel: Mapping[str, float]  # per loss: the largest relative directional error of a cleared set
+    abs: Mapping[str, float]
+    stopped: str = ""  # why splitting stopped before every element was resolved
+
+
+def explore(
+    tester: SetTester,
+    shape: tuple[int, ...],
+    measure: Callable[[list[int]], Measured],
+    advance: Callable[[int], None],
+    leaf: int = LEAF,
+    seed: int = 0,
+) -> Exploration:
+    """Clear the tensor by sets, splitting failing ones (see the module docstring); ``measure`` checks elements alone."""
+    n = tester.n
+    resolved = torch.zeros(n, dtype=torch.bool)
+    losses = list(tester.sides)
+    bound, rel, absolute = ({loss: 0.0 for loss in losses} for _ in range(3))
+    cleared: list[tuple[int, int]] = []
+    failed = 0
+
+    def alone(flat: list[int]) -> tuple[Measured, int]:
+        new = [i for i in flat if not resolved[i]]
+        if not new:
+            return Measured(0, 0), 0
+        found = measure(new)
+        resolved[new] = True
+        advance(len(new))
+        return found, len(new)
+
+    def clear(lo: int, hi: int, t: SetTest) -> None:
+        cleared.append((lo, hi))
+        for loss in losses:
+            bound[loss], rel[loss], absolute[loss] = max(bound[loss], t.bound[loss]), max(rel[loss], t.rel[loss]), max(absolute[loss], t.abs[loss])
+        fresh = int((~resolved[lo:hi]).sum())
+        resolved[lo:hi] = True
+        advance(fresh)
+
+    frontier: deque[tuple[int, int, bool]] = deque([(0, n, False)])  # (lo, hi, known to fail)
+    sampled, stopped = False, ""
+    while frontier:
+        if failed >= LOCATE:
+            stopped = f"splitting stopped after locating {failed} failing elements"
+            break
+        if not sampled and sum(known for _, _, known in frontier) >= SAMPLE_AFTER:
+            sampled = True
+            found, count = alone(select(shape, SAMPLE, seed))
+            failed += found.failed
+            if found.failed:  # the tensor fails: the sample locates enough for the table and the diagnosis
+                stopped = f"splitting stopped when a uniform sample of {count} elements found {found.failed} failing"
+                break
+        lo, hi, known = frontier.popleft()
+        if not known:
+            t = tester.test(lo, hi)
+            if t.passed:
+                clear(lo, hi, t)
+                continue
+        if hi - lo <= leaf:
+            found, _ = alone(list(range(lo, hi)))
+            failed += found.failed
+            continue
+        mid = (lo + hi) // 2
+        t = tester.test(lo, mid)
+        if t.passed:
+            clear(lo, mid, t)
+            frontier.append((mid, hi, True))  # the failure is on the right
+        else:
+            frontier.append((lo, mid, True))
+            frontier.append((mid, hi, False))
+    left = tuple((lo, hi) for lo, hi, _ in frontier if not bool(resolved[lo:hi].all()))
+    if left:
+        advance(int((~resolved).sum()))  # the bar completes: these are reported as not checked
+    return Exploration(tuple(cleared), left, tester.tests, tester.directions_run, tester.forwards, bound, rel, absolute, stopped if left else "")
