@@ -180,7 +180,7 @@ class _Run:
         base = base_point(subject, evaluator, opts.seed, placement, guard)
         analytic = analytic_side(subject, base.weights, opts.weighted_loss, opts.seed, placement, guard)
         numeric = numeric_side(subject, evaluator, base, opts, placement, guard)
-        plan = make_plan(subject, numeric, opts, base.forward_s, self.started, self.progress)
+        plan = make_plan(subject, numeric, opts, base.forward_s, analytic, self.started, self.progress)
         if self.progress:
             self.progress("", 0, plan.total, plan.estimate_s)
         return _Sides(evaluator, numeric, analytic, plan, base.notes + analytic.notes + numeric.notes + plan.notes)

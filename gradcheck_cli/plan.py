@@ -26,7 +26,9 @@ from typing import Callable, Mapping
 import torch
 
 from . import fd, grouping, sets
-from .fd import Differences
+from .analytic import Analytic
+from .fd import LOSSES, Differences
+from .inputs import torch_dtype
 from .options import CheckOptions
 from .reference import NumericSide
 from .sampling import select
@@ -82,8 +84,15 @@ def grouped_first(
 
 
 def make_plan(
-    subject: Subject, numeric: NumericSide, opts: CheckOptions, forward_s: float, started: float | None = None, progress: Progress | None = None
+    subject: Subject,
+    numeric: NumericSide,
+    opts: CheckOptions,
+    forward_s: float,
+    analytic: Analytic | None = None,
+    started: float | None = None,
+    progress: Progress | None = None,
 ) -> Plan:
+    """``analytic`` lets the plan weigh sets (without it, every tensor is checked element by element or grouped)."""
     started = time.perf_counter() if started is None else started
     shapes = {leaf.name: tuple(subject.tensor(leaf).shape) for leaf in subject.leaves}
     limit = opts.max_elements
@@ -91,7 +100,7 @@ def make_plan(
     if opts.budget is not None:
         forward_s = _median_forward(numeric)
     cap = int(opts.budget / max(forward_s, 1e-9) / len(subject.leaves)) if opts.budget is not None else None
-    may_use_sets = {leaf.name: _sets_possible(opts, len(indices[leaf.name]), shapes[leaf.name]) for leaf in subject.leaves}
+    may_use_sets = {leaf.name: analytic is not None and _sets_possible(opts, len(indices[leaf.name]), shapes[leaf.name]) for leaf in subject.leaves}
     ticker = _Ticker(started, progress, sum(len(i) for i in indices.values()))
     tensors: dict[str, TensorPlan] = {}
     for leaf in subject.leaves:
@@ -110,7 +119,7 @@ def make_plan(
         planned, n = tensors[leaf.name], len(indices[leaf.name])
         alone = per_element * n
         if may_use_sets[leaf.name] and (opts.sets == "on" or alone > SETS_AFTER_S or (share is not None and alone > share)):
-            by_sets = sets_seconds(numeric, leaf, opts.seed)
+            by_sets = sets_seconds(numeric, analytic, leaf, n, opts)
             if opts.sets == "on" or by_sets < alone / 2 or (share is not None and alone > share and by_sets < alone):
                 tensors[leaf.name] = replace(planned, by_sets=True, estimate_s=by_sets)
                 continue
@@ -136,10 +145,18 @@ def _sets_possible(opts: CheckOptions, n: int, shape: tuple[int, ...]) -> bool:
     return opts.sets != "off" and n >= 2 and n == math.prod(shape)
 
 
-def sets_seconds(numeric: NumericSide, leaf: Leaf, seed: int) -> float:
-    """Predicted time of checking a correct tensor by sets: one test, 2 steps of every direction (one timed)."""
-    one = sets.SetTester(numeric, leaf, {}, seed).seconds_per_direction()
-    return 2 * sets.DIRECTIONS * one
+def sets_seconds(numeric: NumericSide, analytic: Analytic, leaf: Leaf, n: int, opts: CheckOptions) -> float:
+    """Predicted time of checking a correct tensor by sets: a test per set of the widest size the
+    analytic side's rounding allows (one in float64), 2 steps of every direction (one timed).
+    Infinite where the timed direction shows the set would be lost in noise (its elements are
+    then measured alone anyway)."""
+    unit = torch.finfo(torch_dtype(opts.dtype)).eps
+    widest = sets.widest(numeric.steps.rtol, unit)
+    pieces = n if widest < 1 else math.ceil(n / widest)
+    grads = {loss: analytic.grads[leaf.name][loss] for loss in (LOSSES if opts.weighted_loss else ("l2",))}
+    sides = sets.sides_of(grads, analytic.spread[leaf.name], numeric.steps.rtol, numeric.steps.atol, analytic.layer_scale, unit)
+    one, noisy = sets.SetTester(numeric, leaf, sides, opts.seed).probe()
+    return math.inf if noisy and opts.sets == "auto" else pieces * 2 * sets.DIRECTIONS * one
 
 
 def _seconds_per_element(numeric: NumericSide, leaves: list[Leaf], indices: dict[str, list[int]], forward_s: float, budget: float | None) -> float:

@@ -61,7 +61,7 @@ from typing import Callable, Mapping
 
 import torch
 
-from . import fd
+from . import calibrate, fd
 from .reference import NumericSide
 from .rules import NOISE_SIGMAS, REL_FLOOR
 from .sampling import select
@@ -113,16 +113,46 @@ class LossSide:
     unit: float  # unit roundoff of the layer's dtype (the analytic side's)
 
 
+def sides_of(grads: Mapping[str, torch.Tensor], spread: torch.Tensor, rtol: float, atol: float, layer_scale: Mapping[str, float], unit: float) -> dict[str, LossSide]:
+    """The set rule's view of one tensor: per loss, its flattened gradient and the per-element rule's numbers."""
+    flat_spread = spread.reshape(-1)
+    sides = {}
+    for loss, grad in grads.items():
+        a = grad.reshape(-1)
+        scale = float(a.nan_to_num(nan=0.0, posinf=0.0, neginf=0.0).abs().max()) if a.numel() else 0.0
+        sides[loss] = LossSide(a, flat_spread, rtol, atol, scale, layer_scale[loss], unit)
+    return sides
+
+
 @dataclass(frozen=True)
 class SetTest:
     """One set's test: passed, how many directions ran, why it failed, and (if passed) what it proved."""
 
     passed: bool
     directions: int
-    reason: str = ""  # differs | truncation | inconclusive | not finite
+    reason: str = ""  # differs | truncation | inconclusive | too wide | not finite
     bound: Mapping[str, float] = field(default_factory=dict)  # per loss: every element's |a - n| <= this
     rel: Mapping[str, float] = field(default_factory=dict)  # per loss: largest |E| / max(|A|, floor)
     abs: Mapping[str, float] = field(default_factory=dict)  # per loss: largest |E|
+    noise: Mapping[str, float] = field(default_factory=dict)  # inconclusive: per loss, the noise allowance seen
+
+
+def _analytic_noise(w: torch.Tensor, a: torch.Tensor, spread: torch.Tensor, unit: float) -> torch.Tensor:
+    """Per direction (a row of ``w``): the noise of sum_i w_i a_i -- ANALYTIC_ULPS ulps of every a_i
+    and the spread of two backwards, independent from element to element (in quadrature)."""
+    per_element = (ANALYTIC_ULPS * unit * a).square() + spread.square()
+    return (w.square() @ per_element).sqrt()
+
+
+def widest(rtol: float, unit: float) -> float:
+    """Most elements a set may hold before its analytic rounding outgrows a typical element's tolerance.
+
+    4 * ANALYTIC_ULPS * unit * sqrt(k) * rms|a| <= rtol * rms|a|: inf in float64 for any
+    realistic k, about 276,000 in float32, below one in float16 and bfloat16 (their own
+    rounding leaves no room: sets cannot help there).
+    """
+    per = NOISE_SIGMAS * ANALYTIC_ULPS * unit
+    return math.inf if per == 0 else (rtol / per) ** 2
 
 
 class SetTester:
@@ -135,6 +165,7 @@ class SetTester:
         self.tests = 0
         self.directions_run = 0
         self.forwards = 0
+        self.noise_by: dict[str, float] | None = None  # measured noise over the model's, once a failure asked
 
     def _block(self, k: int) -> int:
         """Directions evaluated together on a set of k elements (moved values, steps and outputs fit BLOCK_BYTES)."""
@@ -161,18 +192,59 @@ class SetTester:
         out = {}
         for loss, side in self.sides.items():
             a = side.analytic[lo:hi]
-            rounding = ANALYTIC_ULPS * side.unit * (w * a).square().sum(1).sqrt()
-            out[loss] = (diffs[loss].central, diffs[loss].noise, w @ a, rounding + w.abs() @ side.spread[lo:hi])
+            out[loss] = (diffs[loss].central, diffs[loss].noise, w @ a, _analytic_noise(w, a, side.spread[lo:hi], side.unit))
         return out
 
-    def seconds_per_direction(self) -> float:
-        """Wall time of one direction over the whole tensor at one step (two forwards, the differences)."""
+    def _scaled(self, got: dict[str, tuple[torch.Tensor, ...]]) -> dict[str, tuple[torch.Tensor, ...]]:
+        """The finite-difference noise multiplied by the measured factor (if one was measured)."""
+        if not self.noise_by:
+            return got
+        return {loss: (d, noise * self.noise_by[loss], a, a_noise) for loss, (d, noise, a, a_noise) in got.items()}
+
+    def probe(self) -> tuple[float, bool]:
+        """One direction over the whole tensor at step h: its wall time, and whether the set would be
+        inconclusive (its noise as large as its smallest gradient, see :meth:`test`)."""
         started = time.perf_counter()
-        self.along(0, self.n, self._signs(1, self.n, -1), self.numeric.steps.eps)
-        return self.numeric.placement.seconds_since(started)
+        got = self.along(0, self.n, self._signs(1, self.n, -1), self.numeric.steps.eps)
+        seconds = self.numeric.placement.seconds_since(started)
+        noisy = False
+        for loss, (_, noise, _, a_noise) in got.items():
+            side = self.sides[loss]
+            smallest = max(float(side.analytic.abs().min()), REL_FLOOR * max(side.scale, side.layer_scale))
+            allowance = NOISE_SIGMAS * float((noise + a_noise).max())
+            noisy |= allowance >= smallest and allowance > side.atol
+        return seconds, noisy
 
     def test(self, lo: int, hi: int) -> SetTest:
-        """Does every element of [lo, hi) pass, as far as DIRECTIONS random directions can tell?"""
+        """Does every element of [lo, hi) pass, as far as DIRECTIONS random directions can tell?
+
+        At the first failure that rounding noise could explain, the noise is measured along
+        CALIBRATION_POINTS directions of that set (see calibrate.py); from then on the model's
+        noise is multiplied by what was measured, and that test is run again.
+        """
+        t = self._test(lo, hi)
+        if not t.passed and t.reason in ("differs", "truncation") and self.noise_by is None:
+            self.noise_by = self._calibrated(lo, hi)
+            if any(f > 1.0 for f in self.noise_by.values()):
+                t = self._test(lo, hi)
+        return t
+
+    def _calibrated(self, lo: int, hi: int) -> dict[str, float]:
+        """Per loss: the measured rounding noise of directional differences on [lo, hi) over the model's."""
+        k, h = hi - lo, self.numeric.steps.eps
+        ratios: dict[str, list[torch.Tensor]] = {loss: [] for loss in self.sides}
+        done = 0
+        while done < calibrate.CALIBRATION_POINTS:
+            g = min(calibrate.CALIBRATION_POINTS - done, self._block(k))
+            signs = self._signs(g, k, -2 - done)
+            fine, finer = (self.along(lo, hi, signs, h * f) for f in calibrate.SMALL_STEPS)
+            for loss in self.sides:
+                (d1, n1, a1, _), (d2, n2, a2, _) = fine[loss], finer[loss]
+                ratios[loss].append(calibrate.noise_ratio(d1 - a1, d2 - a2, n1, n2))
+            done += g
+        return {loss: calibrate.factor(torch.cat(r)) for loss, r in ratios.items()}
+
+    def _test(self, lo: int, hi: int) -> SetTest:
         self.tests += 1
         number = self.tests * 64
         k = hi - lo
@@ -182,17 +254,24 @@ class SetTester:
             a = side.analytic[lo:hi].abs()
             if not bool(torch.isfinite(a).all()):
                 return SetTest(False, 0, "not finite")  # a NaN/Inf backward: its elements FAIL alone
+            # The analytic side's own rounding, summed over the set, may use at most the tolerance of
+            # a typical element (rms |a|): a wider set is split before anything is evaluated.
+            ones = torch.ones(1, k, dtype=torch.float64, device=a.device)
+            rounding = float(_analytic_noise(ones, a, side.spread[lo:hi], side.unit)[0])
+            if NOISE_SIGMAS * rounding > side.atol + side.rtol * float(a.square().mean().sqrt()):
+                return SetTest(False, 0, "too wide")
             strictest[loss] = side.atol + side.rtol * max(float(a.min()), REL_FLOOR * side.scale)
             # The per-element NOISE rule's magnitude for the set's smallest gradient.
             smallest[loss] = max(float(a.min()), REL_FLOOR * max(side.scale, side.layer_scale))
         bound = {loss: 0.0 for loss in self.sides}
+        noise_seen = {loss: 0.0 for loss in self.sides}
         rel = {loss: 0.0 for loss in self.sides}
         absolute = {loss: 0.0 for loss in self.sides}
         done = 0
         while done < self.directions:
             g = 1 if done == 0 else min(self.directions - done, self._block(k))  # the first alone: most bugs show there
             signs = self._signs(g, k, number + done)
-            first = self.along(lo, hi, signs, h)
+            first = self._scaled(self.along(lo, hi, signs, h))
             self.directions_run += g
             for loss, (d, noise, a, a_noise) in first.items():
                 e = d - a
@@ -200,7 +279,7 @@ class SetTester:
                     return SetTest(False, done + g, "not finite")
                 if bool((e.abs() > QUICK_FAIL * (strictest[loss] + NOISE_SIGMAS * (noise + a_noise))).any()):
                     return SetTest(False, done + g, "differs")
-            second = self.along(lo, hi, signs, 2 * h)
+            second = self._scaled(self.along(lo, hi, signs, 2 * h))
             for loss, (d2, noise2, a2, a_noise2) in second.items():
                 d, noise, a, a_noise = first[loss]
                 e1, e2 = d - a, d2 - a2
@@ -211,8 +290,9 @@ class SetTester:
                 if not bool(torch.isfinite(err).all() & torch.isfinite(allowance).all()):
                     return SetTest(False, done + g, "not finite")
                 side = self.sides[loss]
+                noise_seen[loss] = max(noise_seen[loss], float(allowance.max()))
                 if bool(((allowance >= smallest[loss]) & (allowance > side.atol)).any()):
-                    return SetTest(False, done + g, "inconclusive")
+                    return SetTest(False, done + g, "inconclusive", noise=noise_seen)
                 if bool((tau > strictest[loss] + NOISE_SIGMAS * sigma).any()):
                     return SetTest(False, done + g, "truncation")
                 limit = strictest[loss] + allowance
@@ -250,6 +330,12 @@ class Exploration:
     rel: Mapping[str, float]  # per loss: the largest relative directional error of a cleared set
     abs: Mapping[str, float]
     stopped: str = ""  # why splitting stopped before every element was resolved
+    noise_by: Mapping[str, float] = field(default_factory=dict)  # measured noise over the model's (calibrate.py), if measured
+
+
+def _shrank(noise: Mapping[str, float], parent: Mapping[str, float]) -> bool:
+    """Did splitting at least halve the noise of an inconclusive set, for some loss?"""
+    return any(noise.get(loss, 0.0) <= 0.5 * value for loss, value in parent.items() if value > 0)
 
 
 def explore(
@@ -285,25 +371,35 @@ def explore(
         resolved[lo:hi] = True
         advance(fresh)
 
-    frontier: deque[tuple[int, int, bool]] = deque([(0, n, False)])  # (lo, hi, known to fail)
+    # (lo, hi, known to fail, the noise of the enclosing set where that set was inconclusive)
+    frontier: deque[tuple[int, int, bool, Mapping[str, float] | None]] = deque([(0, n, False, None)])
     sampled, stopped = False, ""
     while frontier:
         if failed >= LOCATE:
             stopped = f"splitting stopped after locating {failed} failing elements"
             break
-        if not sampled and sum(known for _, _, known in frontier) >= SAMPLE_AFTER:
+        if not sampled and sum(item[2] for item in frontier) >= SAMPLE_AFTER:
             sampled = True
             found, count = alone(select(shape, SAMPLE, seed))
             failed += found.failed
             if found.failed:  # the tensor fails: the sample locates enough for the table and the diagnosis
                 stopped = f"splitting stopped when a uniform sample of {count} elements found {found.failed} failing"
                 break
-        lo, hi, known = frontier.popleft()
+        lo, hi, known, parent = frontier.popleft()
+        noisy = parent
         if not known:
             t = tester.test(lo, hi)
             if t.passed:
                 clear(lo, hi, t)
                 continue
+            if t.reason == "inconclusive":
+                if parent is not None and not _shrank(t.noise, parent):
+                    # Splitting does not reduce this set's noise (every element moves every output):
+                    # its elements are measured alone, where the per-element rule decides PASS or NOISE.
+                    found, _ = alone(list(range(lo, hi)))
+                    failed += found.failed
+                    continue
+                noisy = t.noise
         if hi - lo <= leaf:
             found, _ = alone(list(range(lo, hi)))
             failed += found.failed
@@ -312,11 +408,17 @@ def explore(
         t = tester.test(lo, mid)
         if t.passed:
             clear(lo, mid, t)
-            frontier.append((mid, hi, True))  # the failure is on the right
+            frontier.append((mid, hi, True, noisy))  # the failure is on the right
+        elif t.reason == "inconclusive" and noisy is not None and not _shrank(t.noise, noisy):
+            found, _ = alone(list(range(lo, mid)))
+            failed += found.failed
+            frontier.append((mid, hi, False, noisy))
         else:
-            frontier.append((lo, mid, True))
-            frontier.append((mid, hi, False))
-    left = tuple((lo, hi) for lo, hi, _ in frontier if not bool(resolved[lo:hi].all()))
+            frontier.append((lo, mid, True, t.noise if t.reason == "inconclusive" else None))
+            frontier.append((mid, hi, False, noisy))
+    left = tuple((lo, hi) for lo, hi, _, _ in frontier if not bool(resolved[lo:hi].all()))
     if left:
         advance(int((~resolved).sum()))  # the bar completes: these are reported as not checked
-    return Exploration(tuple(cleared), left, tester.tests, tester.directions_run, tester.forwards, bound, rel, absolute, stopped if left else "")
+    return Exploration(
+        tuple(cleared), left, tester.tests, tester.directions_run, tester.forwards, bound, rel, absolute, stopped if left else "", dict(tester.noise_by or {})
+    )

@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import kinks, sets
+from . import calibrate, kinks, sets
 from .analytic import Analytic
 from .fd import LOSSES, Differences
 from .grouping import REEVALUATE_MAX
@@ -63,8 +63,8 @@ def check_tensor(leaf: Leaf, planned: TensorPlan, numeric: NumericSide, analytic
         a = grad.reshape(-1)[work.index]
         judges[loss] = Judge(numeric.steps.rtol, numeric.steps.atol, _largest(a, first[loss].central), analytic.layer_scale[loss])
         elements[loss] = _Elements(a, first[loss].central.clone(), judges[loss].first_pass(a, first[loss], spread))
-    work.confirm(planned.indices, first, elements, judges, spread, grouped=planned.first_pass is not None)
-    notes = _notes(leaf, work.shape, planned.indices, elements["l2"])
+    by = work.confirm(planned.indices, first, elements, judges, spread, grouped=planned.first_pass is not None)
+    notes = _notes(leaf, work.shape, planned.indices, elements["l2"]) + _noise_note(leaf, by)
     notes += _joint_kinks(work, planned.indices, elements, judges)
     return TensorOutcome(tensor_report(leaf, work.shape, planned.indices, elements, grads, opts.kinks == "fail"), notes)
 
@@ -83,15 +83,12 @@ def _by_sets(work: "_Work", grads: dict[str, torch.Tensor], analytic: Analytic, 
     """Clear the tensor set by set (sets.py); the elements bisection hands back are measured and judged alone."""
     leaf, numeric = work.leaf, work.numeric
     spread = analytic.spread[leaf.name].reshape(-1)
-    unit = torch.finfo(torch_dtype(opts.dtype)).eps
-    flat = {loss: g.reshape(-1) for loss, g in grads.items()}
-    scale = {loss: _largest(a) for loss, a in flat.items()}
-    sides = {
-        loss: sets.LossSide(a, spread, numeric.steps.rtol, numeric.steps.atol, scale[loss], analytic.layer_scale[loss], unit)
-        for loss, a in flat.items()
-    }
+    sides = sets.sides_of(grads, spread, numeric.steps.rtol, numeric.steps.atol, analytic.layer_scale, torch.finfo(torch_dtype(opts.dtype)).eps)
+    flat = {loss: side.analytic for loss, side in sides.items()}
+    scale = {loss: side.scale for loss, side in sides.items()}
     measured: list[int] = []
     parts: list[dict[str, _Elements]] = []
+    noisier: dict[str, float] = {}
 
     def measure(members: list[int]) -> sets.Measured:
         index = torch.tensor(members, device=numeric.placement.acc, dtype=torch.long)
@@ -101,7 +98,8 @@ def _by_sets(work: "_Work", grads: dict[str, torch.Tensor], analytic: Analytic, 
             a = a_all[index]
             judges[loss] = Judge(numeric.steps.rtol, numeric.steps.atol, max(scale[loss], _largest(first[loss].central)), analytic.layer_scale[loss])
             elements[loss] = _Elements(a, first[loss].central.clone(), judges[loss].first_pass(a, first[loss], spread[index]))
-        work.confirm(tuple(members), first, elements, judges, spread[index], grouped=False)
+        for loss, f in work.confirm(tuple(members), first, elements, judges, spread[index], grouped=False).items():
+            noisier[loss] = max(noisier.get(loss, 1.0), f)
         measured.extend(members)
         parts.append(elements)
         verdict = combine([e.verdict for e in elements.values()])
@@ -112,9 +110,9 @@ def _by_sets(work: "_Work", grads: dict[str, torch.Tensor], analytic: Analytic, 
     idx = tuple(measured)
     elements = {loss: _joined([p[loss] for p in parts], numeric.placement.acc) for loss in flat}
     judges = {loss: Judge(numeric.steps.rtol, numeric.steps.atol, max(scale[loss], _largest(elements[loss].numeric)), analytic.layer_scale[loss]) for loss in flat}
-    notes = _notes(leaf, work.shape, idx, elements["l2"]) if idx else ()
+    notes = (_notes(leaf, work.shape, idx, elements["l2"]) if idx else ()) + _noise_note(leaf, noisier)
     notes += _joint_kinks(work, idx, elements, judges)
-    notes += (_sets_note(leaf, work.shape, found, len(idx)),)
+    notes += (_sets_note(leaf, work.shape, found, len(idx)),) + _noise_note(leaf, dict(found.noise_by))
     report = tensor_report(leaf, work.shape, idx, elements, grads, opts.kinks == "fail", found)
     return TensorOutcome(report, notes)
 
@@ -162,14 +160,20 @@ class _Work:
     def index(self) -> torch.Tensor:
         return torch.tensor(self.planned.indices, device=self.numeric.placement.acc, dtype=torch.long)
 
-    def confirm(self, idx: tuple[int, ...], first: dict[str, Differences], elements: dict[str, _Elements], judges: dict[str, Judge], spread: torch.Tensor, grouped: bool) -> None:
-        """Re-evaluate the flagged elements (position p is flat index idx[p]) at 2h and h/2; replace their verdicts and values."""
+    def confirm(
+        self, idx: tuple[int, ...], first: dict[str, Differences], elements: dict[str, _Elements], judges: dict[str, Judge], spread: torch.Tensor, grouped: bool
+    ) -> dict[str, float]:
+        """Re-evaluate the flagged elements (position p is flat index idx[p]) at 2h and h/2; replace their verdicts and values.
+
+        Returns, per loss, the factor by which the measured rounding noise exceeded the model's
+        (see calibrate.py; 1.0 where nothing was measured or the model held)."""
         flagged = torch.zeros_like(spread, dtype=torch.bool)
         for e in elements.values():
             flagged |= e.verdict == FAIL
         positions = torch.nonzero(flagged).reshape(-1)
+        by = {loss: 1.0 for loss in elements}
         if positions.numel() == 0:
-            return
+            return by
         members = [idx[p] for p in positions.tolist()]
         h = self.numeric.steps.eps
         # A few flagged elements are confirmed one at a time, the grouped first pass included, so
@@ -182,11 +186,45 @@ class _Work:
 
         single = slopes(h, 0) if grouped and not regroup else None
         double, half = slopes(2 * h, 1), slopes(h / 2, 2)
-        for loss, e in elements.items():
-            d1 = single[loss] if single is not None else first[loss].select(positions)
-            verdict, value, _ = judges[loss].confirm(e.analytic[positions], d1, double[loss], half[loss], spread[positions])
-            e.numeric[positions] = value
-            e.verdict[positions] = verdict
+        steps = {loss: (single[loss] if single is not None else first[loss].select(positions), double[loss], half[loss]) for loss in elements}
+        for attempt in range(2):  # the second, where a failure might be rounding noise the model underestimates
+            failing = torch.zeros_like(positions, dtype=torch.bool)
+            for loss, e in elements.items():
+                d1, d2, dh = (calibrate.scaled(d, by[loss]) for d in steps[loss])
+                verdict, value, _ = judges[loss].confirm(e.analytic[positions], d1, d2, dh, spread[positions])
+                e.numeric[positions] = value
+                e.verdict[positions] = verdict
+                failing |= verdict == FAIL
+            if attempt or not bool(failing.any()):
+                return by
+            by = self.noise_factors(idx, [m for m, f in zip(members, failing.tolist()) if f], list(elements))
+            if all(f == 1.0 for f in by.values()):
+                return by
+        return by
+
+    def noise_factors(self, idx: tuple[int, ...], failing: list[int], losses: list[str]) -> dict[str, float]:
+        """How much the noise model underestimates this tensor's rounding noise, measured (see calibrate.py) on
+        failing elements and, to make CALIBRATION_POINTS, others of the tensor."""
+        sample = failing[: 2 * calibrate.CALIBRATION_POINTS]
+        if len(sample) < calibrate.CALIBRATION_POINTS:
+            others = [i for i in idx if i not in set(sample)]
+            picks = np.random.default_rng(self.seed + 5).permutation(len(others))[: calibrate.CALIBRATION_POINTS - len(sample)]
+            sample += [others[p] for p in sorted(picks)]
+        h = self.numeric.steps.eps
+        fine, finer = (self.numeric.singles(self.leaf, sample, h * f) for f in calibrate.SMALL_STEPS)
+        return {loss: calibrate.factor(calibrate.noise_ratio(fine[loss].central, finer[loss].central, fine[loss].noise, finer[loss].noise)) for loss in losses}
+
+
+def _noise_note(leaf: Leaf, by: dict[str, float]) -> tuple[str, ...]:
+    """Say where the measured rounding noise exceeded the model (see calibrate.py) and the verdicts used it."""
+    worse = {loss: f for loss, f in by.items() if f > 1.0}
+    if not worse:
+        return ()
+    what = ", ".join(f"{f:.3g}x ({loss})" for loss, f in worse.items())
+    return (
+        f"{leaf.name}: the rounding noise measured at steps h/4 and h/8 is {what} the model's (outputs that share a "
+        "rounded intermediate err together); the elements that looked wrong were judged with it",
+    )
 
 
 def _notes(leaf: Leaf, shape: tuple[int, ...], idx: tuple[int, ...], e: _Elements) -> tuple[str, ...]:
@@ -301,6 +339,7 @@ def _sets_summary(found: sets.Exploration, alone: int) -> dict:
         "cleared": sum(hi - lo for lo, hi in found.cleared),
         "measured_alone": alone,
         "bound": dict(found.bound),
+        "noise_factor": dict(found.noise_by) or None,
         "stopped": found.stopped or None,
     }
 
