@@ -230,17 +230,23 @@ class SetTester:
         return t
 
     def _calibrated(self, lo: int, hi: int) -> dict[str, float]:
-        """Per loss: the measured rounding noise of directional differences on [lo, hi) over the model's."""
+        """Per loss: the measured rounding noise of directional differences on [lo, hi) over the model's.
+
+        Along CALIBRATION_POINTS fresh directions, e at h/2, h/4 and h/8 against the Richardson
+        value from h and 2h, scaled to step h (see calibrate.own_factor); the root mean square
+        over the directions, at least 1."""
         k, h = hi - lo, self.numeric.steps.eps
         ratios: dict[str, list[torch.Tensor]] = {loss: [] for loss in self.sides}
         done = 0
         while done < calibrate.CALIBRATION_POINTS:
             g = min(calibrate.CALIBRATION_POINTS - done, self._block(k))
             signs = self._signs(g, k, -2 - done)
-            fine, finer = (self.along(lo, hi, signs, h * f) for f in calibrate.SMALL_STEPS)
+            at = {f: self.along(lo, hi, signs, h * f) for f in (1.0, 2.0, 0.5, *calibrate.SMALL_STEPS)}
             for loss in self.sides:
-                (d1, n1, a1, _), (d2, n2, a2, _) = fine[loss], finer[loss]
-                ratios[loss].append(calibrate.noise_ratio(d1 - a1, d2 - a2, n1, n2))
+                e = {f: got[loss][0] - got[loss][2] for f, got in at.items()}
+                coarse = e[1.0] + (e[1.0] - e[2.0]) / 3
+                samples = [(e[f], f) for f in (0.5, *calibrate.SMALL_STEPS)]
+                ratios[loss].append(calibrate.own_factor(samples, coarse, at[1.0][loss][1]))
             done += g
         return {loss: calibrate.factor(torch.cat(r)) for loss, r in ratios.items()}
 

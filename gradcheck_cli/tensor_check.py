@@ -49,7 +49,7 @@ class _Elements:
 
 def check_tensor(leaf: Leaf, planned: TensorPlan, numeric: NumericSide, analytic: Analytic, opts: CheckOptions, advance: Callable[[int], None]) -> TensorOutcome:
     grads = {loss: analytic.grads[leaf.name][loss] for loss in (LOSSES if opts.weighted_loss else ("l2",))}
-    work = _Work(leaf, tuple(grads["l2"].shape), planned, numeric, opts.seed)
+    work = _Work(leaf, tuple(grads["l2"].shape), planned, numeric, opts.seed, opts.kinks == "fail")
     if planned.by_sets:
         return _by_sets(work, grads, analytic, opts, advance)
     if planned.first_pass is not None:
@@ -155,6 +155,7 @@ class _Work:
     planned: TensorPlan
     numeric: NumericSide
     seed: int
+    kinks_fail: bool = False
 
     @property
     def index(self) -> torch.Tensor:
@@ -187,32 +188,52 @@ class _Work:
         single = slopes(h, 0) if grouped and not regroup else None
         double, half = slopes(2 * h, 1), slopes(h / 2, 2)
         steps = {loss: (single[loss] if single is not None else first[loss].select(positions), double[loss], half[loss]) for loss in elements}
-        for attempt in range(2):  # the second, where a failure might be rounding noise the model underestimates
+        for attempt in range(2):  # the second, where a verdict might rest on rounding noise the model underestimates
+            looks_wrong = torch.zeros_like(positions, dtype=torch.bool)
             failing = torch.zeros_like(positions, dtype=torch.bool)
             for loss, e in elements.items():
                 d1, d2, dh = (calibrate.scaled(d, by[loss]) for d in steps[loss])
                 verdict, value, _ = judges[loss].confirm(e.analytic[positions], d1, d2, dh, spread[positions])
                 e.numeric[positions] = value
                 e.verdict[positions] = verdict
-                failing |= verdict == FAIL
-            if attempt or not bool(failing.any()):
-                return by
-            by = self.noise_factors(idx, [m for m, f in zip(members, failing.tolist()) if f], list(elements))
-            if all(f == 1.0 for f in by.values()):
-                return by
-        return by
+                looks_wrong |= (verdict == FAIL) | (verdict == KINK)
+                failing |= (verdict == FAIL) | ((verdict == KINK) & self.kinks_fail)
+            if attempt or not bool(failing.any()):  # measured only where a verdict would fail the run
+                break
+            by = self.measured_noise(idx, members, looks_wrong, steps)
+        return {loss: float(torch.as_tensor(f).max()) for loss, f in by.items()}
 
-    def noise_factors(self, idx: tuple[int, ...], failing: list[int], losses: list[str]) -> dict[str, float]:
-        """How much the noise model underestimates this tensor's rounding noise, measured (see calibrate.py) on
-        failing elements and, to make CALIBRATION_POINTS, others of the tensor."""
-        sample = failing[: 2 * calibrate.CALIBRATION_POINTS]
+    def measured_noise(self, idx: tuple[int, ...], members: list[int], looks_wrong: torch.Tensor, steps: dict) -> dict[str, torch.Tensor]:
+        """Per loss and flagged element: how many times the model's noise to allow (see calibrate.py).
+
+        The elements that still FAIL or look like kinks (up to calibrate.MEASURED_MAX) are evaluated
+        at h/4 and h/8, with others of the tensor to make CALIBRATION_POINTS: each gets its own
+        measured factor (its slopes below h against its Richardson value from h and 2h), every
+        flagged element at least the tensor's and the median measured."""
+        chosen = torch.nonzero(looks_wrong).reshape(-1)[: calibrate.MEASURED_MAX]
+        sample = [members[p] for p in chosen.tolist()]
         if len(sample) < calibrate.CALIBRATION_POINTS:
-            others = [i for i in idx if i not in set(sample)]
+            taken = set(sample)
+            others = [i for i in idx if i not in taken]
             picks = np.random.default_rng(self.seed + 5).permutation(len(others))[: calibrate.CALIBRATION_POINTS - len(sample)]
             sample += [others[p] for p in sorted(picks)]
         h = self.numeric.steps.eps
         fine, finer = (self.numeric.singles(self.leaf, sample, h * f) for f in calibrate.SMALL_STEPS)
-        return {loss: calibrate.factor(calibrate.noise_ratio(fine[loss].central, finer[loss].central, fine[loss].noise, finer[loss].noise)) for loss in losses}
+        k = chosen.numel()
+        out = {}
+        for loss in steps:
+            f, g = fine[loss], finer[loss]
+            tensor_factor = calibrate.factor(calibrate.noise_ratio(f.central, g.central, f.noise, g.noise))
+            per = torch.full_like(steps[loss][0].noise, tensor_factor)
+            d1, d2, dh = (d.select(chosen) for d in steps[loss])
+            coarse = d1.central + (d1.central - d2.central) / 3  # Richardson from h and 2h
+            samples = [(dh.central, 0.5), (f.central[:k], calibrate.SMALL_STEPS[0]), (g.central[:k], calibrate.SMALL_STEPS[1])]
+            own = calibrate.own_factor(samples, coarse, d1.noise)
+            # Flagged elements beyond MEASURED_MAX: at least the typical (median) measured factor.
+            per[looks_wrong] = torch.clamp(per[looks_wrong], min=float(own.median()) if own.numel() else 1.0)
+            per[chosen] = torch.maximum(per[chosen], own)
+            out[loss] = per
+        return out
 
 
 def _noise_note(leaf: Leaf, by: dict[str, float]) -> tuple[str, ...]:
@@ -222,8 +243,8 @@ def _noise_note(leaf: Leaf, by: dict[str, float]) -> tuple[str, ...]:
         return ()
     what = ", ".join(f"{f:.3g}x ({loss})" for loss, f in worse.items())
     return (
-        f"{leaf.name}: the rounding noise measured at steps h/4 and h/8 is {what} the model's (outputs that share a "
-        "rounded intermediate err together); the elements that looked wrong were judged with it",
+        f"{leaf.name}: the rounding noise measured at steps below h is up to {what} the model's (outputs that share a "
+        "rounded intermediate err together); what looked wrong was judged with it",
     )
 
 
