@@ -228,6 +228,7 @@ class _Run:
             "weighted_loss": opts.weighted_loss,
             "losses": list(LOSSES if opts.weighted_loss else ("l2",)),
             "max_elements": opts.max_elements,
+            "sets": opts.sets,
             "noise_sigmas": NOISE_SIGMAS,
             "rel_floor": REL_FLOOR,
         }

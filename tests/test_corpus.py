@@ -32,7 +32,25 @@ def run_case(case: Case, **overrides):
 
 @pytest.mark.parametrize("case", _params(REGISTRY))
 def test_corpus_verdict(case: Case):
-    report = run_case(case)
+    assert_expected(case, run_case(case))
+
+
+@pytest.mark.parametrize("case", _params(REGISTRY))
+def test_corpus_verdict_by_sets(case: Case, monkeypatch):
+    """Every tensor checked by sets (sets.py), split down to sets of 4: the same verdicts, kinks included.
+
+    A correct layer never fails because it was checked by sets, and a wrong one never passes."""
+    from gradcheck_cli import sets
+
+    monkeypatch.setattr(sets, "LEAF", 4)
+    report = run_case(case, sets="on")
+    assert_expected(case, report)
+    if case.kinks_expected:
+        assert any(t.counts.get("KINK", 0) for t in report.tensors), f"\n{report}"
+    assert {t.name for t in report.tensors if t.sets} >= {t.name for t in report.tensors if t.n_elements >= 2 and not report.timing["grouped"].get(t.name)}
+
+
+def assert_expected(case: Case, report) -> None:
     explain = f"\n{report}"
     not_passed = {t.name for t in report.tensors if not t.passed}
     assert not_passed == case.wrong | case.inconclusive, f"not passed {sorted(not_passed)}, expected wrong {sorted(case.wrong)}" + explain
