@@ -281,6 +281,14 @@ class Sleepy(nn.Module):
         return SleepyFunction.apply(x)
 
 
+class SleepyBatched(nn.Module):
+    """The same layer, vmappable: a batched call sleeps once for all its rows."""
+
+    def forward(self, x):
+        time.sleep(0.01)
+        return SleepyFunction.apply(x)
+
+
 class Conv2dFunction(torch.autograd.Function):
     """conv2d (stride 1, padding 1) with the backward written from torch.nn.grad."""
 

@@ -41,6 +41,8 @@ SETS_AFTER_S = 2.0
 GROUPING_MIN_FORWARDS = 64
 # Grouping that runs longer than this (since the check started) reports progress.
 PROGRESS_AFTER_S = 1.0
+# Elements of the timed batched chunk (16 rows' fixed vmap cost estimated a 1000-element FFT filter at 3.5x).
+PROBE_ELEMENTS = 64
 
 Progress = Callable[[str, int, int, float], None]
 
@@ -51,7 +53,7 @@ class TensorPlan:
     first_pass: Mapping[str, Differences] | None = None  # grouped slopes at h, per loss
     grouping: grouping.Grouping | None = None  # the grouped attempt (None: not tried)
     by_sets: bool = False  # checked by sets (see sets.py); ``indices`` is then every element
-    leaf: int = 0  # sets: failing sets this small are measured element by element (0: sets.LEAF)
+    leaf: int = 0  # sets: failing sets this small are measured element by element (0: bisection.LEAF)
     estimate_s: float = 0.0  # predicted seconds of what is left of this tensor's check
 
     @property
@@ -166,7 +168,8 @@ def _seconds_per_element(numeric: NumericSide, leaves: list[Leaf], indices: dict
     if numeric.evaluator.batched is False or (loop * n < 0.5 and budget is None):
         return loop  # cheap anyway: an upper bound will do, no need to time a batch
     largest = max(leaves, key=lambda leaf: len(indices[leaf.name]))
-    timed = numeric.time_per_element(largest, indices[largest.name][:16])
+    # As many rows as a real chunk's vmap calls hold (up to 64): a call's fixed cost is then shared as in the check.
+    timed = numeric.time_per_element(largest, indices[largest.name][:PROBE_ELEMENTS])
     return loop if timed is None else min(loop, timed + _difference_seconds(numeric))
 
 

@@ -177,13 +177,16 @@ class NumericSide:
         return fd.loss_differences(jp[None], jm[None], self.base, hp[None], hm[None])
 
     def time_per_element(self, leaf: Leaf, idx: list[int]) -> float | None:
-        """Seconds per element of a batched (vmapped) chunk, or None where the layer is not batched."""
+        """Seconds per element of a batched (vmapped) chunk of ``idx``, or None where the layer is not batched.
+
+        The first 16 elements probe vmap against the loop, then race the loop (a loop chunk):
+        neither is timed; the whole of ``idx`` is, on the path that won."""
         ev = self.evaluator
-        # The first call probes vmap against the loop, the second races them (a loop chunk): neither is timed.
-        self.guard("forward", ev.perturbed, leaf, idx, self.steps.eps)
-        self.guard("forward", ev.perturbed, leaf, idx, self.steps.eps)
-        if not ev.batched:
-            return None
+        probe = idx[:16]
+        for _ in range(2):
+            self.guard("forward", ev.perturbed, leaf, probe, self.steps.eps)
+            if not ev.batched:
+                return None
         started = time.perf_counter()
         self.guard("forward", ev.perturbed, leaf, idx, self.steps.eps)
         return self.placement.seconds_since(started) / len(idx)

@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import calibrate, kinks, sets
+from . import bisection, calibrate, kinks, sets
 from .analytic import Analytic
 from .fd import LOSSES, Differences
 from .grouping import REEVALUATE_MAX
@@ -90,7 +90,7 @@ def _by_sets(work: "_Work", grads: dict[str, torch.Tensor], analytic: Analytic, 
     parts: list[dict[str, _Elements]] = []
     noisier: dict[str, float] = {}
 
-    def measure(members: list[int]) -> sets.Measured:
+    def measure(members: list[int]) -> bisection.Measured:
         index = torch.tensor(members, device=numeric.placement.acc, dtype=torch.long)
         first = numeric.singles(leaf, members, numeric.steps.eps)
         elements, judges = {}, {}
@@ -103,10 +103,10 @@ def _by_sets(work: "_Work", grads: dict[str, torch.Tensor], analytic: Analytic, 
         measured.extend(members)
         parts.append(elements)
         verdict = combine([e.verdict for e in elements.values()])
-        return sets.Measured(int((verdict == FAIL).sum()), int((verdict == NOISE).sum()))
+        return bisection.Measured(int((verdict == FAIL).sum()), int((verdict == NOISE).sum()))
 
     tester = sets.SetTester(numeric, leaf, sides, opts.seed + 3)
-    found = sets.explore(tester, work.shape, measure, advance, work.planned.leaf or sets.LEAF, opts.seed + 4)
+    found = bisection.explore(tester, work.shape, measure, advance, work.planned.leaf or bisection.LEAF, opts.seed + 4)
     idx = tuple(measured)
     elements = {loss: _joined([p[loss] for p in parts], numeric.placement.acc) for loss in flat}
     judges = {loss: Judge(numeric.steps.rtol, numeric.steps.atol, max(scale[loss], _largest(elements[loss].numeric)), analytic.layer_scale[loss]) for loss in flat}
@@ -125,7 +125,7 @@ def _joined(parts: list[_Elements], device: torch.device) -> _Elements:
     return _Elements(*(torch.cat([getattr(p, f) for p in parts]) for f in ("analytic", "numeric", "verdict")))
 
 
-def _sets_note(leaf: Leaf, shape: tuple[int, ...], found: sets.Exploration, alone: int) -> str:
+def _sets_note(leaf: Leaf, shape: tuple[int, ...], found: bisection.Exploration, alone: int) -> str:
     """What the sets checked, how, and what a cleared set guarantees."""
     n = int(np.prod(shape)) if shape else 1
     cleared = sum(hi - lo for lo, hi in found.cleared)
@@ -274,7 +274,7 @@ def tensor_report(
     elements: dict[str, _Elements],
     grads: dict[str, torch.Tensor],
     kinks_fail: bool,
-    by_sets: sets.Exploration | None = None,
+    by_sets: bisection.Exploration | None = None,
 ) -> TensorReport:
     """The tensor's report: the headline numbers are those of the loss that did worst.
 
@@ -349,7 +349,7 @@ def tensor_report(
     )
 
 
-def _sets_summary(found: sets.Exploration, alone: int) -> dict:
+def _sets_summary(found: bisection.Exploration, alone: int) -> dict:
     """The report's record of a tensor checked by sets (JSON: tensors[].sets)."""
     return {
         "tests": found.tests,

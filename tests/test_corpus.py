@@ -40,9 +40,9 @@ def test_corpus_verdict_by_sets(case: Case, monkeypatch):
     """Every tensor checked by sets (sets.py), split down to sets of 4: the same verdicts, kinks included.
 
     A correct layer never fails because it was checked by sets, and a wrong one never passes."""
-    from gradcheck_cli import sets
+    from gradcheck_cli import bisection
 
-    monkeypatch.setattr(sets, "LEAF", 4)
+    monkeypatch.setattr(bisection, "LEAF", 4)
     report = run_case(case, sets="on")
     assert_expected(case, report)
     if case.kinks_expected:

@@ -118,3 +118,12 @@ def test_a_revised_estimate_revises_the_bar_and_prints_once():
         update("input0", 50, 100, 0.0)
     text = out.getvalue()
     assert text.count("estimated") == 1 and "estimated 30s" in text
+
+
+def test_a_budget_the_element_by_element_check_does_not_fit_is_met_by_sets_not_by_sampling():
+    report = check(dense(), [_x(32, 32)], budget=1e-4)
+    t = report.tensors[0]
+    assert _by_sets(report) == {"input0"} and t.n_checked == t.n_elements and t.coverage is None
+    assert not any("sampled" in note for note in report.notes)
+    sampled = check(dense(), [_x(32, 32)], budget=1e-4, sets="off")
+    assert sampled.tensors[0].n_checked < 1024  # without sets, the budget samples

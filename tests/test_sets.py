@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import torch
 
-from gradcheck_cli import check, checker, sets
+from gradcheck_cli import bisection, check, checker, sets
 from gradcheck_cli.environment import Placement
 from gradcheck_cli.options import CheckOptions
 from gradcheck_cli.report import to_json
@@ -141,7 +141,7 @@ def test_the_analytic_rounding_of_a_wide_float32_set_splits_it_before_any_forwar
 
 
 def test_leaf_size_balances_measuring_alone_against_splitting():
-    s = sets.leaf_size(16)
+    s = bisection.leaf_size(16)
     assert s == 256 and s / np.log2(s) >= 32 > (s / 2) / np.log2(s / 2)
 
 
@@ -250,7 +250,7 @@ def test_the_report_says_what_sets_checked_how_and_what_they_guarantee():
     assert set(s) == {"tests", "directions", "directions_per_set", "miss_probability_per_set", "forwards", "cleared",
                       "measured_alone", "bound", "noise_factor", "stopped"}
     assert s["directions_per_set"] == sets.DIRECTIONS and s["miss_probability_per_set"] == 2.0**-sets.DIRECTIONS
-    assert s["cleared"] + s["measured_alone"] == 1024 and 0 < s["measured_alone"] <= sets.LEAF
+    assert s["cleared"] + s["measured_alone"] == 1024 and 0 < s["measured_alone"] <= bisection.LEAF
     assert data["timing"]["sets"] == {"input0": s["tests"]}
     note = next(n for n in report.notes if "checked by sets" in n)
     assert "2^-16 per set" in note and "--sets off" in note
