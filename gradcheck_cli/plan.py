@@ -6,7 +6,7 @@ outputs fit a stride (see :mod:`.grouping`) get their first pass here. Of the ot
 a tensor whose element-by-element check is estimated above SETS_AFTER_S is checked by
 sets (see :mod:`.sets`: every element covered, the wrong ones found by bisection) where
 that is estimated at most half as costly; ``sets="on"``/``"off"`` forces either. Where
-sets may take over, grouping may spend no more forwards than SETS_AFTER_S buys. With
+sets may take over, grouping may spend no more forwards than GROUPING_BEFORE_SETS_S buys. With
 ``budget``, a tensor that does not fit is checked by sets if they fit, else sampled.
 
 The time estimate (``Report.timing["estimate_s"]``) is of the whole check: the time
@@ -36,8 +36,10 @@ from .subject import Leaf, Subject
 
 # A tensor whose element-by-element check is estimated above this many seconds is checked by
 # sets where they cost at most half as much (sets="auto").
-SETS_AFTER_S = 2.0
-# Grouping may always spend this many forwards, whatever SETS_AFTER_S buys.
+SETS_AFTER_S = 0.5
+# Where sets stand by, grouping may spend the forwards of this many seconds (and always
+# GROUPING_MIN_FORWARDS): it gives per-element values, worth more time than sets take.
+GROUPING_BEFORE_SETS_S = 2.0
 GROUPING_MIN_FORWARDS = 64
 # Grouping that runs longer than this (since the check started) reports progress.
 PROGRESS_AFTER_S = 1.0
@@ -108,7 +110,7 @@ def make_plan(
     for leaf in subject.leaves:
         group_cap = cap
         if may_use_sets[leaf.name]:  # sets stand by: grouping that would take long gives way to them
-            affordable = max(GROUPING_MIN_FORWARDS, int(SETS_AFTER_S / max(forward_s, 1e-9)))
+            affordable = max(GROUPING_MIN_FORWARDS, int(GROUPING_BEFORE_SETS_S / max(forward_s, 1e-9)))
             group_cap = affordable if group_cap is None else min(group_cap, affordable)
         tick = ticker.tensor(leaf.name, len(indices[leaf.name]), group_cap)
         tried = grouped_first(numeric, leaf, indices[leaf.name], numeric.steps.eps, group_cap, opts.seed + 2, tick) if opts.grouping else None
@@ -163,14 +165,16 @@ def sets_seconds(numeric: NumericSide, analytic: Analytic, leaf: Leaf, n: int, o
 
 def _seconds_per_element(numeric: NumericSide, leaves: list[Leaf], indices: dict[str, list[int]], forward_s: float, budget: float | None) -> float:
     """Cost of checking one element: two forwards and a row of differences, or a timed batched chunk when vmap works."""
-    loop = 2 * forward_s + _difference_seconds(numeric)
     n = sum(len(indices[leaf.name]) for leaf in leaves)
-    if numeric.evaluator.batched is False or (loop * n < 0.5 and budget is None):
+    if 2 * forward_s * n > 0.25:  # it matters: one warm forward's time (the base point's) can be a cold one's
+        forward_s = min(forward_s, _median_forward(numeric))
+    loop = 2 * forward_s + _difference_seconds(numeric)
+    if numeric.evaluator.batched is False or (loop * n < 0.25 and budget is None):
         return loop  # cheap anyway: an upper bound will do, no need to time a batch
     largest = max(leaves, key=lambda leaf: len(indices[leaf.name]))
     # As many rows as a real chunk's vmap calls hold (up to 64): a call's fixed cost is then shared as in the check.
     timed = numeric.time_per_element(largest, indices[largest.name][:PROBE_ELEMENTS])
-    return loop if timed is None else min(loop, timed + _difference_seconds(numeric))
+    return loop if timed is None else timed + _difference_seconds(numeric)
 
 
 def _difference_seconds(numeric: NumericSide) -> float:

@@ -177,16 +177,16 @@ class NumericSide:
         return fd.loss_differences(jp[None], jm[None], self.base, hp[None], hm[None])
 
     def time_per_element(self, leaf: Leaf, idx: list[int]) -> float | None:
-        """Seconds per element of a batched (vmapped) chunk of ``idx``, or None where the layer is not batched.
+        """Seconds per element of a chunk of ``idx`` on the path that will run, or None where vmap cannot.
 
-        The first 16 elements probe vmap against the loop, then race the loop (a loop chunk):
-        neither is timed; the whole of ``idx`` is, on the path that won."""
+        The first 16 elements probe vmap against the loop, then race the two (a loop chunk):
+        neither is timed; the whole of ``idx`` is, on the path that won the race."""
         ev = self.evaluator
         probe = idx[:16]
-        for _ in range(2):
-            self.guard("forward", ev.perturbed, leaf, probe, self.steps.eps)
-            if not ev.batched:
-                return None
+        self.guard("forward", ev.perturbed, leaf, probe, self.steps.eps)
+        if not ev.batched:
+            return None  # vmap cannot run it (or lost the probe): no race, nothing batched to time
+        self.guard("forward", ev.perturbed, leaf, probe, self.steps.eps)
         started = time.perf_counter()
         self.guard("forward", ev.perturbed, leaf, idx, self.steps.eps)
         return self.placement.seconds_since(started) / len(idx)
