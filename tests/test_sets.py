@@ -258,3 +258,18 @@ def test_the_report_says_what_sets_checked_how_and_what_they_guarantee():
     from gradcheck_cli.options import rerun_arguments
 
     assert rerun_arguments(report.config)[-2:] == ["--sets", "on"]
+
+
+def test_sets_on_in_a_spec_means_on_though_yaml_reads_it_as_true(tmp_path):
+    from gradcheck_cli import check_spec
+    from gradcheck_cli.spec import load_spec
+
+    layer = tmp_path / "dense.py"
+    layer.write_text(
+        "import torch\n\nclass Dense(torch.nn.Module):\n    def forward(self, x):\n        return x * torch.tanh(x.mean()) + 0.1 * x * x\n"
+    )
+    spec = tmp_path / "dense.yaml"
+    spec.write_text("layer: dense.py:Dense\ninputs:\n  - shape: [8, 8]\nsets: on\n")
+    report = check_spec(load_spec(spec))
+    assert report.config["sets"] == "on" and report.timing["sets"] == {"input0": 1}
+    assert CheckOptions(sets=False).sets == "off"
