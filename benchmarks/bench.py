@@ -96,21 +96,42 @@ FAMILIES = {
     "silu": "elementwise x*sigmoid(x), input (1, N)",
     "linear": "linear, x (8, 64), W (64, 64), b (64)",
     "gauss_novmap": "Gaussian filter, forward not vmappable",
+    # issue 17: real sizes
+    "gauss_long_conv": "seed Gaussian filter, kernel as long as the signal, by conv1d",
+    "gauss_long": "seed Gaussian filter, kernel as long as the signal, by FFT",
+    "conv2d": "conv2d 8x16x32x32, 3x3 weight 16->16, bias",
+    "attention": "attention q, k, v (4, 8, 128, 64)",
+    "layernorm": "LayerNorm over 1024 features, x (32, 1024), weight, bias",
+    "lstm": "LSTM cell, x, h, c (16, 128), W_ih, W_hh (512, 128), biases",
+    "embedding": "embedding weight (1000, 64) gathered by int64 indices (32, 16)",
+    "dense": "dense y = x tanh(mean x) + 0.1 x^2, x (1024, 1024)",
+    "dense_one_wrong": "dense, input gradient of element [120, 577] 0.1% off",
+    "dense_doubled": "dense, input gradient doubled",
+    "entmax": "1.5-entmax over rows, z (32, 100)",
+    "scan": "selective scan (mamba.py pscan), a, x (2, 8192)",
+    "sleepy": "tanh(x) * sum(x), forward sleeps 10 ms, not vmappable, x (4, 40)",
+    "sleepy_vmap": "tanh(x) * sum(x), forward sleeps 10 ms, vmappable, x (4, 40)",
 }
+# Families of issue 17: ``ours`` is compared with the code before it (``today``) and torch.
+REAL = ("gauss_long_conv", "gauss_long", "conv2d", "attention", "layernorm", "lstm", "embedding", "dense", "dense_one_wrong",
+        "dense_doubled", "entmax", "scan", "sleepy", "sleepy_vmap")
 
 
 def case_list(quick: bool) -> list[dict]:
     """(family, size, tools) in the order they run; sizes ascend within a family."""
     def case(family, size, *extra):
-        return {"family": family, "size": size, "tools": ["ours", *extra, "torch_fast", "plain_loop", "torch_slow"]}
+        return {"family": family, "size": size, "tools": ["ours", *extra, "today", "torch_fast", "plain_loop", "torch_slow"]}
+
+    def real(family, size=0):
+        return {"family": family, "size": size, "tools": ["ours", "today", "torch_fast", "plain_loop", "torch_slow"]}
 
     if quick:
         return [
-            case("gauss", 250),
             case("gauss", 1000, "ours_loop", "ours_single"),
-            case("silu", 1024),
             case("silu", 4096),
-            case("linear", 64),
+            real("gauss_long_conv", 1000),
+            real("layernorm"),
+            real("sleepy"),
         ]
     return [
         case("gauss", 250, "ours_loop", "ours_single"),
@@ -121,7 +142,22 @@ def case_list(quick: bool) -> list[dict]:
         case("silu", 16384, "ours_loop", "ours_single"),
         case("silu", 65536),
         case("linear", 64, "ours_loop", "ours_single"),
-        {"family": "gauss_novmap", "size": 1000, "tools": ["ours", "ours_single"]},
+        {"family": "gauss_novmap", "size": 1000, "tools": ["ours", "ours_single", "today"]},
+        real("gauss_long_conv", 1000),
+        real("gauss_long", 1000),
+        real("gauss_long", 100000),
+        real("conv2d"),
+        real("attention"),
+        real("layernorm"),
+        real("lstm"),
+        real("embedding"),
+        real("dense"),
+        real("dense_one_wrong"),
+        real("dense_doubled"),
+        real("entmax"),
+        real("scan"),
+        real("sleepy"),
+        real("sleepy_vmap"),
     ]
 
 
@@ -163,23 +199,57 @@ def _on_alarm(signum, frame):
 # child: one case, several tools, one process
 # ----------------------------------------------------------------------------
 def build(family: str, size: int, dtype, device):
+    """(module, inputs): the layer and its positional inputs (floating ones in ``dtype``) on ``device``."""
     import torch
 
     sys.path.insert(0, str(HERE))
     import layers
 
     gen = torch.Generator().manual_seed(0)
+
+    def r(*shape):
+        return torch.randn(*shape, generator=gen)
+
     if family == "gauss":
-        module, x = layers.GaussFilter(), torch.randn(1, size, generator=gen)
+        module, xs = layers.GaussFilter(), [r(1, size)]
     elif family == "gauss_novmap":
-        module, x = layers.GaussFilterNoVmap(), torch.randn(1, size, generator=gen)
+        module, xs = layers.GaussFilterNoVmap(), [r(1, size)]
     elif family == "silu":
-        module, x = layers.SiLU(), torch.randn(1, size, generator=gen)
+        module, xs = layers.SiLU(), [r(1, size)]
     elif family == "linear":
-        module, x = layers.Linear(64, 64), torch.randn(8, 64, generator=gen)
+        module, xs = layers.Linear(64, 64), [r(8, 64)]
+    elif family in ("gauss_long", "gauss_long_conv"):
+        module, xs = layers.long_gauss(size, conv=family == "gauss_long_conv"), [r(1, size)]
+    elif family == "conv2d":
+        module, xs = layers.Conv2d(16), [r(8, 16, 32, 32)]
+    elif family == "attention":
+        module, xs = layers.Attention(), [r(4, 8, 128, 64), r(4, 8, 128, 64), r(4, 8, 128, 64)]
+    elif family == "layernorm":
+        module, xs = layers.LayerNorm(1024), [r(32, 1024)]
+    elif family == "lstm":
+        module, xs = layers.LSTMCell(128, 128), [r(16, 128), r(16, 128), r(16, 128)]
+    elif family == "embedding":
+        module, xs = layers.Embedding(1000, 64), [torch.randint(0, 1000, (32, 16), generator=gen)]
+    elif family.startswith("dense"):
+        module = {"dense": layers.Dense, "dense_one_wrong": layers.DenseOneWrong, "dense_doubled": layers.DenseDoubled}[family]()
+        xs = [r(1024, 1024)]
+    elif family == "entmax":
+        module, xs = layers.Entmax15(), [r(32, 100)]
+    elif family == "scan":
+        module, xs = layers.SelectiveScan(), [r(2, 8192), r(2, 8192)]
+    elif family == "sleepy":
+        module, xs = layers.Sleepy(), [r(4, 40)]
+    elif family == "sleepy_vmap":
+        module, xs = layers.SleepyBatched(), [r(4, 40)]
     else:
         raise ValueError(family)
-    return module.to(dtype=dtype, device=device), x.to(dtype=dtype, device=device)
+    xs = [x.to(dtype=dtype, device=device) if x.is_floating_point() else x.to(device) for x in xs]
+    return module.to(dtype=dtype, device=device), xs
+
+
+def warm_size(family: str) -> int:
+    """The size of the small instance a child warms every tool up on."""
+    return 256 if family in ("gauss", "gauss_novmap", "silu", "linear", "gauss_long", "gauss_long_conv") else 0
 
 
 # A tool whose first run takes less than this is run up to REPEATS times; the fastest counts.
@@ -188,10 +258,13 @@ REPEATS = 5
 
 
 def run_child(spec: dict) -> None:
+    # This checkout's gradcheck_cli (not whatever is installed), or the code before this change ("today").
+    sys.path.insert(0, spec.get("code") or str(ROOT))
     import torch
 
     if spec.get("threads"):
         torch.set_num_threads(spec["threads"])  # 0: leave torch's default
+    import gradcheck_cli
     from gradcheck_cli import check
 
     device = torch.device(spec["device"])
@@ -208,20 +281,29 @@ def run_child(spec: dict) -> None:
     module, x = build(spec["family"], spec["size"], dtype, device)
     names = [n for n, _ in module.named_parameters()]
 
-    def torch_gradcheck(mod, inp, fast):
+    def torch_gradcheck(mod, inputs, fast):
         from torch.func import functional_call
 
         params = [p.detach().clone().requires_grad_(True) for p in mod.parameters()]
-        xin = inp.detach().clone().requires_grad_(True)
+        floats = [i for i, t in enumerate(inputs) if t.is_floating_point()]
+        xin = [t.detach().clone().requires_grad_(True) if t.is_floating_point() else t for t in inputs]
 
-        def fn(x_, *ps):
-            return functional_call(mod, dict(zip(names, ps)), (x_,))
+        def fn(*args):
+            xs = list(xin)
+            for k, i in enumerate(floats):
+                xs[i] = args[k]
+            return functional_call(mod, dict(zip(names, args[len(floats):])), tuple(xs))
 
-        return bool(torch.autograd.gradcheck(fn, (xin, *params), fast_mode=fast, raise_exception=False))
+        return bool(torch.autograd.gradcheck(fn, tuple(xin[i] for i in floats) + tuple(params), fast_mode=fast, raise_exception=False))
 
-    def plain_loop(mod, inp, h=1e-6):
+    def half_square(y):
+        ys = y if isinstance(y, tuple) else (y,)
+        return sum(0.5 * t.square().sum() for t in ys)
+
+    def plain_loop(mod, inputs, h=1e-6):
         """The naive check: one perturbation per forward, central difference of 1/2 sum y^2."""
-        tensors = [inp.detach().clone()] + [p for p in mod.parameters()]
+        xs = [t.detach().clone() for t in inputs]
+        tensors = [t for t in xs if t.is_floating_point()] + [p for p in mod.parameters()]
         grads = []
         with torch.no_grad():
             for t in tensors:
@@ -230,59 +312,89 @@ def run_child(spec: dict) -> None:
                 for i in range(flat.numel()):
                     orig = flat[i].clone()
                     flat[i] = orig + h
-                    lp = 0.5 * mod(tensors[0]).square().sum()
+                    lp = half_square(mod(*xs))
                     flat[i] = orig - h
-                    lm = 0.5 * mod(tensors[0]).square().sum()
+                    lm = half_square(mod(*xs))
                     flat[i] = orig
                     g[i] = (lp - lm) / (2 * h)
                 grads.append(g)
         sync()
         # sanity: the loop really computed the gradient of 1/2 sum y^2
-        ref_in = [inp.detach().clone().requires_grad_(True)] + [p.detach().clone().requires_grad_(True) for p in mod.parameters()]
         from torch.func import functional_call
 
-        y = functional_call(mod, dict(zip(names, ref_in[1:])), (ref_in[0],))
-        ref = torch.autograd.grad(0.5 * y.square().sum(), ref_in)
+        ref_x = [t.detach().clone().requires_grad_(True) if t.is_floating_point() else t for t in inputs]
+        ref_p = [p.detach().clone().requires_grad_(True) for p in mod.parameters()]
+        y = functional_call(mod, dict(zip(names, ref_p)), tuple(ref_x))
+        ref = torch.autograd.grad(half_square(y), [t for t in ref_x if t.is_floating_point()] + ref_p)
         err = max(float((g - r.reshape(-1)).abs().max() / (r.abs().max() + 1e-300)) for g, r in zip(grads, ref))
         return err < 1e-4, {"max_rel_err_vs_autograd": err}
 
-    def ours(mod, inp, batch=True, grouping=True):
-        r = check(mod, [inp], dtype=spec["dtype"], device=spec["device"], batch=batch, grouping=grouping)
-        return bool(r.passed), {"timing": dict(r.timing), "notes": list(r.notes)}
+    def ours(mod, inputs, **options):
+        """check() with these options; a timed-out check reports the estimate its plan made."""
+        seen = {}
+
+        def progress(name, done, total, estimate):
+            if not name:
+                seen["estimate_s"] = estimate
+                emit({"kind": "estimate", "tool": spec["tools"][0], "estimate_s": estimate})
+
+        try:
+            r = check(mod, list(inputs), dtype=spec["dtype"], device=spec["device"], progress=progress, **options)
+        except gradcheck_cli.LayerError as exc:
+            if "timeout" in options and "--timeout" in str(exc):
+                return None, {"stopped_s": options["timeout"], "estimate_s": seen.get("estimate_s")}
+            raise
+        tensors = [{"name": t.name, "status": t.status, "n_checked": t.n_checked, "n_elements": t.n_elements,
+                    "worst_index": list(t.worst_index) if t.worst_index is not None else None, "counts": t.counts,
+                    "diagnosis": t.diagnosis, "sets": dict(t.sets) if getattr(t, "sets", None) else None} for t in r.tensors]
+        return bool(r.passed), {"timing": dict(r.timing), "notes": list(r.notes), "tensors": tensors}
 
     tools = {
-        "ours": lambda m, i: ours(m, i, True),
-        "ours_loop": lambda m, i: ours(m, i, False),
-        "ours_single": lambda m, i: ours(m, i, False, grouping=False),
+        "ours": lambda m, i: ours(m, i),
+        "ours_loop": lambda m, i: ours(m, i, batch=False),
+        "ours_single": lambda m, i: ours(m, i, batch=False, grouping=False),
+        "today": lambda m, i: ours(m, i),
         "torch_slow": lambda m, i: (torch_gradcheck(m, i, False), {}),
         "torch_fast": lambda m, i: (torch_gradcheck(m, i, True), {}),
         "plain_loop": plain_loop,
     }
 
     # Warm-up on a tiny instance of the same layer: one-time costs are not counted.
-    wm, wx = build(spec["family"], 256, dtype, device)
+    wm, wx = build(spec["family"], warm_size(spec["family"]) or spec["size"], dtype, device)
+    if warm_size(spec["family"]) == 0:  # no small instance: warm up on a tiny layer of another family
+        wm, wx = build("gauss", 256, dtype, device)
     for name in spec["tools"]:
-        if name not in spec.get("skip", {}):
+        if name not in spec.get("skip", {}) and name != "plain_loop":
             tools[name](wm, wx)
 
     # Case facts: N checked, M outputs, one forward's time.
     with torch.no_grad():
-        y = module(x)
+        y = module(*x)
+        ys = y if isinstance(y, tuple) else (y,)
         times = []
-        for _ in range(21):
+        for _ in range(21 if not spec["family"].startswith("sleepy") else 5):
             t0 = time.perf_counter()
-            module(x)
+            module(*x)
             sync()
             times.append(time.perf_counter() - t0)
     p = sum(q.numel() for q in module.parameters())
-    emit({"kind": "facts", "n_input": x.numel(), "p": p, "n": x.numel() + p, "m": y.numel(), "t_fwd": statistics.median(times),
+    n_input = sum(t.numel() for t in x if t.is_floating_point())
+    emit({"kind": "facts", "n_input": n_input, "p": p, "n": n_input + p, "m": sum(t.numel() for t in ys), "t_fwd": statistics.median(times),
           "threads": torch.get_num_threads()})
-    del y
+    del y, ys
 
+    n_all, t_fwd = n_input + p, statistics.median(times)
+    skip = dict(spec.get("skip", {}))
+    loop_s = 2 * n_all * t_fwd
+    if "plain_loop" in spec["tools"] and "plain_loop" not in skip and loop_s > spec.get("loop_limit", math.inf):
+        skip["plain_loop"] = f"not run: projected 2(N+P) t_fwd = {fmt_s(loop_s)} ({2 * n_all:,} forwards) > {spec['loop_limit']:.0f} s"
+    slow_s = 2 * n_all * t_fwd * 1.5  # 2(N+P) forwards and M backwards, about
+    if "torch_slow" in spec["tools"] and "torch_slow" not in skip and slow_s > spec.get("slow_limit", math.inf):
+        skip["torch_slow"] = f"not run: projected at least {fmt_s(slow_s)} (2(N+P) forwards) > {spec['slow_limit']:.0f} s"
     signal.signal(signal.SIGALRM, _on_alarm)
     for name in spec["tools"]:
-        if name in spec.get("skip", {}):
-            emit({"kind": "tool", "tool": name, "skipped": spec["skip"][name]})
+        if name in skip:
+            emit({"kind": "tool", "tool": name, "skipped": skip[name], "projected_s": loop_s if name == "plain_loop" else None})
             continue
         gc.collect()
         _malloc_trim()
@@ -301,6 +413,9 @@ def run_child(spec: dict) -> None:
             sync()
             elapsed = time.perf_counter() - t0
             signal.alarm(0)
+            if ok is None:  # stopped at its time limit
+                emit({"kind": "tool", "tool": name, **extra})
+                continue
         except Alarm:
             emit({"kind": "tool", "tool": name, "skipped": f"stopped after {limit:.0f} s (ran past 3x the projected time limit)"})
             continue
@@ -312,7 +427,7 @@ def run_child(spec: dict) -> None:
         # Short runs are repeated (same tool, same inputs) and the fastest counts, as timeit does:
         # one run of a few ms is mostly scheduling noise on a shared machine. Memory is the first run's.
         runs = [elapsed]
-        while elapsed < REPEAT_BELOW_S and len(runs) < REPEATS:
+        while elapsed < REPEAT_BELOW_S and len(runs) < REPEATS and spec["family"] not in REAL:
             t0 = time.perf_counter()
             tools[name](module, x)
             sync()
@@ -397,19 +512,47 @@ def project_anchor(history: list[dict], n: int, m: int, jac_limit: float, peak_l
     return peak, seconds, None
 
 
+def dims(family: str, size: int) -> tuple[int, int]:
+    """(N + P checked, M outputs) of a case, known without running it."""
+    fixed = {
+        "linear": (8 * 64 + 64 * 64 + 64, 8 * 64),
+        "conv2d": (8 * 16 * 32 * 32 + 16 * 16 * 9 + 16, 8 * 16 * 32 * 32),
+        "attention": (3 * 4 * 8 * 128 * 64, 4 * 8 * 128 * 64),
+        "layernorm": (32 * 1024 + 2 * 1024, 32 * 1024),
+        "lstm": (3 * 16 * 128 + 2 * 512 * 128 + 2 * 512, 2 * 16 * 128),
+        "embedding": (1000 * 64, 32 * 16 * 64),
+        "entmax": (3200, 3200),
+        "scan": (2 * 2 * 8192, 2 * 8192),
+        "sleepy": (160, 160),
+        "sleepy_vmap": (160, 160),
+    }
+    if family in fixed:
+        return fixed[family]
+    if family.startswith("dense"):
+        return 1 << 20, 1 << 20
+    if family.startswith("gauss"):
+        return size + 2, size
+    return size, size
+
+
+def baseline_tree(ref: str) -> str:
+    """The code at ``ref`` (the "today" of the comparison), unpacked once into a temporary folder."""
+    folder = Path(tempfile.mkdtemp(prefix="gradcheck-baseline-"))
+    archive = subprocess.run(["git", "archive", ref, "gradcheck_cli"], cwd=ROOT, capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    return str(folder)
+
+
 def run_cases(args) -> list[dict]:
     hwm_ok = reset_peak_rss()
     rows = []
     anchor_history: dict[str, list[dict]] = {}
+    baseline = None
     for case in case_list(args.quick):
+        if args.only_real and case["family"] not in REAL:
+            continue
         fam, size = case["family"], case["size"]
-        # N and M are known without running anything (inputs + parameters, outputs).
-        if fam == "linear":
-            n, m = 8 * 64 + 64 * 64 + 64, 8 * 64
-        elif fam.startswith("gauss"):
-            n, m = size + 2, size
-        else:
-            n, m = size, size
+        n, m = dims(fam, size)  # inputs + parameters, outputs
         skip, limits = {}, {}
         if "torch_slow" in case["tools"]:
             peak_limit = args.anchor_peak_gb * 2**30 if args.anchor_peak_gb else 0.5 * mem_available()
@@ -421,18 +564,29 @@ def run_cases(args) -> list[dict]:
             limits["plain_loop"] = args.loop_time_limit
             if args.quick and n > 16384:
                 skip["plain_loop"] = "skipped in --quick"
-        base = {"family": fam, "size": size, "device": args.device, "dtype": args.dtype, "threads": args.threads, "skip": skip, "limits": limits}
-        groups = [case["tools"]] if hwm_ok else [[t] for t in case["tools"]]
+        base = {"family": fam, "size": size, "device": args.device, "dtype": args.dtype, "threads": args.threads, "skip": skip,
+                "limits": limits, "loop_limit": args.loop_project_limit, "slow_limit": args.anchor_time_limit, "today_limit": args.today_limit}
+        tools = [t for t in case["tools"] if t != "today"]
+        groups = [tools] if hwm_ok else [[t] for t in tools]
         results = []
         log(f"[bench] {FAMILIES[fam]} size {size}: {', '.join(t for t in case['tools'])}")
         started = time.perf_counter()
-        for tools in groups:
-            results += spawn_child({**base, "tools": tools}, timeout=args.case_timeout)
+        for group in groups:
+            results += spawn_child({**base, "tools": group}, timeout=args.case_timeout)
+        if "today" in case["tools"] and args.baseline:
+            baseline = baseline or baseline_tree(args.baseline)
+            # Stopped by the wall clock (warm-up and facts come first): its own estimate is what it says it would take.
+            today = spawn_child({**base, "tools": ["today"], "code": baseline}, timeout=args.today_limit + 60)
+            done = [r for r in today if r["kind"] == "tool"]
+            if not done:
+                est = next((r["estimate_s"] for r in today if r["kind"] == "estimate"), None)
+                today.append({"kind": "tool", "tool": "today", "stopped_s": args.today_limit, "estimate_s": est})
+            results += [r for r in today if r["kind"] not in ("facts", "estimate", "child_error")]
         facts = next((r for r in results if r["kind"] == "facts"), {"n": n, "m": m})
         tools = {r["tool"]: r for r in results if r["kind"] == "tool"}
         errors = [r for r in results if r["kind"] == "child_error"]
         for name in case["tools"]:
-            if name not in tools:
+            if name not in tools and not (name == "today" and not args.baseline):
                 tools[name] = {"tool": name, "error": errors[0]["stderr"] if errors else "no result"}
         slow = tools.get("torch_slow", {})
         if slow.get("time_s") is not None:
@@ -440,7 +594,13 @@ def run_cases(args) -> list[dict]:
         row = {"family": fam, "size": size, **{k: facts.get(k) for k in ("n", "p", "m", "t_fwd", "threads")}, "tools": tools, "errors": errors}
         rows.append(row)
         for name, r in tools.items():
-            log(f"    {name:11s} " + (f"{r['time_s']:.3f} s, +{r.get('rss_peak_inc_mb', 0):.0f} MB, ok={r.get('ok')}" if "time_s" in r else r.get("skipped") or r.get("error", "")))
+            if "time_s" in r:
+                log(f"    {name:11s} {r['time_s']:.3f} s, +{r.get('rss_peak_inc_mb', 0):.0f} MB, ok={r.get('ok')}"
+                    + (f", estimate {r['timing'].get('estimate_s', 0):.2f} s of {r['timing'].get('check_s', 0):.2f} s" if r.get("timing") else ""))
+            elif "stopped_s" in r:
+                log(f"    {name:11s} stopped at {r['stopped_s']:.0f} s; its estimate {r.get('estimate_s')}")
+            else:
+                log(f"    {name:11s} {r.get('skipped') or r.get('error', '')}")
         log(f"    ({time.perf_counter() - started:.1f} s)")
     return rows
 
@@ -517,13 +677,39 @@ def path_of(tool: str, timing: dict) -> str:
     rest = "batched (vmap)" if timing.get("batched") else {"ours": "loop", "ours_loop": "loop (batch=False)"}.get(
         tool, "one element per forward pair (batch=False, grouping=False)")
     grouped = timing.get("grouped") or {}
-    if not grouped:
+    by_sets = timing.get("sets") or {}
+    parts = []
+    if grouped:
+        parts.append("grouped " + ", ".join(f"{k} s={v}" for k, v in grouped.items()))
+    if by_sets:
+        parts.append("sets " + ", ".join(f"{k} ({v} test{'s' if v != 1 else ''})" for k, v in by_sets.items()))
+    if not parts:
         return rest
-    return "grouped " + ", ".join(f"{k} s={v}" for k, v in grouped.items()) + f"; {rest} for the rest"
+    return "; ".join(parts) + f"; {rest} for the rest"
+
+
+REAL_LABELS = {
+    "gauss_long_conv": "seed Gaussian, kernel = signal (conv1d)",
+    "gauss_long": "seed Gaussian, kernel = signal (FFT)",
+    "conv2d": "conv2d 8×16×32×32, 3×3",
+    "attention": "attention 4×8×128×64 (q, k, v)",
+    "layernorm": "LayerNorm 32×1024",
+    "lstm": "LSTM cell 16×128→128",
+    "embedding": "embedding 1000×64, 512 lookups",
+    "dense": "dense x·tanh(mean x)+0.1x², 1024×1024",
+    "dense_one_wrong": "dense 1024×1024, [120, 577] 0.1% off",
+    "dense_doubled": "dense 1024×1024, gradient ×2",
+    "entmax": "1.5-entmax 32×100",
+    "scan": "selective scan 2×8192 (a, x)",
+    "sleepy": "sleepy 4×40 (10 ms forward, no vmap)",
+    "sleepy_vmap": "sleepy 4×40 (10 ms a call, vmappable)",
+}
 
 
 def layer_label(row) -> str:
     fam = row["family"]
+    if fam in REAL_LABELS:
+        return REAL_LABELS[fam] + (f", N={row['size']:,}" if fam.startswith("gauss_long") else "")
     if fam == "gauss":
         return "Gaussian filter"
     if fam == "gauss_novmap":
@@ -548,7 +734,8 @@ def tables(rows, cli, args, markdown: bool) -> str:
     head = ["layer", "N checked (N+P)", "ours", "fwd calls", "path", f"ours {mem_name}", "torch slow", f"slow {mem_name}",
             "speed-up vs slow", "memory slow/ours", "torch fast ⁽ᶠ⁾", "plain loop", "speed-up vs loop", "ours / 2(N+P)·t_fwd"]
     body = []
-    for row in rows:
+    old, real = [r for r in rows if r["family"] not in REAL], [r for r in rows if r["family"] in REAL]
+    for row in old:
         t = row["tools"]
         o = t.get("ours", {})
         o_time, o_mem = tool_cell(o, notes, mem_key)
@@ -571,7 +758,7 @@ def tables(rows, cli, args, markdown: bool) -> str:
     # loop path rows
     lhead = ["layer", "N checked", "t_fwd (median of 21)", "2(N+P)·t_fwd", "path", "check time", "fwd calls", "ratio check / 2(N+P)·t_fwd"]
     lbody = []
-    for row in rows:
+    for row in old:
         if not row.get("t_fwd"):
             continue
         bound = 2 * row["n"] * row["t_fwd"]
@@ -584,7 +771,9 @@ def tables(rows, cli, args, markdown: bool) -> str:
                           str(o["timing"].get("forward_calls")), f"{o['time_s'] / bound:.2f}"])
     out.append(("\n**Cost model**: check time vs 2·(N+P) single forwards\n\n" if markdown else "\nCost model: check time vs 2(N+P) single forwards\n")
                + render(lhead, lbody, markdown))
-    out.append(targets(rows, cli, markdown))
+    out.append(targets(old, cli, markdown))
+    if real:
+        out.append(real_tables(real, notes, mem_key, mem_name, markdown))
     foot = ["⁽ᶠ⁾ torch fast mode checks one random projection uᵀJv per input: it can say that a gradient is wrong, "
             "not which element, so it cannot localise a bug. It is shown for scale only.",
             f"{mem_name}: peak resident memory of the check above what the process held just before it "
@@ -648,6 +837,112 @@ def targets(rows, cli, markdown: bool) -> str:
     return title + render(["target", "measured", "verdict"], lines, markdown)
 
 
+def verdict_of(o: dict) -> str:
+    """PASS / FAIL of a run of ours, and for a failing one the worst element and the diagnosis."""
+    if "time_s" not in o:
+        return "—"
+    if o.get("ok"):
+        return "PASS"
+    bad = [t for t in o.get("tensors", []) if t["status"] != "PASS"]
+    where = "; ".join(f"{t['name']} {t['status']} at {t['worst_index']}" + (f" ({t['diagnosis']})" if t.get("diagnosis") else "") for t in bad)
+    return f"FAIL: {where}" if where else "FAIL"
+
+
+def today_cell(t: dict, notes: Notes) -> str:
+    if "time_s" in t:
+        calls = t.get("timing", {}).get("forward_calls")
+        return fmt_s(t["time_s"]) + (f", {calls:,} fwd" if calls else "") + ("" if t.get("ok") else " (FAILED)")
+    if "stopped_s" in t:
+        est = t.get("estimate_s")
+        return f"stopped at {t['stopped_s']:.0f} s; its estimate {fmt_s(est)}" if est else f"stopped at {t['stopped_s']:.0f} s"
+    return "skipped " + notes.ref(t.get("skipped") or ("error: " + t.get("error", "?"))) if t else "—"
+
+
+def real_tables(rows, notes: Notes, mem_key: str, mem_name: str, markdown: bool) -> str:
+    """Issue 17: the real-size rows (ours with sets, the code before them, torch, a plain loop) and the targets."""
+    head = ["layer", "N checked", "ours", "fwd calls", "path", f"ours {mem_name}", "estimate / check time", "verdict",
+            "today (before sets)", "torch slow", "torch fast ⁽ᶠ⁾", "plain loop"]
+    body = []
+    for row in rows:
+        t = row["tools"]
+        o = t.get("ours", {})
+        timing = o.get("timing", {})
+        o_time, o_mem = tool_cell(o, notes, mem_key)
+        ratio = timing.get("estimate_s", 0) / timing["check_s"] if timing.get("check_s") else None
+        loop = t.get("plain_loop", {})
+        loop_cell = tool_cell(loop, notes, mem_key)[0] if "time_s" in loop else (
+            f"projected {fmt_s(loop['projected_s'])}" if loop.get("projected_s") else tool_cell(loop, notes, mem_key)[0] if loop else "—")
+        body.append([
+            layer_label(row), f"{row['n']:,}" if row.get("n") else "?", o_time, f"{timing.get('forward_calls', '—'):,}" if timing else "—",
+            path_of("ours", timing) if timing else "—", o_mem,
+            f"{fmt_s(timing.get('estimate_s'))} / {fmt_s(timing.get('check_s'))} = {ratio:.2f}×" if ratio else "—",
+            verdict_of(o), today_cell(t.get("today", {}), notes),
+            tool_cell(t["torch_slow"], notes, mem_key)[0] if "torch_slow" in t else "—",
+            tool_cell(t["torch_fast"], notes, mem_key)[0] if "torch_fast" in t else "—", loop_cell,
+        ])
+    title = "\n**Real sizes (issue 17)**: default options; 'today' is the code before set testing\n\n" if markdown else "\nReal sizes (issue 17)\n"
+    return title + render(head, body, markdown) + real_targets(rows, markdown)
+
+
+def real_targets(rows, markdown: bool) -> str:
+    def find(fam, size=0):
+        return next((r for r in rows if r["family"] == fam and r["size"] == size), None)
+
+    lines = []
+
+    def add(target, measured, met):
+        lines.append([target, measured, "—" if met is None else ("MET" if met else "NOT MET")])
+
+    def ours(row):
+        return row["tools"].get("ours", {}) if row else {}
+
+    d = ours(find("dense_one_wrong"))
+    if d:
+        worst = next((t["worst_index"] for t in d.get("tensors", []) if t["status"] == "FAIL"), None)
+        add("dense 2^20, one element 0.1% off: exit 1 with that element as the worst, < 60 s",
+            f"{verdict_of(d)}; {fmt_s(d.get('time_s'))}", (not d.get("ok")) and worst == [120, 577] and d.get("time_s", 1e9) < 60)
+    d = ours(find("dense"))
+    if d:
+        add("dense 2^20, correct: passes, < 30 s", f"{verdict_of(d)}; {fmt_s(d.get('time_s'))}", bool(d.get("ok")) and d.get("time_s", 1e9) < 30)
+    g = find("gauss_long_conv", 1000)
+    if g:
+        o, today, slow = ours(g), g["tools"].get("today", {}), g["tools"].get("torch_slow", {})
+        add("seed Gaussian (kernel = signal) N=1000: by sets below 0.5 s", f"{fmt_s(o.get('time_s'))} ({path_of('ours', o.get('timing', {}))}); "
+            f"today {today_cell(today, Notes())}", o.get("time_s", 1e9) < 0.5 and bool(o.get("ok")))
+        if slow.get("time_s") and o.get("time_s"):
+            add("seed Gaussian N=1000: faster than torch slow mode", f"{fmt_s(slow['time_s'])} / {fmt_s(o['time_s'])} = {fmt_x(slow['time_s'] / o['time_s'])}",
+                slow["time_s"] > o["time_s"])
+    g = ours(find("gauss_long", 100000))
+    if g:
+        full = all(t["n_checked"] == t["n_elements"] for t in g.get("tensors", []))
+        add("seed Gaussian (kernel = signal) N=100,000: < 60 s, full coverage", f"{verdict_of(g)}; {fmt_s(g.get('time_s'))}; "
+            f"{'every element checked' if full else 'not every element checked'}", bool(g.get("ok")) and full and g.get("time_s", 1e9) < 60)
+    for fam, text in (("entmax", "1.5-entmax 32×100: < 5 s"), ("scan", "selective scan 2×8192: < 5 s")):
+        o = ours(find(fam))
+        if o:
+            add(text, f"{verdict_of(o)}; {fmt_s(o.get('time_s'))}", bool(o.get("ok")) and o.get("time_s", 1e9) < 5)
+    worst, where = 0.0, ""
+    for row in rows:
+        timing = ours(row).get("timing", {})
+        if timing.get("check_s"):
+            r = timing["estimate_s"] / timing["check_s"]
+            off = max(r, 1 / r) if r > 0 else math.inf
+            if off > worst:
+                worst, where = off, layer_label(row)
+    if where:
+        add("estimate within 2× of the real check time on every row", f"worst {worst:.2f}× off ({where})", worst <= 2)
+    slower = []
+    for row in rows:
+        o, today = ours(row), row["tools"].get("today", {})
+        if today.get("ok") and today.get("time_s") and o.get("time_s") and o["time_s"] > 1.1 * today["time_s"]:
+            slower.append(f"{layer_label(row)} {fmt_s(today['time_s'])} → {fmt_s(o['time_s'])}")
+    ran = [row for row in rows if row["tools"].get("today", {}).get("ok")]
+    if ran:
+        add("nothing that passes today gets slower by more than 10%", "; ".join(slower) or f"none slower ({len(ran)} rows passed today)", not slower)
+    title = "\n\n**Issue-17 targets**\n\n" if markdown else "\n\nIssue-17 targets\n"
+    return title + render(["target", "measured", "verdict"], lines, markdown)
+
+
 def render(head, body, markdown: bool) -> str:
     if markdown:
         esc = lambda s: str(s).replace("|", "\\|")
@@ -678,6 +973,7 @@ def machine(args) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="reduced set, < 60 s (smoke test)")
+    ap.add_argument("--only-real", action="store_true", help="only the real-size rows of issue 17")
     ap.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
     ap.add_argument("--dtype", default="float64", help="float64 (default) or float32")
     ap.add_argument("--markdown", action="store_true", help="print Markdown tables")
@@ -689,6 +985,11 @@ def main(argv=None) -> int:
                     help="skip torch slow mode when its projected peak exceeds this (GB; default half of MemAvailable)")
     ap.add_argument("--anchor-time-limit", type=float, default=120.0, help="skip torch slow mode above this projected time (s, default 120)")
     ap.add_argument("--loop-time-limit", type=float, default=900.0, help="stop the plain loop after this long (s)")
+    ap.add_argument("--loop-project-limit", type=float, default=120.0,
+                    help="skip the plain loop (and torch slow mode) where 2(N+P) forwards are projected above this (s, default 120)")
+    ap.add_argument("--baseline", default="3f89ca8",
+                    help="git ref of the code before issue 17, run as 'today' on the real-size rows ('' to skip)")
+    ap.add_argument("--today-limit", type=float, default=60.0, help="stop a 'today' check after this long and report its own estimate (s)")
     ap.add_argument("--case-timeout", type=float, default=3600.0, help="kill a case's child process after this long (s)")
     ap.add_argument("--no-cli", action="store_true", help="skip the end-to-end CLI timings")
     ap.add_argument("--from-json", metavar="FILE", help="print the tables of a run saved with --json (runs nothing)")

@@ -48,7 +48,8 @@ from .verdicts import FAIL
 __all__ = ["Interrupted", "ProgressFn", "check", "check_spec", "spec_arguments"]
 
 # progress(tensor_name, elements_done, elements_total, estimated_seconds_total); the name is ""
-# once, when the plan is made (the estimate is then known).
+# when the plan is made (the estimate is then known), and before that when grouping runs long
+# (a first estimate, which the plan's revises).
 ProgressFn = Callable[[str, int, int, float], None]
 
 
@@ -241,7 +242,7 @@ class _Run:
             note = f"compared with the reference {self.reference.target} (autograd, in {str(ref.dtype).replace('torch.', '')}); no finite differences"
             return _Sides(evaluator, base, analytic, None, None, ref, base.notes + analytic.notes + (note,))
         numeric = numeric_side(subject, evaluator, base, opts, placement, guard)
-        plan = make_plan(subject, numeric, opts, base.forward_s)
+        plan = make_plan(subject, numeric, opts, base.forward_s, analytic, self.started, self.progress)
         if self.progress:
             self.progress("", 0, plan.total, plan.estimate_s)
         return _Sides(evaluator, base, analytic, numeric, plan, None, base.notes + analytic.notes + numeric.notes + plan.notes)
@@ -383,6 +384,7 @@ class _Run:
                 points_evaluated=numeric.points,
                 batched=bool(numeric.batched),
                 grouped={name: t.stride for name, t in sides.plan.tensors.items() if t.stride},
+                sets={t.name: t.sets["tests"] for t in tensors if t.sets is not None},
             )
         info = tuple(_info_notes(sides)) if sides is not None and sides.plan is not None else ()
         return Report(self.subject.target, tuple(tensors), self._config(sides), timing, tuple(notes), info=info, checks=self.checks)
@@ -412,6 +414,7 @@ class _Run:
             "forward_ad": opts.forward_ad,
             "reference": self.reference.target if self.reference is not None else None,
             "reference_runs_in": str(sides.reference.dtype).replace("torch.", "") if sides is not None and sides.reference is not None else None,
+            "sets": opts.sets,
             "noise_sigmas": NOISE_SIGMAS,
             "rel_floor": REL_FLOOR,
         }
@@ -424,7 +427,8 @@ def _narrowed(planned: TensorPlan, indices: Sequence[int]) -> TensorPlan:
     where = {i: p for p, i in enumerate(planned.indices)}
     positions = torch.tensor([where[i] for i in indices], dtype=torch.long)
     first = None if planned.first_pass is None else {loss: d.select(positions.to(d.central.device)) for loss, d in planned.first_pass.items()}
-    return TensorPlan(tuple(indices), first, planned.grouping)
+    # Element by element: the forward-mode values exist only at the sampled elements, sets need all of them.
+    return replace(planned, indices=tuple(indices), first_pass=first, by_sets=False)
 
 
 def _outputs_of(subject: Subject) -> list[torch.Tensor]:

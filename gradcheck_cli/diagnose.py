@@ -64,8 +64,16 @@ def diagnose(
         for pattern in PATTERNS:
             line = pattern(case)
             if line is not None:
-                return line
+                return line + _partial(line, chk)
     return None
+
+
+def _partial(line: str, chk: np.ndarray) -> str:
+    """Where not every element has a numeric value (sampled, or cleared by sets), a line that counts
+    elements counts those that do: it says so."""
+    measured, total = int(chk.sum()), int(chk.size)
+    counts = "element(s)" in line or "elements" in line
+    return f" [counted among the {measured} of {total} elements measured alone]" if counts and measured < total else ""
 
 
 # --- helpers ---------------------------------------------------------------

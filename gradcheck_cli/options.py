@@ -75,6 +75,17 @@ class Choice(Kind):
 
 
 @dataclass(frozen=True)
+class Switch(Choice):
+    """A Choice among whose values are 'on' and 'off': YAML 1.1 reads a bare on/off as true/false,
+    so true means 'on' and false 'off' (``sets: on`` in a spec is what it looks like)."""
+
+    def check(self, value: Any, name: str) -> str:
+        if isinstance(value, bool):
+            value = "on" if value else "off"
+        return super().check(value, name)
+
+
+@dataclass(frozen=True)
 class Number(Kind):
     """A finite real number, given as a number or as text in any form people write ('1e-6')."""
 
@@ -237,6 +248,14 @@ class CheckOptions:
         Flag(),
         "Move many elements per forward where every output depends on at most one of them (elementwise layers, "
         "filters), each credit verified; off: one element per forward pair.",
+    )
+    sets: str = option(
+        "auto",
+        Switch(("auto", "on", "off")),
+        "Test sets of elements along random directions and bisect down to the wrong ones (every element covered; "
+        "see the README): auto where element by element would take long, on for every tensor not grouped, "
+        "off: element by element.",
+        rerun="changed",
     )
     batch: bool = option(True, Flag(), "Batch perturbed forwards with torch.func.vmap where the layer allows it.", cli=False, spec=False)
     max_elements: int | None = option(None, Whole(1, example="1000"), "Check at most this many elements per tensor (sampled with coverage).", rerun="changed")

@@ -142,8 +142,12 @@ class NumericSide:
             base = BaseOutputs(base.y, base.weights, torch.maximum(base.out_err, self.placement.f64(ev.probe_error)), base.ulp)
         return fd.loss_differences(yp, ym, base, hp, hm)
 
-    def grouped(self, leaf: Leaf, idx: list[int], step: float, budget: int, seed: int) -> tuple[dict[str, Differences] | None, grouping.Grouping]:
-        """Slopes from moving many elements per forward (see :mod:`.grouping`), or None where no stride fits."""
+    def grouped(
+        self, leaf: Leaf, idx: list[int], step: float, budget: int, seed: int, tick: Callable[[int], None] | None = None
+    ) -> tuple[dict[str, Differences] | None, grouping.Grouping]:
+        """Slopes from moving many elements per forward (see :mod:`.grouping`), or None where no stride fits.
+
+        ``tick(moves)`` is told of every evaluation (for progress)."""
         n = len(idx)
         f64, device = self.placement.f64, self.placement.device
         index = torch.tensor(idx, device=device, dtype=torch.long)
@@ -151,6 +155,8 @@ class NumericSide:
 
         def evaluate(segments: list):
             segments = [(pos.to(device), signs.to(device)) for pos, signs in segments]
+            if tick is not None:
+                tick(sum(len(signs) for _, signs in segments))
             return tuple(map(f64, self.guard("forward", self.evaluator.groups, leaf, index, plus, minus, segments)))
 
         def assemble(parts):
@@ -171,11 +177,16 @@ class NumericSide:
         return fd.loss_differences(jp[None], jm[None], self.base, hp[None], hm[None])
 
     def time_per_element(self, leaf: Leaf, idx: list[int]) -> float | None:
-        """Seconds per element of a batched (vmapped) chunk, or None where the layer is not batched."""
+        """Seconds per element of a chunk of ``idx`` on the path that will run, or None where vmap cannot.
+
+        The first 16 elements probe vmap against the loop, then race the two (a loop chunk):
+        neither is timed; the whole of ``idx`` is, on the path that won the race."""
         ev = self.evaluator
-        self.guard("forward", ev.perturbed, leaf, idx, self.steps.eps)  # the first call probes vmap against the loop
+        probe = idx[:16]
+        self.guard("forward", ev.perturbed, leaf, probe, self.steps.eps)
         if not ev.batched:
-            return None
+            return None  # vmap cannot run it (or lost the probe): no race, nothing batched to time
+        self.guard("forward", ev.perturbed, leaf, probe, self.steps.eps)
         started = time.perf_counter()
         self.guard("forward", ev.perturbed, leaf, idx, self.steps.eps)
         return self.placement.seconds_since(started) / len(idx)

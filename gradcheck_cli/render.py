@@ -421,12 +421,16 @@ def progress_bar(console: Console, enabled: bool) -> Iterator[Callable[[str, int
     state: dict[str, Any] = {}
 
     def update(name: str, done: int, total: int, estimate_s: float) -> None:
-        if not name:  # the plan: announce the estimate once
-            if estimate_s > 2.0:
-                console.print(f"[dim]checking {total} elements, estimated {estimate_s:.0f}s (about 2 forward calls each)[/]")
+        if not name:  # the plan: announce the estimate once (a later one revises the bar)
+            if "shown" in state:
+                if "task" in state:
+                    bar.update(state["task"], total=total, completed=done)
+            elif estimate_s > 2.0:
+                state["shown"] = True
+                console.print(f"[dim]checking {total} elements, estimated {estimate_s:.0f}s[/]")
                 if console.is_terminal:
                     bar.start()
-                    state["task"] = bar.add_task("checking", total=total)
+                    state["task"] = bar.add_task("checking", total=total, completed=done)
             return
         if "task" in state:
             bar.update(state["task"], completed=done, description=f"checking {printable(name, one_line=True)}")

@@ -45,7 +45,11 @@ class TensorReport:
     The headline numbers (errors, worst element, analytic and numeric values)
     are those of the loss that did worst on this tensor, named in ``loss``.
     ``analytic_grad``/``numeric_grad``/``verdicts`` are full arrays in the
-    tensor's own shape (NaN / -1 where an element was not checked).
+    tensor's own shape (NaN / -1 where an element was not checked; NaN numeric and PASS
+    for the elements of a set cleared by set testing, which has no per-element value).
+    ``sets`` is set for a tensor checked by sets (see sets.py): tests run, directions per
+    set and the miss probability, elements cleared and measured alone, the bound a cleared
+    set puts on every element's |analytic - numeric| (per loss), and why splitting stopped.
     """
 
     name: str
@@ -79,6 +83,7 @@ class TensorReport:
     def only_name(self) -> str:
         """The name --only takes to check this tensor again ("" for none)."""
         return self.name if self.tensor is None else self.tensor
+    sets: Mapping[str, Any] | None = None
 
     @property
     def n_failed(self) -> int:
@@ -125,6 +130,7 @@ class TensorReport:
             "diagnosis": self.diagnosis,
             "coverage": self.coverage,
             "time_s": round(self.time, 6),
+            "sets": dict(self.sets) if self.sets is not None else None,
         }
 
 

@@ -292,3 +292,21 @@ def test_single_element_tensor_matching_another_tensors_gradient_is_named():
     # mu and sigma are one element each; mu's analytic value equals sigma's numeric gradient.
     line = diagnose(np.array([-4.7373]), np.array([-0.02597]), np.array([True]), {"sigma": np.array([-4.7373])})
     assert line == "analytic matches the numeric gradient of sigma (gradients swapped?)"
+
+
+def test_counts_seen_in_a_sample_say_they_are_the_samples():
+    """Sets stop once a sample has located the failures (or --max-elements samples): a count of
+    failing elements is then of the elements measured, and the line says so."""
+    n = numeric_of((1, 8, 8))
+    a = n.copy()
+    for i, j in ((0, 0), (0, 7), (7, 0)):
+        a[0, i, j] = 3 * n[0, i, j] + 1
+    n[0, 2:6, :] = np.nan  # cleared by sets, not measured alone
+    line = diagnose(a, n, failing(a, n))
+    assert line.startswith("errors only at the corners (3 element(s) in 3 corner(s))")
+    assert line.endswith("[counted among the 32 of 64 elements measured alone]")
+    n2 = numeric_of((1, 8, 8))
+    a2 = n2.copy()
+    for i, j in ((0, 0), (0, 7), (7, 0)):
+        a2[0, i, j] = 3 * n2[0, i, j] + 1
+    assert "counted among" not in diagnose(a2, n2, failing(a2, n2))
