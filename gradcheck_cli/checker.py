@@ -1,6 +1,6 @@
 """The check: the stages in order, from a layer and its inputs to a frozen :class:`Report`.
 
-    load (load.py) -> subject (subject.py) -> base point and numeric side (reference.py)
+    load (load.py) -> subject (subject.py) -> base point and numeric side (numeric.py)
       -> analytic side (analytic.py) -> plan (plan.py) -> each tensor (tensor_check.py)
       -> report (report.py), with diagnoses (diagnose.py)
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import time
+import warnings
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterator, Sequence
 
@@ -29,9 +30,9 @@ from .fd import LOSSES
 from .guard import Guard
 from .load import load_target
 from .matrix import only_combination, spec_key
-from .options import CheckOptions, check_option
+from .options import RENAMED, CheckOptions, check_option, current_names
 from .plan import Plan, TensorPlan, make_plan
-from .reference import BasePoint, NumericSide, base_point, numeric_side
+from .numeric import BasePoint, NumericSide, base_point, numeric_side
 from .report import Report, TensorReport, check_label
 from .rules import NOISE_SIGMAS, REL_FLOOR
 from .spec import InputSpec, LayerSpec
@@ -86,11 +87,14 @@ def check(
     a Module class. ``options`` are the fields of :class:`CheckOptions` (dtype, device, eps,
     rtol, atol, seed, constant, only, ...).
     """
+    options, renamed = current_names(options)
+    for old in renamed:
+        warnings.warn(f"{old!r} is now called {RENAMED[old]!r}; the old name still works but will be removed.", DeprecationWarning, stacklevel=2)
     opts = CheckOptions(**options)
     target = name or (layer if isinstance(layer, str) else _name_of(layer))
     placement = Placement.of(opts.device)
-    if not placement.has_float64 and "float64" in (opts.dtype, opts.reference_dtype):
-        raise UsageError("Apple MPS has no float64.", "Use --dtype float32 (and no --reference-dtype float64) with --device mps.")
+    if not placement.has_float64 and "float64" in (opts.dtype, opts.numeric_dtype):
+        raise UsageError("Apple MPS has no float64.", "Use --dtype float32 (and no --numeric-dtype float64) with --device mps.")
     # Whatever the caller's context: gradcheck needs autograd (no_grad, inference_mode) and
     # tells a real Ctrl-C from a layer raising KeyboardInterrupt. Importing the layer file runs
     # it: its RNG use, chdir and default dtype are kept away from the caller's state too.
@@ -392,14 +396,14 @@ class _Run:
     def _config(self, sides: _Sides | None) -> dict[str, Any]:
         opts = self.opts
         if sides is not None and sides.reference is not None:
-            steps, dtype = opts.resolved(opts.dtype), opts.reference_dtype or opts.dtype  # no numeric side
+            steps, dtype = opts.resolved(opts.dtype), opts.numeric_dtype or opts.dtype  # no numeric side
         elif sides is not None and sides.numeric is not None:
             steps, dtype = sides.numeric.steps, str(sides.numeric.dtype).replace("torch.", "")
         else:
-            steps, dtype = opts.resolved(), opts.reference_dtype or opts.dtype
+            steps, dtype = opts.resolved(), opts.numeric_dtype or opts.dtype
         return {
             "dtype": opts.dtype,
-            "reference_dtype": dtype,
+            "numeric_dtype": dtype,
             "device": str(self.placement.device),
             "seed": opts.seed,
             "eps": None if self.reference is not None else steps.eps,  # against a reference, no step is taken anywhere

@@ -43,7 +43,7 @@ Examples:
   gradcheck run specs/ --recursive
   gradcheck run layer_specs/broken/gauss_filter_conv_bug.yaml --show-errors
   gradcheck run layer_specs/broken/gauss_filter_conv_bug.yaml --only input0 --plot errors.png
-  gradcheck run mypkg.layers:MyLayer --input 4x3 --dtype float32 --reference-dtype float32
+  gradcheck run mypkg.layers:MyLayer --input 4x3 --dtype float32 --numeric-dtype float32
 
 \b
 Defaults for every check option may come from [tool.gradcheck] in pyproject.toml;
@@ -68,7 +68,7 @@ Examples:
 Runs the check once per step size, at most 256 elements per tensor unless
 --max-elements says otherwise, and prints the worst relative error of each.
 Default range: 1e-10..1e-1 for float64, 1e-6..1 for float32 (of the numeric
-side: --reference-dtype if given).  A step at which a tensor is lost in
+side: --numeric-dtype if given).  A step at which a tensor is lost in
 finite-difference noise is never recommended.  Exit status: 0 done; 1 the
 layer raised, or no step gave a conclusive check; 2 a usage or configuration
 problem.
@@ -262,12 +262,14 @@ def _click_option(name: str, opt) -> Callable[[Callable], Callable]:
 
 def check_options(*exclude: str) -> Callable[[Callable], Callable]:
     """Decorator adding every command-line check option (options.py), less ``exclude`` ('eps')."""
-    from .options import options
+    from .options import cli_flag, options
 
     def decorate(fn: Callable) -> Callable:
         for name, opt in reversed(list(options())):
             if opt.cli and name not in exclude:
                 fn = _click_option(name, opt)(fn)
+                for old in opt.old_names:  # still accepted, not shown (deprecated)
+                    fn = click.option(cli_flag(old), old, type=OptionParam(name, opt.kind), hidden=True)(fn)
         return fn
 
     return decorate
@@ -747,7 +749,16 @@ def _trace(exc: BaseException, debug: bool) -> None:
 
 def _options(opts: dict) -> dict:
     """The check options the user gave (unset ones are left to the spec or the defaults)."""
+    from .options import RENAMED, cli_flag, current_names
+
     options = {k: v for k, v in opts.items() if v not in (None, ())}
+    try:
+        options, renamed = current_names(options)
+    except UsageError as exc:
+        old = exc.key or ""
+        raise click.UsageError(f"{cli_flag(old)} and {cli_flag(RENAMED[old])} are one option ({cli_flag(old)} is its old name), given twice.") from None
+    for old in renamed:
+        click.echo(f"Warning: {cli_flag(old)} is now called {cli_flag(RENAMED[old])}; the old name still works but will be removed.", err=True)
     if "only" in options:
         options["only"] = tuple(options["only"])
     return options

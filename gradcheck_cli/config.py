@@ -21,12 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UsageError, suggest
-from .options import SPEC_KEYS, check_option
+from .options import RENAMED, SPEC_KEYS, check_option
 
 FILE = "pyproject.toml"
 TABLE = "[tool.gradcheck]"
 PATH_KEYS = ("specs",)
 KEYS = PATH_KEYS + SPEC_KEYS
+OLD_KEYS = tuple(RENAMED)  # still accepted
 
 
 @dataclass(frozen=True)
@@ -93,13 +94,16 @@ def load(path: str | os.PathLike | None = None, start: str | os.PathLike | None 
     options: dict[str, Any] = {}
     specs: tuple[Path, ...] = ()
     for key, value in table.items():
-        if key not in KEYS:
+        if key not in KEYS + OLD_KEYS:
             raise UsageError(f"{where}: unknown key {key!r}.", f"{suggest(key, KEYS)} Keys: {', '.join(KEYS)}.")
         if key == "specs":
             specs = _paths(value, path.parent, f"{where}: specs")
             continue
+        name = RENAMED.get(key, key)
+        if name in options or (name != key and name in table):
+            raise UsageError(f"{where}: {key!r} is the old name of {name!r}, which is given too.", f"Keep {name} only.")
         try:
-            options[key] = check_option(key, list(value) if isinstance(value, list) else value)
+            options[name] = check_option(key, list(value) if isinstance(value, list) else value)
         except UsageError as exc:
             raise UsageError(f"{where}: {exc.message}", exc.hint) from None
     return Config(path, options, specs)

@@ -84,7 +84,7 @@ def _suite(result: SuiteResult, timestamp: str, hostname: str, verbose: bool) ->
     classname = dotted_name(result.name)
     if report is not None:
         props = ET.SubElement(suite, "properties")
-        for key in ("dtype", "reference_dtype", "device", "seed", "eps", "rtol", "atol", "kinks"):
+        for key in ("dtype", "numeric_dtype", "device", "seed", "eps", "rtol", "atol", "kinks"):
             if report.config.get(key) is not None:
                 ET.SubElement(props, "property", name=key, value=str(report.config[key]))
     tests = failures = errors = skipped = 0

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .reference import NumericSide
+from .numeric import NumericSide
 from .rules import NOISE_SIGMAS, Judge, tolerance
 from .subject import Leaf
 from .verdicts import FAIL, KINK

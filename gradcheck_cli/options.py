@@ -212,6 +212,7 @@ class Option:
     cli: bool = True  # a --flag of `gradcheck run` (and `sweep`)
     spec: bool = True  # a key of a YAML spec (and of [tool.gradcheck])
     rerun: str = ""  # in a rerun line: "always", "changed" (when not the default), "" never
+    old_names: tuple[str, ...] = ()  # earlier names, still accepted everywhere (deprecated)
 
 
 def option(default: Any, kind: Kind, help: str, **where: Any) -> Any:
@@ -227,12 +228,13 @@ class CheckOptions:
     """
 
     dtype: str = option("float64", Choice(FLOAT_DTYPES), "dtype the layer runs in.", rerun="always")
-    reference_dtype: str | None = option(
+    numeric_dtype: str | None = option(
         None,
         Choice(FLOAT_DTYPES),
         "dtype of the numeric (finite-difference) side [default: float64 when the layer runs faithfully there, "
         "else the layer's dtype]. The analytic side always stays in the layer's dtype.",
         rerun="changed",
+        old_names=("reference_dtype",),  # until 0.2: 'reference' is --reference, the implementation compared with
     )
     device: str = option("cpu", Device(), "cpu, cuda, cuda:N, mps, ...", rerun="changed")
     seed: int = option(0, Whole(0, 2**63 - 2), "Seed of the random inputs.", rerun="always")
@@ -291,7 +293,7 @@ class CheckOptions:
 
     def resolved(self, numeric_dtype: str | None = None) -> "Steps":
         """The step and tolerances: given values, else the table's for the dtype of each side."""
-        eps, rtol, atol = TOLERANCES[numeric_dtype or self.reference_dtype or self.dtype]
+        eps, rtol, atol = TOLERANCES[numeric_dtype or self.numeric_dtype or self.dtype]
         _, rtol_own, atol_own = TOLERANCES[self.dtype]
         # The analytic side stays in the layer's dtype: its rounding sets the tolerance.
         rtol, atol = max(rtol, rtol_own), max(atol, atol_own)
@@ -331,12 +333,32 @@ def cli_flag(name: str) -> str:
 
 SPEC_KEYS = tuple(name for name, opt in options() if opt.spec)
 CLI_OPTIONS = tuple(name for name, opt in options() if opt.cli)
+# Earlier names of options -> their names now (accepted as keywords, spec keys, [tool.gradcheck] keys and flags).
+RENAMED = {old: name for name, opt in options() for old in opt.old_names}
+
+
+def current_names(values: dict[str, Any]) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """``values`` with every option under its current name, and the old names that were used.
+
+    An option given under both names is refused: which one was meant cannot be known."""
+    out: dict[str, Any] = {}
+    used: list[str] = []
+    for key, value in values.items():
+        name = RENAMED.get(key)
+        if name is None:
+            out[key] = value
+            continue
+        if name in values:
+            raise UsageError(f"{key!r} and {name!r} are one option ({key} is its old name), given twice.", f"Give {name} only.", key=key)
+        out[name] = value
+        used.append(key)
+    return out, tuple(used)
 
 
 def check_option(name: str, value: Any) -> Any:
     """One option's value, checked (a spec key, a pyproject key); raises UsageError with ``key=name``."""
     for known, opt in options():
-        if known == name:
+        if known == name or name in opt.old_names:
             return value if value is None else opt.kind.check(value, name)
     raise UsageError(f"unknown option {name!r}.", key=name)
 
@@ -349,7 +371,7 @@ def _rerun_values(config: dict[str, Any], skip: Callable[[str], bool]) -> Iterat
         value = config[name]
         if isinstance(value, list):  # a report's config holds lists (JSON); the defaults are tuples
             value = tuple(value)
-        default = config.get("dtype") if name == "reference_dtype" else default_of(name)  # the same dtype: not a change
+        default = config.get("dtype") if name == "numeric_dtype" else default_of(name)  # the same dtype: not a change
         if value is None or (opt.rerun == "changed" and value == default):
             continue
         yield name, opt, value

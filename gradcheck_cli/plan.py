@@ -30,7 +30,7 @@ from .analytic import Analytic
 from .fd import LOSSES, Differences
 from .inputs import torch_dtype
 from .options import CheckOptions
-from .reference import NumericSide
+from .numeric import NumericSide
 from .sampling import select
 from .subject import Leaf, Subject
 

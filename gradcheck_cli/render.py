@@ -123,7 +123,7 @@ def _table(report: Report, shown: list[str], compact: bool) -> Table:
 
 def caption(report: Report) -> str:
     c = report.config
-    ref = f" (numeric in {c['reference_dtype']})" if c.get("reference_dtype") not in (None, c.get("dtype")) else ""
+    ref = f" (numeric in {c['numeric_dtype']})" if c.get("numeric_dtype") not in (None, c.get("dtype")) else ""
     tm = report.timing
     path = evaluation_path(report)
     if c.get("reference"):
@@ -174,7 +174,7 @@ def verdict_line(report: Report) -> Text:
         text.append("INCONCLUSIVE", STYLE["NOISE"])
         text.append(
             f": {', '.join(noisy)} could not be verified: finite-difference noise is as large as the gradient "
-            "(try --reference-dtype float64 or a larger --eps)."
+            "(try --numeric-dtype float64 or a larger --eps)."
         )
     return text
 
@@ -188,7 +188,7 @@ def detail_lines(report: Report, verbose: bool = False) -> list[Text]:
             losses = ", ".join(t.failed_losses) or "-"
             msg = f"  {t.name}: {t.n_failed} element(s) failed (caught by the {losses} loss)"
             if t.status == "NOISE":
-                msg = f"  {t.name}: inconclusive, {t.counts.get('NOISE', 0)} of {t.n_checked} elements lost in finite-difference noise; try a larger --eps or --reference-dtype float64"
+                msg = f"  {t.name}: inconclusive, {t.counts.get('NOISE', 0)} of {t.n_checked} elements lost in finite-difference noise; try a larger --eps or --numeric-dtype float64"
             lines.append(Text(printable(msg), style=STYLE[t.status]))
             if t.diagnosis:
                 lines.append(Text(printable(f"    diagnosis: {t.diagnosis}")))
@@ -374,7 +374,7 @@ def sweep_table(result: SweepResult) -> Table:
 
 def sweep_caption(result: SweepResult) -> str:
     c = result.config
-    ref = f" (numeric in {c['reference_dtype']})" if c.get("reference_dtype") not in (None, c.get("dtype")) else ""
+    ref = f" (numeric in {c['numeric_dtype']})" if c.get("numeric_dtype") not in (None, c.get("dtype")) else ""
     return f"dtype {c.get('dtype')}{ref} · device {c.get('device')} · seed {c.get('seed')} · at most {c.get('max_elements') or 'all'} elements per tensor"
 
 
@@ -386,7 +386,7 @@ def sweep_suggestion(result: SweepResult) -> Text:
         return Text.assemble(
             ("no step size recommended", "bold yellow"),
             f": at every eps from {eps_text(low)} to {eps_text(high)} some tensor was lost in finite-difference noise. "
-            "Try a wider --eps-range, or --reference-dtype float64.",
+            "Try a wider --eps-range, or --numeric-dtype float64.",
         )
     return Text.assemble(
         ("best eps ≈ ", "bold"),

@@ -76,6 +76,7 @@ def spec_schema() -> dict[str, Any]:
     for name, opt in options():
         if opt.spec:
             properties[name] = {"anyOf": [_kind(opt.kind), {"type": "null"}], "description": opt.help}
+    renamed = {old: name for name, opt in options() if opt.spec for old in opt.old_names}
     alternatives = {key: {"type": "array", "minItems": 1, "uniqueItems": True, "items": _not_null(properties[key]), "description": f"Alternatives for {key!r}, one check each."} for key in AXIS_KEYS}
     properties["matrix"] = {
         "type": ["object", "null"],
@@ -84,6 +85,8 @@ def spec_schema() -> dict[str, Any]:
         "properties": alternatives,
         "description": f"Check every combination of these alternatives (at most {MAX_COMBINATIONS}); a key is varied here or set at the top level, not both.",
     }
+    for old, name in renamed.items():
+        properties[old] = {**properties[name], "deprecated": True, "description": f"The old name of {name!r}."}
     assert set(properties) == set(TOP_KEYS)
     return {
         "$schema": SCHEMA_URI,

@@ -56,7 +56,7 @@ from typing import Mapping
 import torch
 
 from . import calibrate, fd
-from .reference import NumericSide
+from .numeric import NumericSide
 from .rules import NOISE_SIGMAS, REL_FLOOR
 from .subject import Leaf
 

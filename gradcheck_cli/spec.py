@@ -29,7 +29,7 @@ from typing import Any
 from .errors import SpecError, UsageError, suggest
 from .load import is_file_target, split_target
 from .matrix import Axis, Pick, read_matrix, variant_name
-from .options import DTYPES, FLOAT_DTYPES, INT_DTYPES, SPEC_KEYS, check_option
+from .options import DTYPES, FLOAT_DTYPES, INT_DTYPES, RENAMED, SPEC_KEYS, check_option
 from .yamlfile import MAX_NESTING, MAX_SPEC_VALUES, Invalid, bounded_repr, found, key_name, read_document
 
 DISTS = ("normal", "uniform")
@@ -391,7 +391,7 @@ def _literal(value: Any, key: str, dtype: str | None = None) -> Any:
 
 # --------------------------------------------------------------------------- the spec's parts
 
-TOP_KEYS = ("description", "layer", "args", "kwargs", "inputs", "params") + SPEC_KEYS + ("matrix",)
+TOP_KEYS = ("description", "layer", "args", "kwargs", "inputs", "params") + SPEC_KEYS + ("matrix",) + tuple(RENAMED)
 INPUT_KEYS = ("shape", "value", "arg", "list", "tuple", "name", "constant", "dist", "low", "high", "mean", "std", "dtype")
 
 
@@ -609,7 +609,14 @@ def _build(doc: dict, spec_path: Path) -> LayerSpec:
     kwargs = _mapping(get("kwargs", {}), "kwargs")
     inputs = [_input(item, f"inputs[{i}]") for i, item in enumerate(_list(get("inputs", []), "inputs"))]
     params = _params(get("params", {}), "params")
-    options = {name: _option(name, doc[name]) for name in SPEC_KEYS if doc.get(name) is not None}
+    options = {}
+    for key in SPEC_KEYS + tuple(RENAMED):  # an option's old name (reference_dtype) still works
+        if doc.get(key) is None:
+            continue
+        name = RENAMED.get(key, key)
+        if name in options:
+            raise Invalid(key, f"{key!r} is the old name of {name!r}, which is given too.", f"Keep {name} only.")
+        options[name] = _option(name, doc[key], key)
     if "reference" in options:  # a file path is relative to the spec's folder, as in 'layer'
         options["reference"] = _layer(options["reference"], spec_path, "reference")
     matrix = _matrix(doc, spec_path)

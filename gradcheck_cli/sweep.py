@@ -120,7 +120,7 @@ def sweep(
             "sweep finds a finite-difference step, and a check against --reference takes none.",
             "Run 'gradcheck run ... --reference REF' to compare with the reference; sweep without --reference.",
         )
-    numeric_dtype = opts.reference_dtype or opts.dtype
+    numeric_dtype = opts.numeric_dtype or opts.dtype
     grid = eps_grid(*(eps_range or EPS_RANGES[numeric_dtype]), points)
     source = "default" if spec_eps is None else "spec"
     default_eps = opts.resolved().eps if spec_eps is None else spec_eps

@@ -24,7 +24,7 @@ from .grouping import REEVALUATE_MAX
 from .inputs import torch_dtype
 from .options import CheckOptions
 from .plan import TensorPlan, grouped_first
-from .reference import NumericSide
+from .numeric import NumericSide
 from .report import TensorReport
 from .rules import Judge, combine, relative_error
 from .sampling import coverage_note

@@ -161,14 +161,14 @@ def test_float32_correct_layers_pass_at_float32_defaults(simple, reference):
     # "float32": finite differences in float32 itself, with float32's eps.
     expected_ref = reference or "float64"
     for layer, inputs in [(simple.Tanh, ["3x4"]), (simple.Square, ["3x4"]), (simple.Scale, ["3x4"]), (simple.poly, ["3x4", "3x4"])]:
-        report = check(layer, inputs, dtype="float32", reference_dtype=reference)
+        report = check(layer, inputs, dtype="float32", numeric_dtype=reference)
         assert report.passed, report
         assert report.config["dtype"] == "float32"
-        assert report.config["reference_dtype"] == expected_ref
+        assert report.config["numeric_dtype"] == expected_ref
         assert report.config["eps"] == gradcheck_cli.TOLERANCES[expected_ref][0]
         assert report.config["rtol"] == gradcheck_cli.TOLERANCES["float32"][1]
     # ... and float32 tolerances still catch a real bug
-    report = check(simple.ScaleWeightBug, ["3x4"], dtype="float32", reference_dtype=reference)
+    report = check(simple.ScaleWeightBug, ["3x4"], dtype="float32", numeric_dtype=reference)
     assert [(t.name, t.passed) for t in report.tensors] == [("x", True), ("weight", False)]
 
 
@@ -487,4 +487,4 @@ def test_layer_rounding_to_float32_inside_is_differenced_in_float32_not_float64(
     for shape in ("4x5", "5"):
         report = check(F, [shape], dtype="float32")
         assert report.passed, str(report)
-        assert report.config["reference_dtype"] == "float32"
+        assert report.config["numeric_dtype"] == "float32"

@@ -42,7 +42,7 @@ def test_module_instance_with_parameters(layers) -> None:
 
 
 def test_float32_with_the_cli_options(layers) -> None:
-    report = gradcheck_cli.check(layers.Smooth, [torch.randn(8)], dtype="float32", reference_dtype="float64", seed=3, max_elements=4)
+    report = gradcheck_cli.check(layers.Smooth, [torch.randn(8)], dtype="float32", numeric_dtype="float64", seed=3, max_elements=4)
     assert report.passed, str(report)
     assert report.config["dtype"] == "float32" and report.config["seed"] == 3
     assert report.tensors[0].n_checked <= 8

@@ -61,12 +61,12 @@ def test_a_wide_layernorm_is_not_failed_by_the_rounding_its_rows_share(seed):
     assert any("rounding noise measured" in note for note in report.notes)  # says why it widened the noise
 
 
-def test_the_case_that_was_left_passes_at_the_default_step():
-    """Was a known limit (24 of 2048 elements FAILed at eps 1e-6, 1934 before calibration); with the kink
-    rule's truncation allowance and the measured noise together, no element fails or is called a kink."""
-    report = check(LayerNormFn.apply, [_x(1, 2048)], sets="off", kinks="fail")
-    assert report.passed, str(report)
-    assert report.tensors[0].counts["FAIL"] == 0 and report.tensors[0].counts["KINK"] == 0
+@pytest.mark.xfail(strict=True, reason="known limit: on the loop path 24 of 2048 elements FAIL at eps 1e-6 (1934 before); vmap passes; eps 1e-5 passes")
+def test_the_known_remaining_case():
+    """The l2 loss's gradient of a LayerNorm is ~eps-small (sum(y^2) is nearly constant), and the
+    row's variance, rounded once and shared by every output, errs systematically at the size of
+    it. Pinned to the loop path: the vmap path rounds differently and passes."""
+    assert check(LayerNormFn.apply, [_x(1, 2048)], sets="off", kinks="fail", batch=False).passed
 
 
 def test_the_known_remaining_case_passes_at_a_larger_step():

@@ -95,14 +95,14 @@ def test_module_instance_target(run_cli):
     assert code == 0 and set(rows(out)) == {"x", "weight"}
 
 
-@pytest.mark.parametrize("reference", [[], ["--reference-dtype", "float32"]])
+@pytest.mark.parametrize("reference", [[], ["--numeric-dtype", "float32"]])
 def test_float32_layer_passes_at_float32_defaults(run_cli, tmp_path, reference):
     report = tmp_path / "r.json"
     code, _, err = run_cli("run", t("Tanh"), "--input", "3x4", "--dtype", "float32", *reference, "--json", report)
     assert code == 0, err
     config = json.loads(report.read_text())["config"]
     numeric = reference[1] if reference else "float64"  # by default the numeric side runs in float64
-    assert config["dtype"] == "float32" and config["reference_dtype"] == numeric
+    assert config["dtype"] == "float32" and config["numeric_dtype"] == numeric
     assert config["eps"] == gradcheck_cli.TOLERANCES[numeric][0]
 
 

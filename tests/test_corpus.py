@@ -34,7 +34,7 @@ def naming(case: Case):
 
 
 def run_case(case: Case, **overrides):
-    options = dict(dtype=case.dtype, reference_dtype=case.reference_dtype, kinks="pass", weighted_loss=True, constant=case.constant)
+    options = dict(dtype=case.dtype, numeric_dtype=case.numeric_dtype, kinks="pass", weighted_loss=True, constant=case.constant)
     options.update(overrides)
     inputs, keywords = case.arguments()
     return check(case.make_layer(), inputs, keywords=keywords, name=case.name, **options)

@@ -66,15 +66,61 @@ def test_defaults_come_from_the_dtype_table_and_the_analytic_side_sets_the_toler
 
 
 def test_rerun_arguments_repeat_what_changes_the_check():
-    config = {"dtype": "float32", "reference_dtype": "float64", "device": "cpu", "seed": 5, "eps": 1e-6, "rtol": 2e-3, "atol": 1e-6,
+    config = {"dtype": "float32", "numeric_dtype": "float64", "device": "cpu", "seed": 5, "eps": 1e-6, "rtol": 2e-3, "atol": 1e-6,
               "kinks": "fail", "weighted_loss": False, "max_elements": None}
     args = rerun_arguments(config)
-    assert args == ["--dtype", "float32", "--reference-dtype", "float64", "--seed", "5", "--eps", "1e-06", "--rtol", "0.002",
+    assert args == ["--dtype", "float32", "--numeric-dtype", "float64", "--seed", "5", "--eps", "1e-06", "--rtol", "0.002",
                     "--atol", "1e-06", "--kinks", "fail", "--no-weighted-loss"]
-    same = rerun_arguments({**config, "reference_dtype": "float32", "kinks": "pass", "weighted_loss": True})
-    assert "--reference-dtype" not in same and "--kinks" not in same and "--no-weighted-loss" not in same
+    same = rerun_arguments({**config, "numeric_dtype": "float32", "kinks": "pass", "weighted_loss": True})
+    assert "--numeric-dtype" not in same and "--kinks" not in same and "--no-weighted-loss" not in same
 
 
 def test_every_option_has_help_and_a_flag_name():
     for name, opt in options():
         assert opt.help.strip() and cli_flag(name).startswith("--") and "_" not in cli_flag(name)
+
+
+# --- reference_dtype -> numeric_dtype: "reference" is --reference (the implementation compared with)
+
+
+def _square(tmp_path):
+    layer = tmp_path / "square.py"
+    layer.write_text("def square(x):\n    return x * x\n")
+    return layer
+
+
+def test_the_old_name_of_numeric_dtype_still_works_from_the_api_with_a_deprecation_warning():
+    from gradcheck_cli import check
+
+    with pytest.warns(DeprecationWarning, match="'reference_dtype' is now called 'numeric_dtype'"):
+        report = check(lambda x: x * x, ["3"], dtype="float32", reference_dtype="float32")
+    assert report.config["numeric_dtype"] == "float32" and "reference_dtype" not in report.config
+    with pytest.raises(UsageError, match="one option"):
+        check(lambda x: x * x, ["3"], reference_dtype="float32", numeric_dtype="float64")
+
+
+def test_the_old_name_of_numeric_dtype_still_works_in_a_spec_and_pyproject(tmp_path):
+    from gradcheck_cli.config import load
+    from gradcheck_cli.errors import SpecError
+    from gradcheck_cli.spec import load_spec
+
+    _square(tmp_path)
+    spec = tmp_path / "s.yaml"
+    spec.write_text("layer: square.py:square\ninputs:\n  - shape: [3]\ndtype: float32\nreference_dtype: float32\n")
+    assert load_spec(spec).options["numeric_dtype"] == "float32"
+    spec.write_text("layer: square.py:square\ninputs:\n  - shape: [3]\nreference_dtype: float32\nnumeric_dtype: float64\n")
+    with pytest.raises(SpecError, match="old name of 'numeric_dtype'"):
+        load_spec(spec)
+    (tmp_path / "pyproject.toml").write_text('[tool.gradcheck]\nreference_dtype = "float32"\n')
+    assert load(tmp_path / "pyproject.toml").options == {"numeric_dtype": "float32"}
+
+
+def test_the_old_flag_still_works_hidden_and_says_it_is_deprecated(tmp_path, run_cli):
+    layer = _square(tmp_path)
+    code, out, err = run_cli("run", f"{layer}:square", "-i", "3", "--dtype", "float32", "--reference-dtype", "float32", "--json", "-")
+    assert code == 0, err
+    assert "--reference-dtype is now called --numeric-dtype" in err
+    assert '"numeric_dtype": "float32"' in out
+    code, out, err = run_cli("run", f"{layer}:square", "-i", "3", "--reference-dtype", "float32", "--numeric-dtype", "float64")
+    assert code == 2 and "given twice" in err
+    assert "--reference-dtype" not in run_cli("run", "--help")[1]

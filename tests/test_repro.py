@@ -65,13 +65,13 @@ def test_printed_line_reproduces_the_failure_of_only_that_tensor(run_cli, args, 
 
 def test_line_carries_every_setting_that_changes_the_check(run_cli) -> None:
     code, out, _ = run_cli(
-        "run", f"{BORDER}:BorderBug", "--input", "40x30", "--dtype", "float32", "--reference-dtype", "float64",
+        "run", f"{BORDER}:BorderBug", "--input", "40x30", "--dtype", "float32", "--numeric-dtype", "float64",
         "--max-elements", "100", "--no-weighted-loss", "--kinks", "fail", "--seed", "7", "--eps", "3e-4", "--rtol", "0.01", "--atol", "1e-5",
     )  # fmt: skip
     assert code == 1
     (line,) = repro_lines(out)
     argv = shlex.split(line)
-    for pair in [("--seed", "7"), ("--dtype", "float32"), ("--reference-dtype", "float64"), ("--eps", "0.0003"), ("--rtol", "0.01"),
+    for pair in [("--seed", "7"), ("--dtype", "float32"), ("--numeric-dtype", "float64"), ("--eps", "0.0003"), ("--rtol", "0.01"),
                  ("--atol", "1e-05"), ("--max-elements", "100"), ("--kinks", "fail"), ("--input", "40x30")]:  # fmt: skip
         i = argv.index(pair[0])
         assert argv[i + 1] == pair[1], pair

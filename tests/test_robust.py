@@ -275,7 +275,7 @@ BAD_OPTIONS = [
     (["--device", "cuda:99"], "cuda"),
     (["--dtype", "int64"], "--dtype"),
     (["--dtype", "float33"], "--dtype"),
-    (["--reference-dtype", "double"], "--reference-dtype"),
+    (["--numeric-dtype", "double"], "--numeric-dtype"),
     (["--timeout", "0"], "--timeout"),
     (["--timeout", "nan"], "--timeout"),
     (["--budget", "-2"], "--budget"),

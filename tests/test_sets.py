@@ -123,8 +123,8 @@ def test_the_bound_is_twice_the_strictest_tolerance_plus_the_noise_and_covers_ev
 def test_a_noisy_set_is_split_not_cleared():
     """Differenced in float32, a dense layer's noise is as large as its small gradients: no set may vouch for them."""
     x = _x(48, 48)
-    by_sets = check(dense(), [x], dtype="float32", reference_dtype="float32", sets="on")
-    alone = check(dense(), [x], dtype="float32", reference_dtype="float32", sets="off")
+    by_sets = check(dense(), [x], dtype="float32", numeric_dtype="float32", sets="on")
+    alone = check(dense(), [x], dtype="float32", numeric_dtype="float32", sets="off")
     assert by_sets.tensors[0].counts == alone.tensors[0].counts
     assert by_sets.tensors[0].counts["NOISE"] > 0
     assert by_sets.tensors[0].n_checked == 48 * 48  # splitting never stops early on a tensor that does not fail

@@ -73,7 +73,7 @@ def test_full_spec_round_trip(tmp_path: Path) -> None:
           sigma: [4.5]
           mu: 0.5
         dtype: float64
-        reference_dtype: float64
+        numeric_dtype: float64
         device: cuda:0
         seed: 3
         eps: 1.0e-6
@@ -99,7 +99,7 @@ def test_full_spec_round_trip(tmp_path: Path) -> None:
         params={"sigma": [4.5], "mu": 0.5},
         options={
             "dtype": "float64",
-            "reference_dtype": "float64",
+            "numeric_dtype": "float64",
             "device": "cuda:0",
             "seed": 3,
             "eps": 1e-6,
@@ -282,7 +282,7 @@ def test_params_values(tmp_path: Path, text: str, key: str, fragments: tuple[str
     ("text", "key", "fragments"),
     [
         ("dtype: float46\n", "dtype", ("must be one of float64, float32", "did you mean 'float64'?")),
-        ("reference_dtype: int64\n", "reference_dtype", ("must be one of float64", "'int64'")),
+        ("numeric_dtype: int64\n", "numeric_dtype", ("must be one of float64", "'int64'")),
         ("dtype: 64\n", "dtype", ("must be one of", "64")),
         ("device: ''\n", "device", ("is not a torch device",)),
         ("device: 0\n", "device", ("is not a torch device", "0")),

@@ -62,8 +62,8 @@ def test_float32_default_range(layers) -> None:
     assert result.default_eps == 1e-3
 
 
-def test_reference_dtype_picks_the_range_of_the_numeric_side(layers) -> None:
-    result = sweep(layers.Smooth, ["4"], dtype="float32", reference_dtype="float64", points=3)
+def test_numeric_dtype_picks_the_range_of_the_numeric_side(layers) -> None:
+    result = sweep(layers.Smooth, ["4"], dtype="float32", numeric_dtype="float64", points=3)
     assert (result.points[0].eps, result.points[-1].eps) == EPS_RANGES["float64"]
 
 

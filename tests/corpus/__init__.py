@@ -30,7 +30,7 @@ class Case:
     wrong: set = field(default_factory=set)  # tensors whose gradient is wrong: must be reported FAIL
     dtype: str = "float64"
     kinks_expected: bool = False
-    reference_dtype: str | None = None
+    numeric_dtype: str | None = None
     notes: str = ""
     # Optional extra expectations.
     inconclusive: set = field(default_factory=set)  # correct tensors FD cannot verify here: status NOISE

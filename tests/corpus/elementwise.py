@@ -251,7 +251,7 @@ CASES = [
         [uniform(3, 8, seed=209, low=3e-3, high=4.5e-3)],
         True,
         dtype="float32",
-        reference_dtype="float32",
+        numeric_dtype="float32",
         notes="log(p + 2e-4) at p ~ 3e-3: the float32 step 1e-3 is ~30% of p (heavy truncation)",
     ),
     Case(
@@ -261,7 +261,7 @@ CASES = [
         False,
         {"input0"},
         dtype="float32",
-        reference_dtype="float32",
+        numeric_dtype="float32",
         notes="backward 1/p instead of 1/(p+eps): every element 4.5-6.7% too large",
     ),
     Case(
@@ -296,7 +296,7 @@ CASES = [
         [uniform(2, 6, seed=214, low=1.2e-3, high=1.9e-3)],
         True,
         dtype="float32",
-        reference_dtype="float32",
+        numeric_dtype="float32",
         notes="the float32 twin: variances ~1.5e-3 with the float32 step 1e-3",
     ),
 ]

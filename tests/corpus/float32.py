@@ -2,7 +2,7 @@
 
 Each important layer appears twice: with the default numeric side (the checker may
 difference in float64 when the layer runs faithfully there) and with
-``reference_dtype="float32"`` (finite differences in float32 itself, what a
+``numeric_dtype="float32"`` (finite differences in float32 itself, what a
 float32-only kernel gets).  Plus a layer that really is float32-only inside.
 """
 
@@ -101,7 +101,7 @@ class Float32Kernel(nn.Module):
 
 
 F32 = "float32"
-DIFF32 = dict(dtype=F32, reference_dtype="float32")  # finite differences in float32 too
+DIFF32 = dict(dtype=F32, numeric_dtype="float32")  # finite differences in float32 too
 
 CASES = [
     Case("linear_tanh_256_f32_ok", lambda: LinearTanh(), [randn(4, 256, seed=701)], True, dtype=F32),
@@ -166,7 +166,7 @@ CASES = [
         [randn(4, 12, seed=740, scale=5.0)],
         True,
         dtype=F32,
-        reference_dtype="float64",
+        numeric_dtype="float64",
         notes="analytic side float32, numeric side float64 (explicit)",
     ),
     Case(

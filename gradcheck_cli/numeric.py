@@ -195,20 +195,20 @@ class NumericSide:
 def numeric_side(subject: Subject, evaluator: Evaluator, base: BasePoint, opts: CheckOptions, placement: Placement, guard: Guard) -> NumericSide:
     """Pick the dtype of the numeric side and build it.
 
-    Unless --reference-dtype says otherwise, a layer checked below float64 has its numeric
+    Unless --numeric-dtype says otherwise, a layer checked below float64 has its numeric
     side computed in float64 when it runs there faithfully: the analytic side (what is being
     checked) stays in the layer's dtype, and the finite differences lose no digits to float32
     rounding.
     """
     dtype = torch_dtype(opts.dtype)
-    wanted = torch_dtype(opts.reference_dtype) if opts.reference_dtype else dtype
+    wanted = torch_dtype(opts.numeric_dtype) if opts.numeric_dtype else dtype
     hi = None if dtype == torch.float64 else _float64_forward(subject, opts, placement)
-    if opts.reference_dtype is None and hi is not None:
+    if opts.numeric_dtype is None and hi is not None:
         ev64, y64 = hi
         if _faithful_in_float64(base.y, y64, dtype, placement) and _responds_in_float64(ev64, dtype, placement, guard):
             note = (
                 f"numeric side computed in float64 (the layer runs in float64 too); the analytic side stays "
-                f"{opts.dtype}. Use --reference-dtype {opts.dtype} to difference in {opts.dtype}"
+                f"{opts.dtype}. Use --numeric-dtype {opts.dtype} to difference in {opts.dtype}"
             )
             outputs = _base_outputs(placement.f64(y64), None, torch.float64, base)
             return NumericSide(ev64, torch.float64, opts.resolved("float64"), outputs, placement, guard, (note,))
