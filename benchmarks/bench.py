@@ -945,11 +945,13 @@ def real_targets(rows, markdown: bool) -> str:
 
 def render(head, body, markdown: bool) -> str:
     if markdown:
-        esc = lambda s: str(s).replace("|", "\\|")
+        def esc(s):
+            return str(s).replace("|", "\\|")
         return "\n".join(["| " + " | ".join(map(esc, head)) + " |", "|" + "|".join("---" for _ in head) + "|"]
                          + ["| " + " | ".join(map(esc, r)) + " |" for r in body])
     widths = [max(len(str(x)) for x in col) for col in zip(head, *body)] if body else [len(h) for h in head]
-    fmt = lambda r: "  ".join(str(x).ljust(w) for x, w in zip(r, widths))
+    def fmt(r):
+        return "  ".join(str(x).ljust(w) for x, w in zip(r, widths))
     return "\n".join([fmt(head), fmt(["-" * w for w in widths])] + [fmt(r) for r in body])
 
 

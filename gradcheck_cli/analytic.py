@@ -26,6 +26,7 @@ import torch
 from .environment import Placement
 from .guard import Guard
 from .layer import flatten_outputs
+from .rules import largest
 from .subject import Subject
 
 
@@ -109,13 +110,13 @@ def analytic_side(subject: Subject, weights: torch.Tensor, weighted_loss: bool, 
         a2 = zero if again[i] is None else f64(again[i])
         # Where the backward returned NaN/Inf the element fails (rules._broken_fails); no spread to measure.
         diff = (got["l2"] - a2).abs().nan_to_num(nan=0.0, posinf=0.0)
-        bound = NONDETERMINISM_ULPS * torch.finfo(t.dtype).eps * _largest(got["l2"])
+        bound = NONDETERMINISM_ULPS * torch.finfo(t.dtype).eps * largest(got["l2"])
         unstable[leaf.name] = torch.where(diff > bound, diff, 0.0)
         spread[leaf.name] = torch.clamp(diff, max=bound)
         if bool((diff > 0).any()) and not bool(unstable[leaf.name].any()):
             notes.append(f"backward is nondeterministic for {leaf.name}: two runs differ by up to {diff.max().item():.3g}; the comparison allows for it")
         rounding[leaf.name] = {loss: _rounding(grads[leaf.name][loss], [p[i] for p in probes.get(loss, [])], f64) for loss in ("l2", "weighted")}
-    scale = {loss: max(_largest(g[loss]) for g in grads.values()) for loss in ("l2", "weighted")}
+    scale = {loss: max(largest(g[loss]) for g in grads.values()) for loss in ("l2", "weighted")}
     return Analytic(grads, spread, rounding, unstable, scale, tuple(notes))
 
 
@@ -131,7 +132,3 @@ def _rounding(a: torch.Tensor, probes: list, f64) -> torch.Tensor:
     seen = seen.nan_to_num(nan=0.0, posinf=0.0)
     return seen + 0.25 * seen.square().mean().sqrt()
 
-
-def _largest(t: torch.Tensor) -> float:
-    """The largest finite magnitude in ``t`` (0 for none): a NaN from a broken backward sets no scale."""
-    return float(t.nan_to_num(nan=0.0, posinf=0.0, neginf=0.0).abs().max()) if t.numel() else 0.0

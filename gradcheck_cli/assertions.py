@@ -54,10 +54,7 @@ def assert_gradients(layer: Any, inputs: Sequence[Any] = (), *, verbose: bool = 
 def rerun_lines(report: Report, layer: Any, inputs: Sequence[Any], options: Mapping[str, Any]) -> dict[str, str]:
     """For each failing tensor, how to check just it again: a ``gradcheck run`` line where the layer and
     inputs can be named on a command line, else the keywords to add to this call."""
-    from .render import repro_commands
-
-
-    from .render import input_arg
+    from .render import input_arg, repro_commands
 
     target = _target(layer)
     keywords = dict(options.get("keywords") or {})

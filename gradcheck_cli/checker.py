@@ -23,27 +23,27 @@ import torch
 
 from .analytic import Analytic, analytic_side
 from .diagnose import diagnose
+from .double_backward import backward_subject
 from .environment import Interrupt, Placement, deadline, default_device_set, interrupts, preserved_state, resolve_device
 from .errors import LayerError, SpecError, UsageError
 from .evaluate import Evaluator
 from .fd import LOSSES
+from .forward_ad import forward_side
 from .guard import Guard
+from .inputs import torch_dtype
 from .load import load_target
 from .matrix import only_combination, spec_key
-from .options import RENAMED, CheckOptions, check_option, current_names
-from .plan import Plan, TensorPlan, make_plan
 from .numeric import BasePoint, NumericSide, base_point, numeric_side
+from .options import RENAMED, CheckOptions, check_option, current_names
+from .oracle import ReferenceSide, compare, compare_outputs, reference_side, reference_subject
+from .plan import Plan, TensorPlan, make_plan
 from .report import Report, TensorReport, check_label
 from .rules import NOISE_SIGMAS, REL_FLOOR
-from .spec import InputSpec, LayerSpec
+from .sampling import select
 from .source import locate
+from .spec import InputSpec, LayerSpec
 from .subject import Subject, prepare
 from .tensor_check import check_tensor
-from .double_backward import backward_subject
-from .forward_ad import forward_side
-from .inputs import torch_dtype
-from .oracle import ReferenceSide, compare, compare_outputs, reference_side, reference_subject
-from .sampling import select
 from .verdicts import FAIL
 
 __all__ = ["Interrupted", "ProgressFn", "check", "check_spec", "spec_arguments"]

@@ -22,8 +22,8 @@ from rich.console import Console
 from rich.text import Text
 
 from . import __version__
-from .options import default_of
 from .errors import GradcheckError, UsageError, shorten
+from .options import default_of
 from .outputs import Outputs, refused_command_line, same_file
 from .report import RunResult, SuiteResult
 from .streams import SafeStream, TrimmedStream, printable, report_stream

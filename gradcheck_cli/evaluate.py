@@ -20,15 +20,15 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+
 import torch
 from torch.autograd.function import Function, _SingleLevelFunction
 
+from .call import Call
 from .environment import seconds_since, seed_rng
 from .errors import shorten
 from .layer import Layer, flatten_outputs
-from .call import Call
 from .subject import Leaf
-
 
 # Elements (perturbed inputs plus outputs) per chunk of perturbations: 512K float64 = 4 MiB
 # a block, which keeps memory O(inputs + outputs) while chunks stay large.

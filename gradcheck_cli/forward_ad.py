@@ -22,11 +22,12 @@ from typing import Mapping, Sequence
 import torch
 import torch.autograd.forward_ad as fwAD
 
-from .analytic import PROBE_SCALES, Analytic, _largest, _rounding
+from .analytic import PROBE_SCALES, Analytic, _rounding
 from .environment import Placement
 from .errors import LayerError, UsageError
 from .guard import Guard
 from .layer import flatten_outputs
+from .rules import largest
 from .subject import Leaf, Subject
 
 
@@ -66,7 +67,7 @@ def forward_side(
             for j, loss in enumerate(("l2", "weighted"))
         }
         spread[leaf.name] = torch.zeros(shape, dtype=torch.float64, device=placement.acc)
-    scale = {loss: max(_largest(g[loss]) for g in grads.values()) for loss in ("l2", "weighted")}
+    scale = {loss: max(largest(g[loss]) for g in grads.values()) for loss in ("l2", "weighted")}
     return Analytic(grads, spread, rounding, dict(spread), scale)
 
 

@@ -16,11 +16,10 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from .options import DTYPES
-from .spec import InputSpec
 from .call import Call, rebuilt
 from .errors import UsageError, suggest
-from .spec import MAX_DIMS, MAX_LITERAL_ELEMENTS, bounded_repr
+from .options import DTYPES
+from .spec import MAX_DIMS, MAX_LITERAL_ELEMENTS, InputSpec, bounded_repr
 
 # Refuse to allocate inputs larger than this (bytes, all inputs together).
 MAX_INPUT_BYTES = 2 * 1024**3

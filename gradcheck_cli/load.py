@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import importlib
 import importlib.util
+import os
 import sys
 from pathlib import Path
 from types import ModuleType

@@ -28,7 +28,7 @@ from .guard import Guard
 from .layer import Layer, make_layer
 from .load import load_target
 from .report import TensorReport
-from .rules import Judge
+from .rules import Judge, largest
 from .subject import Leaf, Subject
 from .tensor_check import Elements, tensor_report
 from .verdicts import FAIL, NOISE
@@ -227,7 +227,7 @@ def compare(
         a = a_full.reshape(-1)[idx]
         r = reference[loss].reshape(-1)[idx].to(a.device)
         noise = allowance[loss].reshape(-1)[idx].to(a.device)
-        judge = Judge(rtol, atol, _largest(a, r), layer_scale.get(loss, 0.0))
+        judge = Judge(rtol, atol, largest(a, r), layer_scale.get(loss, 0.0))
         verdict = judge.against(a, r, noise)
         verdict[unstable.reshape(-1)[idx].to(a.device) > 0] = FAIL  # two backwards differ: not reentrant (analytic.py)
         # No finite reference value (not differentiable there, sqrt at 0): nothing to compare with, never the layer's FAIL.
@@ -249,7 +249,7 @@ def compare_outputs(y: torch.Tensor, ref: ReferenceSide, layer_dtype: torch.dtyp
         measured = ref.out_rounding[start : start + n].to(y.device) if isinstance(ref.out_rounding, torch.Tensor) else ref.out_rounding
         start += n
         noise = rounding_error(yl, layer_dtype, factor=2.0) + measured + (rounding_error(yr, ref.dtype, factor=2.0) if ref.dtype != torch.float64 else 0.0)
-        judge = Judge(rtol, atol, _largest(yl, yr))
+        judge = Judge(rtol, atol, largest(yl, yr))
         verdict = judge.against(yl, yr, noise)
         leaf = Leaf(name, "output", ())
         report = tensor_report(leaf, tuple(shape), tuple(range(n)), {"l2": Elements(yl, yr, verdict, noise)}, {"l2": yl.reshape(shape)}, False)
@@ -260,6 +260,3 @@ def compare_outputs(y: torch.Tensor, ref: ReferenceSide, layer_dtype: torch.dtyp
 def output_names(count: int) -> list[str]:
     return ["output"] if count == 1 else [f"output{i}" for i in range(count)]
 
-
-def _largest(*tensors: torch.Tensor) -> float:
-    return max((float(t.nan_to_num(nan=0.0, posinf=0.0, neginf=0.0).abs().max()) for t in tensors if t.numel()), default=0.0)

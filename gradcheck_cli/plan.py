@@ -29,8 +29,8 @@ from . import fd, grouping, sets
 from .analytic import Analytic
 from .fd import LOSSES, Differences
 from .inputs import torch_dtype
-from .options import CheckOptions
 from .numeric import NumericSide
+from .options import CheckOptions
 from .sampling import select
 from .subject import Leaf, Subject
 

@@ -11,9 +11,9 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from .spec import InputSpec
 from .options import rerun_arguments
 from .report import CHECK_LABELS, Report, RunResult, TensorReport, verdict_counts, worst_element
+from .spec import InputSpec
 from .streams import printable
 from .verdicts import CHECKED
 

@@ -23,6 +23,11 @@ NOISE_SIGMAS = 4.0
 REL_FLOOR = 1e-3
 
 
+def largest(*tensors: torch.Tensor) -> float:
+    """The largest finite magnitude among the tensors (0 for none): a NaN from a broken backward sets no scale."""
+    return max((float(t.nan_to_num(nan=0.0, posinf=0.0, neginf=0.0).abs().max()) for t in tensors if t.numel()), default=0.0)
+
+
 def tolerance(analytic: torch.Tensor, numeric: torch.Tensor, scale: torch.Tensor | float, rtol: float, atol: float) -> torch.Tensor:
     """atol + rtol * max(|a|, |n|, REL_FLOOR * scale) -- symmetric in a and n."""
     mag = torch.maximum(analytic.abs(), numeric.abs())

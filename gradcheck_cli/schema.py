@@ -14,8 +14,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .options import DTYPES, Choice, Device, Flag, Names, Number, Target, Whole, options
 from .matrix import AXIS_KEYS, MAX_COMBINATIONS
+from .options import DTYPES, Choice, Device, Flag, Names, Number, Target, Whole, options
 from .spec import DIST_KEYS, DISTS, INPUT_KEYS, MAX_DIMS, TOP_KEYS
 
 FILE = Path(__file__).with_name("spec.schema.json")

@@ -57,7 +57,7 @@ import torch
 
 from . import calibrate, fd
 from .numeric import NumericSide
-from .rules import NOISE_SIGMAS, REL_FLOOR
+from .rules import NOISE_SIGMAS, REL_FLOOR, largest
 from .subject import Leaf
 
 # Independent random directions a set must clear: a set hiding a wrong element passes with
@@ -95,7 +95,7 @@ def sides_of(
     sides = {}
     for loss, grad in grads.items():
         a = grad.reshape(-1)
-        scale = float(a.nan_to_num(nan=0.0, posinf=0.0, neginf=0.0).abs().max()) if a.numel() else 0.0
+        scale = largest(a)
         sides[loss] = LossSide(a, allowance[loss].reshape(-1), rtol, atol, scale, layer_scale[loss], unit)
     return sides
 

@@ -19,8 +19,8 @@ knowing the file; :func:`load_spec` adds the file name.
 from __future__ import annotations
 
 import math
-import re
 import os
+import re
 import stat
 from dataclasses import dataclass, field, replace
 from pathlib import Path

@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .checker import check, spec_arguments
-from .options import CheckOptions
-from .spec import LayerSpec
 from .errors import UsageError
 from .load import load_target
 from .matrix import only_combination
+from .options import CheckOptions
+from .spec import LayerSpec
 
 # Step sizes swept by default, per dtype of the numeric side: (low, high).
 EPS_RANGES = {"float64": (1e-10, 1e-1), "float32": (1e-6, 1.0), "float16": (1e-4, 1.0), "bfloat16": (1e-3, 1.0)}

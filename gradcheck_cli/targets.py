@@ -18,12 +18,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Collection, Sequence
 
-from .spec import LayerSpec
 from .errors import GradcheckError, UsageError
 from .load import is_file_target, split_target
 from .matrix import combinations, named, parse_selector, split_selector
 from .outputs import resolve
-from .spec import find_specs, is_spec_path, load_spec
+from .spec import LayerSpec, find_specs, is_spec_path, load_spec
 
 
 @dataclass(frozen=True)

@@ -22,11 +22,11 @@ from .analytic import Analytic
 from .fd import LOSSES, Differences
 from .grouping import REEVALUATE_MAX
 from .inputs import torch_dtype
+from .numeric import NumericSide
 from .options import CheckOptions
 from .plan import TensorPlan, grouped_first
-from .numeric import NumericSide
 from .report import TensorReport
-from .rules import Judge, combine, relative_error
+from .rules import Judge, combine, largest, relative_error
 from .sampling import coverage_note
 from .subject import Leaf
 from .verdicts import FAIL, KINK, NOISE, PASS, UNCHECKED, count
@@ -63,7 +63,7 @@ def check_tensor(leaf: Leaf, planned: TensorPlan, numeric: NumericSide, analytic
     for loss, grad in grads.items():
         a = grad.reshape(-1)[work.index]
         allowance = analytic.allowance(leaf.name, loss).reshape(-1)[work.index]
-        judges[loss] = Judge(numeric.steps.rtol, numeric.steps.atol, _largest(a, first[loss].central), analytic.layer_scale[loss])
+        judges[loss] = Judge(numeric.steps.rtol, numeric.steps.atol, largest(a, first[loss].central), analytic.layer_scale[loss])
         elements[loss] = Elements(a, first[loss].central.clone(), judges[loss].first_pass(a, first[loss], allowance), allowance)
     by = work.confirm(planned.indices, first, elements, judges, grouped=planned.first_pass is not None)
     notes = _notes(leaf, work.shape, planned.indices, elements["l2"]) + _noise_note(leaf, by)
@@ -100,7 +100,7 @@ def _by_sets(work: "_Work", grads: dict[str, torch.Tensor], analytic: Analytic, 
         elements, judges = {}, {}
         for loss, a_all in flat.items():
             a = a_all[index]
-            judges[loss] = Judge(numeric.steps.rtol, numeric.steps.atol, max(scale[loss], _largest(first[loss].central)), analytic.layer_scale[loss])
+            judges[loss] = Judge(numeric.steps.rtol, numeric.steps.atol, max(scale[loss], largest(first[loss].central)), analytic.layer_scale[loss])
             allowed = allowance[loss][index]
             elements[loss] = Elements(a, first[loss].central.clone(), judges[loss].first_pass(a, first[loss], allowed), allowed)
         unstable.extend(_not_reentrant(leaf, analytic, index, elements))
@@ -115,7 +115,7 @@ def _by_sets(work: "_Work", grads: dict[str, torch.Tensor], analytic: Analytic, 
     found = bisection.explore(tester, work.shape, measure, advance, work.planned.leaf or bisection.LEAF, opts.seed + 4)
     idx = tuple(measured)
     elements = {loss: _joined([p[loss] for p in parts], numeric.placement.acc) for loss in flat}
-    judges = {loss: Judge(numeric.steps.rtol, numeric.steps.atol, max(scale[loss], _largest(elements[loss].numeric)), analytic.layer_scale[loss]) for loss in flat}
+    judges = {loss: Judge(numeric.steps.rtol, numeric.steps.atol, max(scale[loss], largest(elements[loss].numeric)), analytic.layer_scale[loss]) for loss in flat}
     notes = (_notes(leaf, work.shape, idx, elements["l2"]) if idx else ()) + _noise_note(leaf, noisier) + tuple(dict.fromkeys(unstable))
     notes += _joint_kinks(work, idx, elements, judges)
     notes += (_sets_note(leaf, work.shape, found, len(idx)),) + _noise_note(leaf, dict(found.noise_by))
@@ -312,7 +312,7 @@ def tensor_report(
     for loss, e in elements.items():
         # Errors at kinks are expected, and an element with no finite estimate has none:
         # they are counted, not folded into the error statistics.
-        rel = relative_error(e.analytic, e.numeric, _largest(e.analytic, e.numeric))
+        rel = relative_error(e.analytic, e.numeric, largest(e.analytic, e.numeric))
         rel = torch.where((e.verdict == KINK) | ~torch.isfinite(rel), 0.0, rel)
         rel = torch.where(torch.isfinite(e.analytic), rel, float("inf"))  # a NaN/Inf backward is as wrong as it gets
         stats[loss] = rel
@@ -400,7 +400,3 @@ def _scattered(values: torch.Tensor, idx: tuple[int, ...], n: int, fill: float) 
     out[list(idx)] = values.cpu().numpy()
     return out
 
-
-def _largest(*tensors: torch.Tensor) -> float:
-    """The largest finite magnitude among the tensors (0 for none)."""
-    return max((float(t.nan_to_num(nan=0.0, posinf=0.0, neginf=0.0).abs().max()) for t in tensors if t.numel()), default=0.0)

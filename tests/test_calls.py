@@ -561,6 +561,7 @@ def test_max_abs_err_leaves_kink_elements_out(run_cli):
     (t,) = data["tensors"]
     assert t["counts"]["KINK"] == 4 and t["max_abs_error"] < 1e-9
     from corpus.kinks import ClampFn
+
     from gradcheck_cli.verdicts import KINK
 
     (rep,) = check(ClampFn, [literal]).tensors

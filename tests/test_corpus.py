@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from corpus import REGISTRY, Case, copied
 
 from gradcheck_cli import InputSpec, check
-
-from corpus import REGISTRY, Case, copied
 
 
 def _params(cases):

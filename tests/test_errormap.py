@@ -12,8 +12,8 @@ import pytest
 
 from gradcheck_cli import check
 from gradcheck_cli.errormap import LEGEND, PLOT_HINT, error_map, relative_errors
-from gradcheck_cli.verdicts import FAIL, KINK, NOISE, PASS, UNCHECKED
 from gradcheck_cli.load import import_file
+from gradcheck_cli.verdicts import FAIL, KINK, NOISE, PASS, UNCHECKED
 
 BORDER = Path(__file__).resolve().parent / "layers" / "border.py"
 HAS_MPL = importlib.util.find_spec("matplotlib") is not None

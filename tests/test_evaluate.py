@@ -7,9 +7,9 @@ import time
 import pytest
 import torch
 
+from gradcheck_cli.call import Call
 from gradcheck_cli.evaluate import RACE_MIN, Evaluator
 from gradcheck_cli.layer import make_layer
-from gradcheck_cli.call import Call
 from gradcheck_cli.subject import Leaf
 
 X0 = Leaf("x", "input", ("args", 0))  # the layer's first input

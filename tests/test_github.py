@@ -22,7 +22,8 @@ def annotations_in(text: str) -> list[dict[str, str]]:
         match = COMMAND.match(line)
         if match:
             props = dict(p.split("=", 1) for p in match.group(2).split(",")) if match.group(2) else {}
-            unescape = lambda v: v.replace("%2C", ",").replace("%3A", ":").replace("%0A", "\n").replace("%0D", "\r").replace("%25", "%")
+            def unescape(v):
+                return v.replace("%2C", ",").replace("%3A", ":").replace("%0A", "\n").replace("%0D", "\r").replace("%25", "%")
             found.append({"kind": match.group(1), "message": unescape(match.group(3)), **{k: unescape(v) for k, v in props.items()}})
     return found
 

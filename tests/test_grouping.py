@@ -20,9 +20,9 @@ import signal
 import numpy as np
 import pytest
 import torch
-
 from corpus.elementwise import SqrtFn
 from corpus.kinks import ReluFn
+
 from gradcheck_cli import check, grouping
 from gradcheck_cli.verdicts import FAIL
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gradcheck_cli.spec import InputSpec
 from gradcheck_cli.errors import UsageError
 from gradcheck_cli.inputs import MAX_INPUT_BYTES, build_inputs, parse_input
+from gradcheck_cli.spec import InputSpec
 
 CPU = torch.device("cpu")
 

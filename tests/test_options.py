@@ -8,7 +8,17 @@ import pytest
 
 from gradcheck_cli.cli import main
 from gradcheck_cli.errors import UsageError
-from gradcheck_cli.options import CLI_OPTIONS, SPEC_KEYS, TOLERANCES, CheckOptions, Steps, check_option, cli_flag, options, rerun_arguments
+from gradcheck_cli.options import (
+    CLI_OPTIONS,
+    SPEC_KEYS,
+    TOLERANCES,
+    CheckOptions,
+    Steps,
+    check_option,
+    cli_flag,
+    options,
+    rerun_arguments,
+)
 from gradcheck_cli.spec import TOP_KEYS
 
 

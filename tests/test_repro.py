@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from gradcheck_cli import check
-from gradcheck_cli.spec import InputSpec
 from gradcheck_cli.render import input_arg, repro_commands
+from gradcheck_cli.spec import InputSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "layer_specs"

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from gradcheck_cli.spec import InputSpec, LayerSpec
 from gradcheck_cli.errors import SpecError, UsageError
-from gradcheck_cli.spec import find_specs, is_spec_path, load_spec
+from gradcheck_cli.spec import InputSpec, LayerSpec, find_specs, is_spec_path, load_spec
 
 LAYER = "layer: pkg.mod:Layer\n"
 

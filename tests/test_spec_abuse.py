@@ -24,10 +24,9 @@ import torch
 
 import gradcheck_cli.yamlfile as yaml_module
 from gradcheck_cli import inputs as inputs_module
-from gradcheck_cli.spec import InputSpec
 from gradcheck_cli.errors import SpecError, UsageError
 from gradcheck_cli.inputs import build_inputs, check_literal, parse_input
-from gradcheck_cli.spec import MAX_DIMS, MAX_LITERAL_ELEMENTS, find_specs, load_spec
+from gradcheck_cli.spec import MAX_DIMS, MAX_LITERAL_ELEMENTS, InputSpec, find_specs, load_spec
 from gradcheck_cli.yamlfile import MAX_NESTING, MAX_SPEC_BYTES, MAX_SPEC_VALUES
 
 ROOT = Path(__file__).resolve().parent.parent

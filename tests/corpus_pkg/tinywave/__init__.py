@@ -1,5 +1,5 @@
 """tinywave: 1-D discrete wavelet transforms with hand-written backwards."""
 
-from .functional import DWT1D, AFB1D
+from .functional import AFB1D, DWT1D
 
 __all__ = ["AFB1D", "DWT1D"]
