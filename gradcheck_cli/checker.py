@@ -34,7 +34,7 @@ from .inputs import torch_dtype
 from .load import load_target
 from .matrix import only_combination, spec_key
 from .numeric import BasePoint, NumericSide, base_point, numeric_side
-from .options import RENAMED, CheckOptions, check_option, current_names
+from .options import RENAMED, CheckOptions, check_option, current_names, options
 from .oracle import ReferenceSide, compare, compare_outputs, reference_side, reference_subject
 from .plan import Plan, TensorPlan, make_plan
 from .report import Report, TensorReport, check_label
@@ -401,27 +401,21 @@ class _Run:
             steps, dtype = sides.numeric.steps, str(sides.numeric.dtype).replace("torch.", "")
         else:
             steps, dtype = opts.resolved(), opts.numeric_dtype or opts.dtype
-        return {
-            "dtype": opts.dtype,
-            "numeric_dtype": dtype,
-            "device": str(self.placement.device),
-            "seed": opts.seed,
-            "eps": None if self.reference is not None else steps.eps,  # against a reference, no step is taken anywhere
-            "rtol": steps.rtol,
-            "atol": steps.atol,
-            "kinks": opts.kinks,
-            "weighted_loss": opts.weighted_loss,
-            "losses": list(LOSSES if opts.weighted_loss else ("l2",)),
-            "max_elements": opts.max_elements,
-            "constant": list(opts.constant),
-            "order": opts.order,
-            "forward_ad": opts.forward_ad,
-            "reference": self.reference.target if self.reference is not None else None,
-            "reference_runs_in": str(sides.reference.dtype).replace("torch.", "") if sides is not None and sides.reference is not None else None,
-            "sets": opts.sets,
-            "noise_sigmas": NOISE_SIGMAS,
-            "rel_floor": REL_FLOOR,
-        }
+        # Every declared option (options.py) as it was given, then the values this check resolved them to.
+        config: dict[str, Any] = {name: list(v) if isinstance(v := getattr(opts, name), tuple) else v for name, opt in options() if opt.cli or opt.spec}
+        config.update(
+            numeric_dtype=dtype,
+            device=str(self.placement.device),
+            eps=None if self.reference is not None else steps.eps,  # against a reference, no step is taken anywhere
+            rtol=steps.rtol,
+            atol=steps.atol,
+            losses=list(LOSSES if opts.weighted_loss else ("l2",)),
+            reference=self.reference.target if self.reference is not None else None,
+            reference_runs_in=str(sides.reference.dtype).replace("torch.", "") if sides is not None and sides.reference is not None else None,
+            noise_sigmas=NOISE_SIGMAS,
+            rel_floor=REL_FLOOR,
+        )
+        return config
 
 
 def _narrowed(planned: TensorPlan, indices: Sequence[int]) -> TensorPlan:

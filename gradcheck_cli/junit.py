@@ -21,6 +21,7 @@ from typing import Sequence
 
 from .errors import LayerError
 from .matrix import split_selector
+from .options import options
 from .report import SuiteResult, TensorReport, verdict_counts, worst_element
 from .source import key_line, shown_path
 
@@ -84,9 +85,11 @@ def _suite(result: SuiteResult, timestamp: str, hostname: str, verbose: bool) ->
     classname = dotted_name(result.name)
     if report is not None:
         props = ET.SubElement(suite, "properties")
-        for key in ("dtype", "numeric_dtype", "device", "seed", "eps", "rtol", "atol", "kinks"):
-            if report.config.get(key) is not None:
-                ET.SubElement(props, "property", name=key, value=str(report.config[key]))
+        # What decides a verdict: every option a rerun would repeat (options.py), as this check resolved it.
+        for key in (name for name, opt in options() if opt.rerun):
+            value = report.config.get(key)
+            if value is not None and value != []:
+                ET.SubElement(props, "property", name=key, value=",".join(map(str, value)) if isinstance(value, list) else str(value))
     tests = failures = errors = skipped = 0
     if result.skip_reason is not None:  # a layer of a whole file that could not be checked
         case = ET.SubElement(suite, "testcase", classname=classname, name="(skipped)", time="0.000")

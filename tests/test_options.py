@@ -134,3 +134,22 @@ def test_the_old_flag_still_works_hidden_and_says_it_is_deprecated(tmp_path, run
     code, out, err = run_cli("run", f"{layer}:square", "-i", "3", "--reference-dtype", "float32", "--numeric-dtype", "float64")
     assert code == 2 and "given twice" in err
     assert "--reference-dtype" not in run_cli("run", "--help")[1]
+
+
+def test_the_report_config_and_the_junit_properties_derive_from_the_option_table(tmp_path, run_cli):
+    """A new option appears in the JSON config and, if a rerun repeats it, in JUnit, without editing either."""
+    import xml.etree.ElementTree as ET
+
+    from gradcheck_cli import check
+
+    report = check(lambda x: x * x, ["3"], constant=(), sets="off")
+    declared = {name for name, opt in options() if opt.cli or opt.spec}
+    assert declared <= set(report.config)
+    assert report.config["sets"] == "off" and report.config["grouping"] is True and report.config["only"] == []
+    layer = _square(tmp_path)
+    xml = tmp_path / "r.xml"
+    code, _, err = run_cli("run", f"{layer}:square", "-i", "3", "--sets", "off", "--kinks", "fail", "--junit-xml", xml)
+    assert code == 0, err
+    props = {p.get("name"): p.get("value") for p in ET.parse(xml).iter("property")}
+    assert {"dtype", "numeric_dtype", "device", "seed", "eps", "rtol", "atol", "kinks", "sets", "order", "weighted_loss"} <= set(props)
+    assert props["sets"] == "off" and props["kinks"] == "fail"
