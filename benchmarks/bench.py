@@ -854,7 +854,11 @@ def today_cell(t: dict, notes: Notes) -> str:
         return fmt_s(t["time_s"]) + (f", {calls:,} fwd" if calls else "") + ("" if t.get("ok") else " (FAILED)")
     if "stopped_s" in t:
         est = t.get("estimate_s")
-        return f"stopped at {t['stopped_s']:.0f} s; its estimate {fmt_s(est)}" if est else f"stopped at {t['stopped_s']:.0f} s"
+        if not est:
+            return f"stopped at {t['stopped_s']:.0f} s"
+        return f"stopped at {t['stopped_s']:.0f} s; it estimated {fmt_s(est)} " + notes.ref(
+            "the code before set testing checks this tensor element by element, so the plain loop's projection is about its "
+            "cost; its own estimate was far too low (its per-element timing was wrong, one of the estimate bugs of issue 17)")
     return "skipped " + notes.ref(t.get("skipped") or ("error: " + t.get("error", "?"))) if t else "—"
 
 
