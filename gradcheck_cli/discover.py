@@ -250,10 +250,18 @@ def _named_in(fn: types.FunctionType, depth: int, seen: set[int]) -> set[type]:
         if _is_custom_function(value):
             found.add(value)
         elif isinstance(value, types.ModuleType):
-            found |= {v for v in (getattr(value, n, None) for n in names) if _is_custom_function(v)}
+            found |= {v for v in (_attribute(value, n) for n in names) if _is_custom_function(v)}
         elif inspect.isfunction(value) and depth > 0 and value.__module__ == fn.__module__:
             found |= _named_in(value, depth - 1, seen)
     return found
+
+
+def _attribute(obj: Any, name: str) -> Any:
+    """``obj.name``, or None where there is none -- also where a (module) ``__getattr__`` raises something else."""
+    try:
+        return getattr(obj, name, None)
+    except Exception:  # noqa: BLE001 -- a name the module cannot give is no Function of it
+        return None
 
 
 def _code_names(code: types.CodeType) -> Iterator[str]:
@@ -275,7 +283,7 @@ def _holds_backward(instance: torch.nn.Module) -> bool:
     for sub in instance.modules():
         if sub is not instance and _functions_named(type(sub)):
             return True
-        if any(_is_custom_function(v) or _is_custom_function(getattr(v, "__self__", None)) for v in vars(sub).values()):
+        if any(_is_custom_function(v) or _is_custom_function(_attribute(v, "__self__")) for v in vars(sub).values()):
             return True
     return False
 

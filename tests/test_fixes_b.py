@@ -64,3 +64,48 @@ def test_the_init_hint_names_the_file_as_given(run_cli, tmp_path: Path, monkeypa
     # through the API: as the caller names it
     (found,) = [f for f in discover(str(tmp_path / "mylib" / "layers.py"), shown="lib/x.py").classes if f.name == "ScaledLinear"]
     assert "lib/x.py:ScaledLinear --init n=..." in found.skipped
+
+
+# -- 3. a package named torchkit is the user's; a module __getattr__ that raises ---------------
+
+
+def test_a_package_whose_name_starts_with_torch_is_the_users(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write(tmp_path / "torchkit" / "__init__.py", "")
+    path = write(tmp_path / "torchkit" / "layers.py", TWICE + """
+    class Twice(nn.Module):
+        gradcheck_inputs = ["3"]
+
+        def forward(self, x):
+            return _Twice.apply(x)
+    """)
+    monkeypatch.chdir(tmp_path)
+    found = {f.name: f for f in discover(str(path)).classes}
+    assert found["Twice"].checked, found["Twice"]
+    assert found["_Twice"].skipped == "no gradcheck_inputs; checked through Twice"
+
+
+def test_a_module_getattr_that_raises_is_no_traceback(run_cli, tmp_path: Path) -> None:
+    path = write(tmp_path / "lazy.py", TWICE + """
+    import types
+
+
+    def _lazy(name):
+        if name == "Twice":
+            return _Twice
+        raise RuntimeError(f"no {name} here")
+
+
+    ops = types.ModuleType("ops")
+    ops.__getattr__ = _lazy
+
+
+    class Twice(nn.Module):
+        gradcheck_inputs = ["3"]
+
+        def forward(self, x):
+            return ops.Twice.apply(x)
+    """)
+    found = {f.name: f for f in discover(str(path)).classes}
+    assert found["Twice"].checked, found["Twice"]
+    code, out, err = run_cli("run", path, "-q")
+    assert code == 0 and "PASS: all 1 checks match" in out, (out, err)
