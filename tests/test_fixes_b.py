@@ -109,3 +109,34 @@ def test_a_module_getattr_that_raises_is_no_traceback(run_cli, tmp_path: Path) -
     assert found["Twice"].checked, found["Twice"]
     code, out, err = run_cli("run", path, "-q")
     assert code == 0 and "PASS: all 1 checks match" in out, (out, err)
+
+
+# -- a misspelt --init keyword -------------------------------------------------------------------
+
+
+SCALED = TWICE + """
+    class Scaled(nn.Module):
+        def __init__(self, n, scale=1.0):
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(n) * scale)
+
+        def forward(self, x):
+            return _Twice.apply(x) * self.w
+    """
+
+
+def test_a_misspelt_init_keyword_names_the_one_meant(run_cli, tmp_path: Path) -> None:
+    path = write(tmp_path / "scaled.py", SCALED)
+    code, out, err = run_cli("run", f"{path}:Scaled", "--init", "3", "--init", "scael=0.5", "--input", "3")
+    assert code == 2, (out, err)
+    assert "unexpected keyword argument 'scael'" in err and "did you mean 'scale'?" in err, err
+    assert "it needs" not in err, err  # n was given: nothing is missing
+    # a name that is near nothing lists what the constructor takes; a missing one is named
+    code, out, err = run_cli("run", f"{path}:Scaled", "--init", "zzzzzz=0.5", "--input", "3")
+    assert code == 2 and "(it needs: n)" in err and "it takes: n, scale." in err, err
+    # the same in a spec, at its key
+    spec = write(tmp_path / "scaled.yaml", f"layer: {path}:Scaled\nargs: [3]\nkwargs: {{scael: 0.5}}\ninputs: [{{shape: [3]}}]\n")
+    code, out, err = run_cli("run", spec)
+    assert code == 2 and "args/kwargs: Cannot construct" in err and "did you mean 'scale'?" in err, err
+    code, out, err = run_cli("run", f"{path}:Scaled", "--init", "3", "--init", "scale=0.5", "--input", "3", "-q")
+    assert code == 0, (out, err)
