@@ -574,9 +574,10 @@ def _check_all(plan, arguments: Arguments, config, given: dict, view: View) -> R
     spec_arguments = arguments if all(e.spec is not None or e.error is not None for e in plan.entries) else replace(arguments, inputs=())
     results: list[SuiteResult] = []
     planned = len(plan.entries)
+    discoveries = _discover_files(plan, config, given, view)
     for entry in plan.entries:
         if entry.whole_file:
-            outcomes = _check_file(entry, config, given, view)
+            outcomes = _check_file(entry, discoveries.get(entry.name) or _discover_file(entry, config, given, view), config, given, view)
         else:
             outcomes = iter([_check_one(entry, arguments if entry.spec is None else spec_arguments, config, given, view)])
         for result in outcomes:
@@ -615,39 +616,76 @@ def _check_one(entry, arguments: Arguments, config, given: dict, view: View) -> 
         return SuiteResult(entry.name, error=exc, time=time.perf_counter() - started, matrix=matrix)
 
 
-def _check_file(entry, config, given: dict, view: View):
-    """Every layer a file defines (discover.py), in order: each one's result, or why it was skipped."""
+def _named_tensors(config, given: dict) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The tensors the run's --only and --constant (or [tool.gradcheck]'s) name."""
+    options = config.overrides({}, given)
+    return tuple(options.get("only") or ()), tuple(options.get("constant") or ())
+
+
+def _discover_files(plan, config, given: dict, view: View) -> dict[str, Any]:
+    """Where --only or --constant name tensors, every file's layers first, so that a name none of them
+    has is a usage error before anything is checked (in a run of whole files alone: a layer target
+    or spec among them may be the one that has it). Else nothing: each file is discovered in turn."""
+    from .discover import Discovery, unknown_names
+
+    only, constant = _named_tensors(config, given)
+    files = [entry for entry in plan.entries if entry.whole_file]
+    if not files or not (only or constant):
+        return {}
+    found = {entry.name: _discover_file(entry, config, given, view) for entry in files}
+    discoveries = [d for d in found.values() if isinstance(d, Discovery)]
+    if len(files) == len(plan.entries) and len(discoveries) == len(files):
+        problem = unknown_names(discoveries, only, constant)
+        if problem is not None:
+            raise problem
+    return found
+
+
+def _discover_file(entry, config, given: dict, view: View) -> Any:
+    """The layers a file defines (discover.py), or the result that says why they cannot be told."""
     from .discover import discover
     from .environment import Interrupt
-    from .targets import Entry
 
     started = time.perf_counter()
     tell(target=entry.name)
+    only, constant = _named_tensors(config, given)
     try:
         with contextlib.redirect_stdout(sys.stderr):
-            discovery = discover(entry.target, timeout=config.overrides({}, given).get("timeout"))
+            return discover(entry.target, timeout=config.overrides({}, given).get("timeout"), names=bool(only or constant))
     except Interrupt as exc:
-        yield SuiteResult(entry.name, time=time.perf_counter() - started, signum=exc.signum)
-        return
+        return SuiteResult(entry.name, time=time.perf_counter() - started, signum=exc.signum)
     except KeyboardInterrupt:
-        yield SuiteResult(entry.name, time=time.perf_counter() - started, signum=signal.SIGINT)
-        return
+        return SuiteResult(entry.name, time=time.perf_counter() - started, signum=signal.SIGINT)
     except GradcheckError as exc:
         _trace(exc, view.debug)
-        yield SuiteResult(entry.name, error=exc, time=time.perf_counter() - started)
+        return SuiteResult(entry.name, error=exc, time=time.perf_counter() - started)
+
+
+def _check_file(entry, discovery, config, given: dict, view: View):
+    """Every layer a file defines, in order: each one's result, or why it was skipped. --only and
+    --constant apply to each layer that has a tensor of that name (discover.Found.narrowed)."""
+    from .targets import Entry
+
+    if isinstance(discovery, SuiteResult):
+        yield discovery
         return
     problem = discovery.nothing_to_check(entry.name)
     if problem is not None:
-        yield SuiteResult(entry.name, error=problem, time=time.perf_counter() - started)
+        yield SuiteResult(entry.name, error=problem)
         return
+    only, constant = _named_tensors(config, given)
     for found in discovery.classes:
+        found = found.narrowed(only, constant)
         name = f"{entry.name}:{found.name}"
         if found.skipped is not None:
             yield SuiteResult(name, skip_reason=found.skipped)
         elif found.error is not None:
             yield SuiteResult(name, error=found.error)
         else:
-            yield _check_one(Entry(name, f"{entry.target}:{found.name}"), Arguments(inputs=found.inputs), config, given, view)
+            options = dict(given)
+            if only or constant or found.constant:  # this layer's own: those of its tensors, and its gradcheck_constant
+                options.update(only=found.only, constant=found.constant)
+            yield _check_one(Entry(name, f"{entry.target}:{found.name}"), Arguments(inputs=found.inputs), config, options, view)
 
 
 def _check(entry, arguments: Arguments, config, given: dict, progress) -> Any:

@@ -16,6 +16,8 @@ import pytest
 
 from gradcheck_cli.discover import discover
 
+pytest_plugins = ["pytester"]
+
 
 def write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -140,3 +142,101 @@ def test_a_misspelt_init_keyword_names_the_one_meant(run_cli, tmp_path: Path) ->
     assert code == 2 and "args/kwargs: Cannot construct" in err and "did you mean 'scale'?" in err, err
     code, out, err = run_cli("run", f"{path}:Scaled", "--init", "3", "--init", "scale=0.5", "--input", "3", "-q")
     assert code == 0, (out, err)
+
+
+# -- --only / --constant across a file's layers; gradcheck_constant ------------------------------------
+
+
+MASKED = TWICE + """
+    class MaskedScale(torch.autograd.Function):
+        gradcheck_inputs = ["4x3", "mask=4x3"]
+
+        @staticmethod
+        def forward(ctx, x, mask):
+            ctx.save_for_backward(mask)
+            return x * mask
+
+        @staticmethod
+        def backward(ctx, g):
+            (mask,) = ctx.saved_tensors
+            return g * mask, None           # the mask is a constant: no gradient for it
+
+
+    class Lin(nn.Module):
+        gradcheck_inputs = ["2x3"]
+
+        def __init__(self):
+            super().__init__()
+            self.weight = nn.Parameter(torch.linspace(0.5, 1.5, 3))
+
+        def forward(self, x):
+            return _Twice.apply(x) * self.weight
+    """
+
+
+def test_only_and_constant_apply_to_the_layers_of_a_file_that_have_the_name(run_cli, tmp_path: Path) -> None:
+    path = write(tmp_path / "masked.py", MASKED)
+    code, out, err = run_cli("run", path, "-q")
+    assert code == 1 and "masked.py:MaskedScale: FAIL" in out and "mask" in out, (out, err)  # its mask is checked
+    # --constant mask: MaskedScale's mask is passed as given; Lin, which has no mask, is checked as it is
+    code, out, err = run_cli("run", path, "--constant", "mask", "-q")
+    assert code == 0, (out, err)
+    assert "masked.py:MaskedScale: PASS: all 1 tensor(s) match (12 elements" in out, out
+    assert "masked.py:Lin: PASS: all 2 tensor(s) match" in out and "_Twice: SKIPPED" in out, out
+    # --only weight: Lin's weight alone; the layers without a weight are skipped, saying why
+    code, out, err = run_cli("run", path, "--only", "weight", "-q")
+    assert code == 0, (out, err)
+    assert "masked.py:Lin: PASS: all 1 tensor(s) match (3 elements" in out, out
+    assert "masked.py:MaskedScale: SKIPPED: --only weight: it has no tensor of that name (its tensors: x, mask)" in out, out
+    code, out, err = run_cli("run", path, "--only", "x", "--constant", "mask", "-q")
+    assert code == 0 and "MaskedScale: PASS: all 1 tensor(s)" in out and "Lin: PASS: all 1 tensor(s)" in out, (out, err)
+
+
+@pytest.mark.parametrize(("option", "typo", "meant"), [("--only", "wieght", "weight"), ("--constant", "maks", "mask")])
+def test_a_name_no_layer_of_the_file_has_is_a_usage_error(run_cli, tmp_path: Path, option: str, typo: str, meant: str) -> None:
+    path = write(tmp_path / "masked.py", MASKED)
+    code, out, err = run_cli("run", path, option, typo, "--json", tmp_path / "r.json")
+    assert code == 2, (out, err)
+    assert f"'{typo}': no layer {path} checks has a tensor of that name" in err and f"did you mean '{meant}'?" in err, err
+    assert "PASS" not in out and "FAIL" not in out, out  # nothing was checked
+    import json
+
+    assert json.loads((tmp_path / "r.json").read_text())["exit_code"] == 2
+
+
+DECLARED = MASKED.replace('gradcheck_inputs = ["4x3", "mask=4x3"]', 'gradcheck_inputs = ["4x3", "mask=4x3"]\n        gradcheck_constant = ["mask"]') + """
+
+    class Gate(nn.Module):
+        def forward(self, x, m):
+            return MaskedScale.apply(x, m)
+
+
+    gradcheck_inputs = {"Gate": ["3", "3"]}
+    gradcheck_constant = {"Gate": "m"}
+    """
+
+
+def test_a_layer_declares_its_constant_inputs_for_a_whole_file_run(run_cli, tmp_path: Path) -> None:
+    path = write(tmp_path / "declared.py", DECLARED)
+    code, out, err = run_cli("run", path, "-q")
+    assert code == 0, (out, err)
+    assert "declared.py:MaskedScale: PASS: all 1 tensor(s) match (12 elements" in out, out  # on the class
+    assert "declared.py:Gate: PASS: all 1 tensor(s) match (3 elements" in out, out  # in the module's dict
+    # the rerun line of a failing one keeps it constant
+    bad = write(tmp_path / "bad.py", DECLARED.replace("return g * mask, None", "return 2 * g * mask, None"))
+    code, out, err = run_cli("run", bad)
+    assert code == 1, (out, err)
+    rerun = [line.strip() for line in out.splitlines() if line.strip().startswith("gradcheck run") and "MaskedScale" in line]
+    assert rerun and rerun[0].endswith("--constant mask"), out
+    # a declared name the layer does not have is a usage error naming the declaration
+    typo = write(tmp_path / "typo.py", DECLARED.replace('{"Gate": "m"}', '{"Gate": "mm"}'))
+    code, out, err = run_cli("run", typo, "-q")
+    assert code == 2, (out, err)
+    assert "gradcheck_constant['Gate']: 'mm': no such tensor of" in err and "did you mean 'm'?" in err, err
+
+
+def test_pytest_checks_a_files_layers_with_their_declared_constants(pytester: pytest.Pytester) -> None:
+    (pytester.path / "declared.py").write_text(textwrap.dedent(DECLARED))
+    pytester.makeini("[pytest]\ngradcheck_specs = declared.py\n")
+    result = pytester.runpytest("-p", "no:cacheprovider", "-rA")
+    result.assert_outcomes(passed=3, skipped=1)  # Lin, MaskedScale, Gate; _Twice is checked through Lin
