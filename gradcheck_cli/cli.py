@@ -750,7 +750,7 @@ def _render_run(view: View, result: RunResult) -> None:
     from .render import run_verdict_line, summary_table
 
     if result.folder:
-        view.out.print(summary_table(result))
+        view.out.print(summary_table(result, view.out))
         view.out.print(run_verdict_line(result), soft_wrap=True)
 
 

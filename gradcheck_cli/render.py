@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
 
 from rich.console import Console, Group
 from rich.table import Table
+from rich.cells import cell_len
 from rich.text import Text
 
 from .spec import InputSpec
@@ -304,25 +305,97 @@ def short_names(names: Iterable[str]) -> dict[str, str]:
     return {n: (short(n) if common and n in specs else n) for n in names}
 
 
-def summary_table(run: RunResult) -> Table:
-    """One row per spec (per combination of a matrix, per layer of a file) of a run of several; why
-    a layer was skipped, where one was."""
+# The summary table's columns. A target is never cut nor wrapped: where they do not all fit, the
+# columns that may wrap (SUMMARY_WRAP) shrink first, then a compact layout leaves out columns in
+# SUMMARY_DROP order (the caption says which; each skipped layer's reason is printed above it).
+SUMMARY_COLUMNS = (("target", "left"), ("result", "left"), ("worst tensor", "left"), ("worst rel err", "right"), ("time", "right"), ("skipped because", "left"))
+SUMMARY_WRAP = ("worst tensor", "skipped because")
+SUMMARY_DROP = (("time",), ("skipped because",), ("worst rel err",), ("worst tensor",))
+# A word longer than this in a column that may wrap is folded rather than widening the column.
+FOLD_WORDS = 20
+
+
+def summary_table(run: RunResult, console: Console | None = None) -> Table:
+    """One row per check (per combination of a matrix, per layer of a file) of a run of several; why
+    a layer was skipped, where one was. At ``console``'s width: the target column whole, always."""
     labels = short_names(r.name for r in run.results)
     skipped = any(r.skip_reason is not None for r in run.results)
-    table = Table(title="summary", title_justify="default")
-    for col in ("spec", "result", "worst tensor", "worst rel err", "time") + (("skipped because",) if skipped else ()):
-        table.add_column(col, justify="right" if col in ("worst rel err", "time") else "left")
+    rows = []
     for result in run.results:
         worst = result.report.worst if result.report is not None else None
-        cells = [
-            literal(labels[result.name]),
-            Text(result.status, style=STYLE.get(result.status, "")),
-            literal(worst.name) if worst else "-",
-            _num(worst.max_rel_error if worst else None),
-            f"{result.time:.2f}s" if result.skip_reason is None else "-",
-        ]
-        table.add_row(*cells, *((literal(result.skip_reason or ""),) if skipped else ()))
+        rows.append({
+            "target": literal(labels[result.name]),
+            "result": Text(result.status, style=STYLE.get(result.status, "")),
+            "worst tensor": literal(worst.name) if worst else Text("-"),
+            "worst rel err": Text(_num(worst.max_rel_error if worst else None)),
+            "time": Text(f"{result.time:.2f}s" if result.skip_reason is None else "-"),
+            "skipped because": literal(result.skip_reason or ""),
+        })
+    columns = [c for c, _ in SUMMARY_COLUMNS if c != "skipped because" or skipped]
+    full = _summary(rows, columns, columns, compact=False)
+    if console is None or _fits(console, full):
+        return full
+    shown = list(columns)
+    for compact, drop in [(False, ()), (True, ()), *((True, d) for d in SUMMARY_DROP)]:
+        shown = [c for c in shown if c not in drop]
+        table = _fitted_summary(console, rows, shown, columns, compact)
+        if table is not None:
+            return table
+    # A target wider than the terminal: it folds onto the next line, whole (never cut).
+    result = max(cell_len(str(cells["result"])) for cells in rows + [{"result": Text("result")}])
+    return _summary(rows, ["target", "result"], columns, compact=True, widths={"target": max(console.width - result - 2, 8), "result": result}, fold=True)
+
+
+def _fitted_summary(console: Console, rows: list[dict[str, Text]], shown: list[str], columns: list[str], compact: bool) -> Table | None:
+    """The summary at the console's width with the target column at its full width, or None where it
+    cannot be: the columns that wrap at least as wide as their longest word (up to FOLD_WORDS) and
+    header word, every other one at its full width."""
+    natural = {c: max(cell_len(str(cells[c])) for cells in rows + [{c: Text(c)}]) for c in shown}
+    least = {}
+    for c in shown:
+        header = max(cell_len(word) for word in c.split())
+        words = max((cell_len(word) for cells in rows for word in str(cells[c]).split()), default=1)
+        least[c] = min(natural[c], max(header, min(words, FOLD_WORDS))) if c in SUMMARY_WRAP else natural[c]
+    overhead = _width_of(console, _summary(rows, shown, columns, compact, natural)) - sum(natural.values())
+    room = console.width - overhead - sum(least.values())
+    if room < 0:
+        return None
+    widths = dict(least)
+    for c in shown:  # what is left goes to the columns that wrap, up to their natural width
+        if c in SUMMARY_WRAP:
+            more = min(room, natural[c] - least[c])
+            widths[c] += more
+            room -= more
+    return _summary(rows, shown, columns, compact, widths)
+
+
+def _width_of(console: Console, table: Table) -> int:
+    from rich.measure import Measurement
+
+    return Measurement.get(console, console.options.update_width(10_000), table).maximum
+
+
+def _summary(rows: list[dict[str, Text]], shown: list[str], columns: list[str], compact: bool, widths: dict[str, int] | None = None, fold: bool = False) -> Table:
+    from rich import box
+
+    left_out = [c for c in columns if c not in shown]
+    options: dict[str, Any] = dict(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True) if compact else {}
+    note = Text(f"left out at this width: {', '.join(left_out)}" + (" (each reason is above)" if "skipped because" in left_out else "")) if left_out else None
+    table = Table(title="summary", title_justify="default", caption=note, caption_justify="default", **options)
+    for col, justify in SUMMARY_COLUMNS:
+        if col in shown:
+            width = widths.get(col) if widths else None
+            table.add_column(col, justify=justify, width=width, no_wrap=col == "target" and not fold, overflow="fold")
+    for cells in rows:
+        table.add_row(*(_whole(cells[c], fold) if c == "target" else cells[c] for c in shown))
     return table
+
+
+def _whole(text: Text, fold: bool) -> Text:
+    """A target cell: never wrapped at a space, nor cut; folded only where it is wider than the terminal."""
+    text = text.copy()
+    text.no_wrap, text.overflow = not fold, "fold"
+    return text
 
 
 def run_verdict_line(run: RunResult) -> Text:

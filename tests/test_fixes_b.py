@@ -240,3 +240,69 @@ def test_pytest_checks_a_files_layers_with_their_declared_constants(pytester: py
     pytester.makeini("[pytest]\ngradcheck_specs = declared.py\n")
     result = pytester.runpytest("-p", "no:cacheprovider", "-rA")
     result.assert_outcomes(passed=3, skipped=1)  # Lin, MaskedScale, Gate; _Twice is checked through Lin
+
+
+# -- the summary table: its target column is never cut ----------------------------------------------
+
+
+LONG = TWICE + """
+    class AVeryLongLayerNameForTheSummaryTable(nn.Module):
+        gradcheck_inputs = ["3"]
+
+        def forward(self, x):
+            return _Twice.apply(x)
+
+
+    class NeedsArgs(nn.Module):
+        def __init__(self, width):
+            super().__init__()
+
+        def forward(self, x):
+            return _Twice.apply(x)
+    """
+
+
+def _summary_of(out: str) -> list[str]:
+    return out[out.index("\nsummary\n") + 1:].splitlines()[:-1]  # the table, without the verdict line
+
+
+@pytest.mark.parametrize("columns", [60, 80, 100])
+def test_the_summary_never_cuts_a_target_at_any_width(run_cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, columns: int) -> None:
+    path = write(tmp_path / "longnames.py", LONG).name
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli("run", path, "-q", env={"COLUMNS": str(columns)})
+    assert code == 0, (out, err)
+    summary = _summary_of(out)
+    targets = [f"{path}:{name}" for name in ("_Twice", "AVeryLongLayerNameForTheSummaryTable", "NeedsArgs")]
+    assert len(targets[1]) < columns - 8  # it fits the terminal with the result beside it
+    for target in targets:
+        assert any(target in line for line in summary), (target, summary)
+    assert "…" not in "\n".join(summary) and all(len(line) <= columns for line in summary), summary
+    assert any(line.lstrip("┃ ").startswith("target ") for line in summary[1:5]), summary  # the header names what a row is
+
+
+def test_the_summary_of_a_folder_keeps_spec_names_whole_and_wraps_the_rest(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from gradcheck_cli.render import summary_table
+    from gradcheck_cli.report import RunResult, SuiteResult
+
+    names = [str(tmp_path / "specs" / f"gauss_filter_with_a_long_descriptive_name_{i}.yaml") for i in range(2)]
+    run = RunResult(
+        (SuiteResult(names[0], time=0.5, skip_reason="no gradcheck_inputs; checked through a layer with a long name"), SuiteResult(names[1], time=0.1)),
+        folder=True,
+    )
+    for width in (60, 80, 120):
+        console = Console(width=width, record=True, color_system=None)
+        console.print(summary_table(run, console))
+        text = console.export_text()
+        lines = text.splitlines()
+        assert "…" not in text and all(len(line) <= width for line in lines), text
+        for i in range(2):
+            assert any(f"gauss_filter_with_a_long_descriptive_name_{i}.yaml" in line for line in lines), text
+        assert any(line.strip("┃│ ").startswith("target") for line in lines[1:4]), text
+    # where there is room, nothing is left out
+    console = Console(width=200, record=True, color_system=None)
+    console.print(summary_table(run, console))
+    text = console.export_text()
+    assert "left out" not in text and "skipped because" in text and "│ gauss_filter" in text, text
