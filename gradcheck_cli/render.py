@@ -399,16 +399,22 @@ def _whole(text: Text, fold: bool) -> Text:
 
 
 def run_verdict_line(run: RunResult) -> Text:
-    """The last line of a folder run: how many specs passed (and how many layers were skipped)."""
+    """The last line of a run of several: how many specs (or checks, where layers are among them) passed,
+    and how many layers were skipped."""
+    from .matrix import split_selector
+
     n = len(run.checked)
     bad = sum(1 for r in run.checked if r.status != "PASS")
     skipped = len(run.results) - n
     also = f"; {skipped} skipped (not checked: see the summary)" if skipped else ""
+    # Specs where every check is one (of a spec, or of a combination of its matrix); layers and a file's layers are checks.
+    specs = not skipped and all(split_selector(r.name)[0].lower().endswith((".yaml", ".yml")) for r in run.results)
+    noun = "specs" if specs else "checks"
     if run.interrupted:
-        return Text.assemble(("INTERRUPTED", STYLE["NOISE"]), f": stopped after {n} of {run.planned} specs; {bad} of them did not pass{also}.")
+        return Text.assemble(("INTERRUPTED", STYLE["NOISE"]), f": stopped after {n} of {run.planned} {noun}; {bad} of them did not pass{also}.")
     if run.passed:
-        return Text.assemble(("PASS", STYLE["PASS"]), f": all {n} {'specs' if not skipped else 'checks'} match{also}.")
-    return Text.assemble(("FAIL", STYLE["FAIL"]), f": {bad} of {n} {'specs' if not skipped else 'checks'} did not pass{also}.")
+        return Text.assemble(("PASS", STYLE["PASS"]), f": all {n} {noun} match{also}.")
+    return Text.assemble(("FAIL", STYLE["FAIL"]), f": {bad} of {n} {noun} did not pass{also}.")
 
 
 def literal(text: str) -> Text:
