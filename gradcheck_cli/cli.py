@@ -63,15 +63,16 @@ Examples:
   gradcheck sweep layer_specs/gauss_filter.yaml
   gradcheck sweep layer_specs/gauss_filter.py:GaussFilter --input 2x64 --points 13
   gradcheck sweep mylayer.py:MyLayer --input 4x3 --dtype float32 --eps-range 1e-5 1e-1 --plot sweep.png
+  gradcheck sweep mylayer.py:Scaled --init 9 --init scale=0.5 --input 4x9
 
 \b
 Runs the check once per step size, at most 256 elements per tensor unless
 --max-elements says otherwise, and prints the worst relative error of each.
 Default range: 1e-10..1e-1 for float64, 1e-6..1 for float32 (of the numeric
 side: --reference-dtype if given).  A step at which a tensor is lost in
-finite-difference noise is never recommended.  Exit status: 0 done; 1 the
-layer raised, or no step gave a conclusive check; 2 a usage or configuration
-problem.
+finite-difference noise, or at which the layer raised, is never recommended.
+Exit status: 0 done; 1 the layer raised at every step, or no step gave a
+conclusive check; 2 a usage or configuration problem.
 """
 
 LIST_EPILOG = """\b
@@ -800,6 +801,7 @@ def _repro(report, target: str, arguments: Arguments) -> dict[str, str]:
 @main.command("sweep", epilog=SWEEP_EPILOG)
 @click.argument("target", type=TargetParam())
 @input_option
+@init_option
 @check_options("eps")
 @click.option("--eps-range", nargs=2, type=click.FloatRange(min=0, min_open=True), metavar="LOW HIGH", help="Smallest and largest step size [default: per dtype].")
 @click.option("--points", type=click.IntRange(min=2), default=10, show_default=True, help="How many step sizes, evenly spaced in log.")
@@ -810,7 +812,7 @@ def _repro(report, target: str, arguments: Arguments) -> dict[str, str]:
 @isolate_option
 @debug_option
 @click.pass_context
-def sweep_command(ctx: click.Context, target: str, inputs: tuple, eps_range: tuple | None, points: int, plot_path: str | None, color: bool | None, quiet: bool, verbose: bool, debug: bool, **opts: Any) -> None:
+def sweep_command(ctx: click.Context, target: str, inputs: tuple, init: tuple, eps_range: tuple | None, points: int, plot_path: str | None, color: bool | None, quiet: bool, verbose: bool, debug: bool, **opts: Any) -> None:
     """Find a good finite-difference step for TARGET (a layer or a YAML spec):
     the worst relative error of the check at each eps, and the best one."""
     opts.pop("isolate")
@@ -830,7 +832,8 @@ def sweep_command(ctx: click.Context, target: str, inputs: tuple, eps_range: tup
             require_matplotlib()
         if Path(target).is_dir():
             raise UsageError("sweep takes one layer or spec, not a folder.", "Give one spec file, e.g. layer_specs/gauss_filter.yaml.")
-        plan = plan_run(target, fixed=set(_options(opts)) | Arguments(inputs).fixes())
+        arguments = Arguments(inputs, init)
+        plan = plan_run(target, fixed=set(_options(opts)) | arguments.fixes())
         sinks.refuse_inputs(plan.inputs)
         if len(plan.entries) > 1:
             raise UsageError(
@@ -849,11 +852,14 @@ def sweep_command(ctx: click.Context, target: str, inputs: tuple, eps_range: tup
         config, _ = _project([target])
         options = config.overrides(entry.spec.options if entry.spec is not None else {}, _options(opts))
         kwargs = dict(eps_range=eps_range, points=points, progress=progress, **options)
+        args, init_kwargs = arguments.construct()  # --init, as for run: replaces a spec's args, adds to its kwargs
         with contextlib.redirect_stdout(sys.stderr):
             if entry.spec is not None:
-                result = sweep_spec(replace(entry.spec, inputs=tuple(inputs)) if inputs else entry.spec, **kwargs)
+                spec = replace(entry.spec, inputs=tuple(inputs)) if inputs else entry.spec
+                spec = replace(spec, args=args or spec.args, kwargs={**spec.kwargs, **init_kwargs})
+                result = sweep_spec(spec, **kwargs)
             else:
-                result = sweep(entry.target, list(inputs), name=entry.name, **kwargs)
+                result = sweep(entry.target, list(inputs), name=entry.name, args=args, kwargs=init_kwargs, **kwargs)
         if not quiet:
             view.out.print(sweep_table(result))
         view.out.print(sweep_suggestion(result))

@@ -86,3 +86,7 @@ class LayerError(GradcheckError):
     """The user's layer itself misbehaved: it raised, or returned something unusable (exit 1)."""
 
     exit_code = 1
+
+
+class TimedOut(LayerError):
+    """The layer's code ran past ``--timeout`` (exit 1): it would at any step size too."""

@@ -441,11 +441,15 @@ def sweep_table(result: SweepResult) -> Table:
     for p in result.points:
         verdicts = [f"{p.n_failed} fail"] * bool(p.n_failed) + [f"{p.n_noise} noise"] * bool(p.n_noise)
         marks = ["◀ best"] * (p is best) + [result.default_source] * (p.eps == result.default_eps)
+        if p.error is not None:  # the layer raised at this step: nothing was checked
+            verdict = Text(f"raised: {printable(p.error, one_line=True)}", style=STYLE["ERROR"])
+        else:
+            verdict = Text(", ".join(verdicts) or "all pass", style=STYLE["FAIL"] if p.n_failed else STYLE["NOISE"] if p.n_noise else "green")
         table.add_row(
             eps_text(p.eps),
-            Text(_num(p.worst), style="bold green" if p is best else ""),
-            *(_num(e) for e in p.errors),
-            Text(", ".join(verdicts) or "all pass", style=STYLE["FAIL"] if p.n_failed else STYLE["NOISE"] if p.n_noise else "green"),
+            Text(_num(None if p.error else p.worst), style="bold green" if p is best else ""),
+            *(_num(None if p.error else e) for e in p.errors),
+            verdict,
             Text(" ".join(marks), style="bold"),
         )
     return table
@@ -462,15 +466,18 @@ def sweep_suggestion(result: SweepResult) -> Text:
     best = result.best
     if best is None:
         low, high = result.points[0].eps, result.points[-1].eps
+        raised = " or the layer raised (see the table)" if any(p.error for p in result.points) else ""
         return Text.assemble(
             ("no step size recommended", "bold yellow"),
-            f": at every eps from {eps_text(low)} to {eps_text(high)} some tensor was lost in finite-difference noise. "
+            f": at every eps from {eps_text(low)} to {eps_text(high)} some tensor was lost in finite-difference noise{raised}. "
             "Try a wider --eps-range, or --reference-dtype float64.",
         )
+    # Where even the best step fails, the step is not what is wrong: say so, not just "best".
+    wrong = " -- but the check fails at every step: the gradient is wrong at any eps (gradcheck run shows where)" if best.n_failed else ""
     return Text.assemble(
         ("best eps ≈ ", "bold"),
         (eps_text(best.eps), "bold green"),
-        f" ({result.default_source} {eps_text(result.default_eps)}); worst relative error there {_num(best.worst)}",
+        f" ({result.default_source} {eps_text(result.default_eps)}); worst relative error there {_num(best.worst)}{wrong}",
     )
 
 

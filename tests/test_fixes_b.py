@@ -317,3 +317,77 @@ def test_the_verdict_of_a_run_of_layers_counts_checks_not_specs(run_cli, tmp_pat
     spec = write(tmp_path / "lin.yaml", f"layer: {path}:Lin\ninputs: [{{shape: [2, 3]}}]\n")
     code, out, err = run_cli("run", spec, tmp_path, "-q")
     assert code == 0 and out.splitlines()[-1] == "PASS: all 1 specs match.", out  # a run of specs alone counts specs
+
+
+# -- gradcheck sweep: --init, and a layer that raises -------------------------------------------------
+
+
+RAISING = SCALED + """
+
+    class Domain(nn.Module):
+        def forward(self, x):
+            if (x <= 0).any():
+                raise ValueError("x must be positive")   # a large step leaves the domain
+            return _Twice.apply(x)
+
+
+    class Boom(nn.Module):
+        def forward(self, x):
+            raise RuntimeError("boom")
+    """
+
+
+def test_sweep_takes_init_as_run_does(run_cli, tmp_path: Path) -> None:
+    path = write(tmp_path / "raising.py", RAISING)
+    code, out, err = run_cli("sweep", f"{path}:Scaled", "--init", "3", "--init", "scale=0.5", "--input", "3", "--points", "3")
+    header = next(line for line in out.splitlines() if line.startswith("┃"))
+    assert code == 0 and "best eps ≈ " in out and "┃        w ┃" in header, (out, err)  # its weight, built with n=3
+    code, out, err = run_cli("sweep", f"{path}:Scaled", "--init", "3", "--init", "scael=0.5", "--input", "3", "--points", "3")
+    assert code == 2 and "did you mean 'scale'?" in err, (out, err)
+    # a spec's args are replaced, its kwargs added to
+    spec = write(tmp_path / "scaled.yaml", f"layer: {path}:Scaled\nargs: [2]\ninputs: [{{shape: [3]}}]\n")
+    code, out, err = run_cli("sweep", spec, "--points", "3")
+    assert code == 1 and "Cannot construct" not in err and "raised at every step" in err, (out, err)  # 2 weights, 3 inputs
+    code, out, err = run_cli("sweep", spec, "--init", "3", "--points", "3", "-q")
+    assert code == 0 and out.startswith("best eps ≈ "), (out, err)
+
+
+def test_a_step_at_which_the_layer_raises_is_a_row_not_the_end_of_the_sweep(run_cli, tmp_path: Path) -> None:
+    path = write(tmp_path / "raising.py", RAISING)
+    code, out, err = run_cli("sweep", f"{path}:Domain", "--input", "=[0.05, 0.5]", "--points", "5")
+    assert code == 0, (out, err)
+    rows = [line for line in out.splitlines() if line.startswith("│") and line.split("│")[1].strip()]  # one per eps
+    assert len(rows) == 5 and rows[-1].startswith("│    1e-1 │") and "raised: The forward of" in rows[-1] and "x must be positive" in out, out
+    assert "◀ best" not in rows[-1] and "best eps ≈ " in out, out
+
+
+def test_a_layer_that_raises_at_every_step_is_one_clear_error(run_cli, tmp_path: Path) -> None:
+    path = write(tmp_path / "raising.py", RAISING)
+    code, out, err = run_cli("sweep", f"{path}:Boom", "--input", "3", "--points", "4")
+    assert code == 1, (out, err)
+    assert "The layer raised at every step size from 1e-10 to 0.1, so no step can be chosen." in err and "boom" in err, err
+    assert "best eps" not in out and "│" not in out, out
+
+
+def test_a_sweep_whose_every_step_fails_says_the_gradient_is_wrong(run_cli, tmp_path: Path) -> None:
+    path = write(tmp_path / "raising.py", RAISING.replace("return 2 * g\n", "return 3 * g\n", 1))
+    code, out, err = run_cli("sweep", f"{path}:Scaled", "--init", "3", "--input", "3", "--points", "3", "-q")
+    assert code == 0 and "the check fails at every step: the gradient is wrong at any eps" in out, (out, err)
+
+
+def test_a_sweep_stops_at_the_first_timeout(run_cli, tmp_path: Path) -> None:
+    import time
+
+    path = write(tmp_path / "slow.py", TWICE + """
+    import time
+
+
+    class Slow(nn.Module):
+        def forward(self, x):
+            time.sleep(30)
+            return _Twice.apply(x)
+    """)
+    started = time.monotonic()
+    code, out, err = run_cli("sweep", f"{path}:Slow", "--input", "3", "--points", "6", "--timeout", "0.5")
+    assert code == 1 and "did not finish within --timeout 0.5s" in err, (out, err)
+    assert time.monotonic() - started < 2.5  # once, not once per step
