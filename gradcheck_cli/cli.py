@@ -820,7 +820,7 @@ def sweep_command(ctx: click.Context, target: str, inputs: tuple, init: tuple, e
     sinks = _Sinks(*_outputs({"json_path": None, "junit_path": None, "plot_path": plot_path}, [target]))
 
     def run() -> int:
-        from .render import sweep_suggestion, sweep_table
+        from .render import sweep_suggestion, sweep_table, title
         from .sweep import sweep, sweep_spec
         from .targets import plan_run
 
@@ -861,6 +861,7 @@ def sweep_command(ctx: click.Context, target: str, inputs: tuple, init: tuple, e
             else:
                 result = sweep(entry.target, list(inputs), name=entry.name, args=args, kwargs=init_kwargs, **kwargs)
         if not quiet:
+            view.out.print(title(f"gradcheck sweep {result.target}"), soft_wrap=True)
             view.out.print(sweep_table(result))
         view.out.print(sweep_suggestion(result))
         if outputs.plot:

@@ -111,7 +111,7 @@ def _table(report: Report, shown: list[str], compact: bool) -> Table:
     left_out = [c for c, _ in COLUMNS if c not in shown]
     text = caption(report) + (f" · left out at this width: {', '.join(left_out)}" if left_out else "")
     options: dict[str, Any] = dict(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True) if compact else {}
-    table = Table(title=literal(f"gradcheck {report.target}"), title_justify="default", caption=Text(text), caption_justify="default", **options)
+    table = Table(caption=Text(text), caption_justify="default", **options)  # its title is printed on its own: title()
     for col, justify in COLUMNS:
         if col in shown:
             header = "reference" if col == "numeric" and report.config.get("reference") else col
@@ -120,6 +120,12 @@ def _table(report: Report, shown: list[str], compact: bool) -> Table:
         cells = _cells(t, 4 if compact else 6)
         table.add_row(*(cells[c] for c in shown))
     return table
+
+
+def title(text: str) -> Text:
+    """A table's title line, naming its target: printed on its own and never wrapped, so that a long
+    path is not folded to the table's width (a title of rich's own is)."""
+    return Text(printable(text, one_line=True), style="table.title")
 
 
 def caption(report: Report) -> str:
@@ -270,7 +276,8 @@ def render_report(
     show_errors: bool = False,
     repro: Mapping[str, str] | None = None,
 ) -> None:
-    """The table, detail lines, optional error maps and repro commands, then the verdict line."""
+    """The title, the table, detail lines, optional error maps and repro commands, then the verdict line."""
+    console.print(title(f"gradcheck {report.target}"), soft_wrap=True)
     console.print(Group(report_table(report, console), *detail_lines(report, verbose), *(verbose_lines(report) if verbose else ())))
     extra = error_map_lines(report) if show_errors else []
     if repro:
@@ -431,7 +438,7 @@ def eps_text(eps: float) -> str:
 def sweep_table(result: SweepResult) -> Table:
     """One row per step size: the worst relative error overall and per tensor; the best row marked."""
     best = result.best
-    table = Table(title=literal(f"gradcheck sweep {result.target}"), title_justify="default", caption=Text(sweep_caption(result)), caption_justify="default")
+    table = Table(caption=Text(sweep_caption(result)), caption_justify="default")  # its title: title(), printed before it
     table.add_column("eps", justify="right")
     table.add_column("worst rel err", justify="right")
     for name in result.tensors:

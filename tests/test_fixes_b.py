@@ -391,3 +391,14 @@ def test_a_sweep_stops_at_the_first_timeout(run_cli, tmp_path: Path) -> None:
     code, out, err = run_cli("sweep", f"{path}:Slow", "--input", "3", "--points", "6", "--timeout", "0.5")
     assert code == 1 and "did not finish within --timeout 0.5s" in err, (out, err)
     assert time.monotonic() - started < 2.5  # once, not once per step
+
+
+def test_a_report_or_sweep_title_names_a_long_target_whole(run_cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = "a_really_long_folder_name_for_testing_titles/and_another_level_of_nesting_here"
+    write(tmp_path / folder / "scaled.py", SCALED)
+    monkeypatch.chdir(tmp_path)
+    target = f"{folder}/scaled.py:Scaled"
+    for command in (["run", target], ["sweep", target, "--points", "2"]):
+        code, out, err = run_cli(*command, "--init", "3", "--input", "3", env={"COLUMNS": "60"})
+        assert code == 0, (out, err)
+        assert out.splitlines()[0] == f"gradcheck {'sweep ' if command[0] == 'sweep' else ''}{target}", out  # not folded at 60
