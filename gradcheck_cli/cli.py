@@ -738,12 +738,30 @@ def _render_result(view: View, result: SuiteResult, folder: bool, label: str) ->
             view.err.print(Text.assemble(("Interrupted", "bold yellow"), f" ({name}): the report above covers only what was checked before it."))
     elif result.error is not None:
         if folder:
-            view.err.print(Text.assemble((printable(label, one_line=True), "bold magenta"), ": ", printable(str(result.error))), soft_wrap=True)
+            view.err.print(Text.assemble((printable(label, one_line=True), "bold magenta"), ": ", printable(_labelled(result.error, result.name))), soft_wrap=True)
         else:
             _error(view.err, result.error)
     elif result.interrupted:
         name = signal.Signals(result.signum or signal.SIGINT).name
         view.err.print(Text.assemble(("Interrupted", "bold yellow"), f" ({name}) before the check of ", printable(result.name, one_line=True), " began."))
+
+
+def _labelled(error: GradcheckError, name: str) -> str:
+    """An error shown after its spec's label: a spec error about that very file without its path
+    again ('typo.yaml: inptus: unknown key', not 'typo.yaml: specs/typo.yaml: inptus: ...')."""
+    from .errors import SpecError
+    from .matrix import split_selector
+
+    if isinstance(error, SpecError) and same_path(error.path, split_selector(name)[0]):
+        return f"{error.within}\nHint: {error.hint}" if error.hint else error.within
+    return str(error)
+
+
+def same_path(a: Any, b: Any) -> bool:
+    try:
+        return os.path.abspath(os.fsdecode(a)) == os.path.abspath(os.fsdecode(b))
+    except (TypeError, ValueError):
+        return False
 
 
 def _render_run(view: View, result: RunResult) -> None:

@@ -43,6 +43,7 @@ class SpecError(UsageError):
 
     def __init__(self, path, key: str | None, message: str, hint: str | None = None) -> None:
         super().__init__(message, hint, key)
+        self.within = self.message  # the message without the spec's path, where the spec is named already
         self.message = f"{path}: {self.message}"
         self.path = path
 

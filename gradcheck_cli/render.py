@@ -265,7 +265,22 @@ def repro_commands(report: Report, target: str, given: Iterable[str] = ()) -> di
     ``given``: the command line's own arguments to repeat (--input, --init).
     """
     common = list(given) + rerun_arguments(report.config)
-    return {t.name: shlex.join(["gradcheck", "run", target, *(["--only", t.only_name] if t.only_name else []), *common]) for t in report.tensors if not t.passed}
+    return {t.name: shell_join(["gradcheck", "run", target, *(["--only", t.only_name] if t.only_name else []), *common]) for t in report.tensors if not t.passed}
+
+
+def shell_join(args: Iterable[str]) -> str:
+    """A command line a shell reads back as ``args``: ``shlex.join``, but an argument holding what a
+    terminal cannot show (a control character, a file name's byte that is not UTF-8) is written
+    in ANSI-C quotes, ``$'specs/\\xff.yaml'``, which bash and zsh read as those very bytes."""
+    from .streams import escaped
+
+    def quote(arg: str) -> str:
+        if printable(arg, one_line=True) == arg:
+            return shlex.quote(arg)
+        body = "".join("\\\\" if c == "\\" else "\\'" if c == "'" else escaped(c) if printable(c, one_line=True) != c else c for c in arg)
+        return f"$'{body}'"
+
+    return " ".join(quote(arg) for arg in args)
 
 
 def render_report(

@@ -402,3 +402,51 @@ def test_a_report_or_sweep_title_names_a_long_target_whole(run_cli, tmp_path: Pa
         code, out, err = run_cli(*command, "--init", "3", "--input", "3", env={"COLUMNS": "60"})
         assert code == 0, (out, err)
         assert out.splitlines()[0] == f"gradcheck {'sweep ' if command[0] == 'sweep' else ''}{target}", out  # not folded at 60
+
+
+# -- a spec whose file name is not UTF-8 ------------------------------------------------------------
+
+
+def test_a_spec_name_that_is_not_utf8_is_shown_once_escaped(run_cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    write(tmp_path / "specs" / "scaled.py", SCALED)
+    folder = os.fsencode(tmp_path / "specs")
+    good = b"layer: scaled.py:Scaled\nargs: [3]\ninputs: [{shape: [3]}]\n"
+    for name, text in ((b"\xff.yaml", good), (b"typo\xfd.yaml", good.replace(b"inputs", b"inptus"))):
+        with open(os.path.join(folder, name), "wb") as f:
+            f.write(text)
+    monkeypatch.chdir(tmp_path)
+    try:
+        os.listdir(folder)
+    except UnicodeError:  # pragma: no cover -- a file system that refuses such names
+        pytest.skip("the file system refuses names that are not UTF-8")
+    code, out, err = run_cli("run", "specs/", "--junit-xml", tmp_path / "j.xml")
+    both = out + err
+    assert code == 2, both
+    assert "\\udc" not in both and not any(0xD800 <= ord(c) <= 0xDFFF for c in both), both  # never raw, never \udcff
+    # a spec error is said once after the label, not 'typo\xfd.yaml: specs/typo\xfd.yaml: inptus: ...'
+    assert "typo\\xfd.yaml: inptus: unknown key 'inptus'." in err and err.count("typo\\xfd.yaml") == 1, err
+    summary = out[out.index("\nsummary\n"):]
+    assert "│ \\xff.yaml " in summary and "│ typo\\xfd.yaml " in summary, summary
+    # the table is aligned: every row as wide as the header
+    rows = [line for line in summary.splitlines() if line.startswith(("│", "┃"))]
+    assert len({len(line) for line in rows}) == 1, summary
+    assert "\\udc" not in (tmp_path / "j.xml").read_text() and "typo\\xfd.yaml" in (tmp_path / "j.xml").read_text()
+
+
+def test_the_rerun_line_of_such_a_spec_names_its_bytes(run_cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import subprocess
+
+    write(tmp_path / "scaled.py", SCALED.replace("return 2 * g\n", "return 3 * g\n", 1))
+    with open(os.path.join(os.fsencode(tmp_path), b"bad\xff.yaml"), "wb") as f:
+        f.write(b"layer: scaled.py:Scaled\nargs: [3]\ninputs: [{shape: [3]}]\n")
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli("run", os.fsdecode(b"bad\xff.yaml"))
+    assert code == 1, (out, err)
+    rerun = next(line.strip() for line in out.splitlines() if line.strip().startswith("gradcheck run"))
+    assert rerun.startswith("gradcheck run $'bad\\xff.yaml' --only x "), rerun
+    # bash reads it back as the file's own name (ANSI-C quoting), and the rest as given
+    words = subprocess.run(["bash", "-c", f"printf '%s\\0' {rerun.removeprefix('gradcheck run ')}"], capture_output=True, check=True).stdout.split(b"\0")
+    assert words[:3] == [b"bad\xff.yaml", b"--only", b"x"], words
