@@ -124,8 +124,10 @@ def _check_arity(ps: list[inspect.Parameter] | None, target: str, call: Call) ->
     known = {p.name for p in ps if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
     unknown = [k for k in call.kwargs if k not in known and not takes_any_keyword]
     if unknown:
+        near = suggest(unknown[0], sorted(known), "")  # a misspelt keyword (--input gird=...): the one meant
+        near = f"; {near}" if near.startswith("did you mean") else "."
         raise UsageError(
-            f"{target} has no argument named {unknown[0]!r} (it takes: {', '.join(p.name for p in ps) or 'none'}).",
+            f"{target} has no argument named {unknown[0]!r} (it takes: {', '.join(p.name for p in ps) or 'none'}){near}",
             "Name inputs by the layer's own argument names (--input NAME=..., or 'name:' in a spec).",
             key="inputs",
         )

@@ -450,3 +450,24 @@ def test_the_rerun_line_of_such_a_spec_names_its_bytes(run_cli, tmp_path: Path, 
     # bash reads it back as the file's own name (ANSI-C quoting), and the rest as given
     words = subprocess.run(["bash", "-c", f"printf '%s\\0' {rerun.removeprefix('gradcheck run ')}"], capture_output=True, check=True).stdout.split(b"\0")
     assert words[:3] == [b"bad\xff.yaml", b"--only", b"x"], words
+
+
+def test_a_misspelt_keyword_input_names_the_argument_meant(run_cli, tmp_path: Path) -> None:
+    path = write(tmp_path / "pair.py", """\
+        import torch
+
+
+        class Pair(torch.autograd.Function):
+            @staticmethod
+            def forward(ctx, image, grid, mode="x"):
+                return image * grid
+
+            @staticmethod
+            def backward(ctx, g):
+                return g, g, None
+        """)
+    code, out, err = run_cli("run", f"{path}:Pair", "--input", "3", "--input", "gird=3")
+    assert code == 2 and "has no argument named 'gird' (it takes: image, grid, mode); did you mean 'grid'?" in err, err
+    spec = write(tmp_path / "pair.yaml", f"layer: {path}:Pair\ninputs: [{{shape: [3]}}, {{name: mdoe, arg: y}}, {{shape: [3]}}]\n")
+    code, out, err = run_cli("run", spec)
+    assert code == 2 and "did you mean 'mode'?" in err, err
