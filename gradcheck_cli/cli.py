@@ -954,9 +954,8 @@ def schema_command() -> None:
 def list_command(folders: tuple[str, ...]) -> None:
     """Show the specs in each FOLDER (default: the specs of [tool.gradcheck], else layer_specs/) with
     their layer and inputs; exit status 2 if one of them is invalid."""
-    from rich.table import Table
-
     from .matrix import describe
+    from .render import fitted_table, title
     from .spec import find_specs, load_spec
 
     out, err = _console(report_stream(), None), _console(sys.stderr, None)
@@ -972,7 +971,6 @@ def list_command(folders: tuple[str, ...]) -> None:
             raise CliError(exc) from None
         if not paths:
             raise CliError(UsageError(f"Folder {folder!r} holds no *.yaml or *.yml spec.", "Specs are YAML files; see the README, 'YAML specs'."))
-        table = Table(title=Text(f"specs in {printable(folder, one_line=True)}"), title_justify="default")
         loaded: list[tuple[Path, Any]] = []
         for path in paths:
             try:
@@ -981,20 +979,28 @@ def list_command(folders: tuple[str, ...]) -> None:
                 invalid.append(exc)
                 loaded.append((path, exc))
         matrices = any(not isinstance(spec, GradcheckError) and spec.matrix for _, spec in loaded)
-        for col in ("spec", "layer", "inputs", "description") + (("matrix",) if matrices else ()):
-            table.add_column(col)
+        columns = [(col, "left") for col in ("spec", "layer", "inputs", "description") + (("matrix",) if matrices else ())]
+        rows = []
         for path, spec in loaded:
             name = Text(printable(path.name, one_line=True))
             if isinstance(spec, GradcheckError):
-                table.add_row(name, Text("invalid", style="magenta"), "-", Text(printable(shorten(spec.message.split(": ", 1)[-1], 80), one_line=True)))
+                why = Text(printable(shorten(spec.message.split(": ", 1)[-1], 80), one_line=True))
+                rows.append({"spec": name, "layer": Text("invalid", style="magenta"), "inputs": Text("-"), "description": why, "matrix": Text("")})
                 continue
             layer = spec.layer
             if os.path.isabs(layer.split(":")[0]):
                 layer = os.path.relpath(layer.rsplit(":", 1)[0], path.parent) + ":" + layer.rsplit(":", 1)[1]
             inputs = ", ".join(i.describe() for i in spec.inputs) or ("(matrix)" if any(a.key == "inputs" for a in spec.matrix) else "-")
-            cells = [name, Text(printable(layer, one_line=True)), Text(printable(inputs, one_line=True)), Text(printable(spec.description or ""))]
-            table.add_row(*cells, *((Text(printable(describe(spec.matrix))),) if matrices else ()))
-        out.print(table)
+            rows.append({
+                "spec": name,
+                "layer": Text(printable(layer, one_line=True)),
+                "inputs": Text(printable(inputs, one_line=True)),
+                "description": Text(printable(spec.description or "")),
+                "matrix": Text(printable(describe(spec.matrix)) if matrices else ""),
+            })
+        # The spec and its layer are never cut (they are what to type next); the rest wraps.
+        out.print(title(f"specs in {folder}"), soft_wrap=True)
+        out.print(fitted_table(out, None, columns, rows, wrap=("inputs", "description", "matrix"), drop=(("matrix",), ("description",), ("inputs",))))
     for exc in invalid:  # each with its hint ("did you mean 'inputs'?")
         _error(err, exc)
     if invalid:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import shlex
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Collection, Iterable, Iterator, Mapping, Sequence
 
 from rich.console import Console, Group
 from rich.table import Table
@@ -353,42 +353,65 @@ def summary_table(run: RunResult, console: Console | None = None) -> Table:
             "time": Text(f"{result.time:.2f}s" if result.skip_reason is None else "-"),
             "skipped because": literal(result.skip_reason or ""),
         })
-    columns = [c for c, _ in SUMMARY_COLUMNS if c != "skipped because" or skipped]
-    full = _summary(rows, columns, columns, compact=False)
+    columns = [(c, justify) for c, justify in SUMMARY_COLUMNS if c != "skipped because" or skipped]
+    return fitted_table(console, Text("summary"), columns, rows, SUMMARY_WRAP, SUMMARY_DROP, lambda left: " (each reason is above)" if "skipped because" in left else "")
+
+
+def fitted_table(
+    console: Console | None,
+    title: Text | None,
+    columns: Sequence[tuple[str, str]],
+    rows: list[dict[str, Text]],
+    wrap: Collection[str],
+    drop: Sequence[tuple[str, ...]] = (),
+    said: Callable[[list[str]], str] = lambda left: "",
+) -> Table:
+    """A table of ``rows`` (cells by column name) at ``console``'s width in which no cell is cut.
+
+    Every column but those in ``wrap`` is shown whole (a target, a status, a number); where they
+    do not all fit at their natural widths, the ``wrap`` columns shrink to their longest word
+    (words of over FOLD_WORDS fold), then a compact layout (no vertical rules) is tried, then
+    columns are left out in ``drop`` order, the caption naming them (``said`` adds to it). Where
+    even that is wider than the terminal, cells fold onto further lines, whole."""
+    names = [c for c, _ in columns]
+    full = _table_of(title, columns, rows, names, compact=False)
     if console is None or _fits(console, full):
         return full
-    shown = list(columns)
-    for compact, drop in [(False, ()), (True, ()), *((True, d) for d in SUMMARY_DROP)]:
-        shown = [c for c in shown if c not in drop]
-        table = _fitted_summary(console, rows, shown, columns, compact)
-        if table is not None:
-            return table
-    # A target wider than the terminal: it folds onto the next line, whole (never cut).
-    result = max(cell_len(str(cells["result"])) for cells in rows + [{"result": Text("result")}])
-    return _summary(rows, ["target", "result"], columns, compact=True, widths={"target": max(console.width - result - 2, 8), "result": result}, fold=True)
+    shown = list(names)
+    for compact, dropped in [(False, ()), (True, ()), *((True, d) for d in drop)]:
+        shown = [c for c in shown if c not in dropped]
+        widths = _widths(console, title, columns, rows, shown, wrap, compact)
+        if widths is not None:
+            return _table_of(title, columns, rows, shown, compact, widths, said=said)
+    return _table_of(title, columns, rows, shown, True, said=said)  # rich narrows every column; cells fold
 
 
-def _fitted_summary(console: Console, rows: list[dict[str, Text]], shown: list[str], columns: list[str], compact: bool) -> Table | None:
-    """The summary at the console's width with the target column at its full width, or None where it
-    cannot be: the columns that wrap at least as wide as their longest word (up to FOLD_WORDS) and
-    header word, every other one at its full width."""
-    natural = {c: max(cell_len(str(cells[c])) for cells in rows + [{c: Text(c)}]) for c in shown}
+def _widths(console: Console, title: Text | None, columns, rows: list[dict[str, Text]], shown: list[str], wrap: Collection[str], compact: bool) -> dict[str, int] | None:
+    """Column widths that fit the console with every column not in ``wrap`` whole, or None where there are none:
+    a ``wrap`` column at least as wide as its longest word (up to FOLD_WORDS) and header word."""
+    natural = {c: max(cell_len(line) for cells in rows + [{c: Text(c)}] for line in str(cells[c]).splitlines() or [""]) for c in shown}
     least = {}
     for c in shown:
-        header = max(cell_len(word) for word in c.split())
+        header = max((cell_len(word) for word in c.split()), default=1)
         words = max((cell_len(word) for cells in rows for word in str(cells[c]).split()), default=1)
-        least[c] = min(natural[c], max(header, min(words, FOLD_WORDS))) if c in SUMMARY_WRAP else natural[c]
-    overhead = _width_of(console, _summary(rows, shown, columns, compact, natural)) - sum(natural.values())
+        least[c] = min(natural[c], max(header, min(words, FOLD_WORDS))) if c in wrap else natural[c]
+    overhead = _width_of(console, _table_of(title, columns, rows, shown, compact, natural)) - sum(natural.values())
     room = console.width - overhead - sum(least.values())
     if room < 0:
         return None
+    # What is left goes to the columns that wrap, in proportion to what each lacks of its natural width.
+    lack = {c: natural[c] - least[c] for c in shown if c in wrap}
+    total = sum(lack.values())
     widths = dict(least)
-    for c in shown:  # what is left goes to the columns that wrap, up to their natural width
-        if c in SUMMARY_WRAP:
-            more = min(room, natural[c] - least[c])
+    if total:
+        for c, short in lack.items():
+            widths[c] += min(short, room * short // total)
+        spare = room - sum(widths[c] - least[c] for c in lack)
+        for c, short in lack.items():  # the rounding's remainder, in column order
+            more = min(spare, natural[c] - widths[c])
             widths[c] += more
-            room -= more
-    return _summary(rows, shown, columns, compact, widths)
+            spare -= more
+    return widths
 
 
 def _width_of(console: Console, table: Table) -> int:
@@ -397,27 +420,27 @@ def _width_of(console: Console, table: Table) -> int:
     return Measurement.get(console, console.options.update_width(10_000), table).maximum
 
 
-def _summary(rows: list[dict[str, Text]], shown: list[str], columns: list[str], compact: bool, widths: dict[str, int] | None = None, fold: bool = False) -> Table:
+def _table_of(
+    title: Text | None,
+    columns: Sequence[tuple[str, str]],
+    rows: list[dict[str, Text]],
+    shown: list[str],
+    compact: bool,
+    widths: dict[str, int] | None = None,
+    said: Callable[[list[str]], str] = lambda left: "",
+) -> Table:
     from rich import box
 
-    left_out = [c for c in columns if c not in shown]
+    left_out = [c for c, _ in columns if c not in shown]
     options: dict[str, Any] = dict(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True) if compact else {}
-    note = Text(f"left out at this width: {', '.join(left_out)}" + (" (each reason is above)" if "skipped because" in left_out else "")) if left_out else None
-    table = Table(title="summary", title_justify="default", caption=note, caption_justify="default", **options)
-    for col, justify in SUMMARY_COLUMNS:
+    note = Text(f"left out at this width: {', '.join(left_out)}{said(left_out)}") if left_out else None
+    table = Table(title=title, title_justify="default", caption=note, caption_justify="default", **options)
+    for col, justify in columns:
         if col in shown:
-            width = widths.get(col) if widths else None
-            table.add_column(col, justify=justify, width=width, no_wrap=col == "target" and not fold, overflow="fold")
-    for cells in rows:
-        table.add_row(*(_whole(cells[c], fold) if c == "target" else cells[c] for c in shown))
+            table.add_column(col, justify=justify, width=widths.get(col) if widths else None, overflow="fold")
+    for cells in rows:  # a whole column is as wide as its widest cell; a longer word in a wrapping one folds
+        table.add_row(*(cells[c] for c in shown))
     return table
-
-
-def _whole(text: Text, fold: bool) -> Text:
-    """A target cell: never wrapped at a space, nor cut; folded only where it is wider than the terminal."""
-    text = text.copy()
-    text.no_wrap, text.overflow = not fold, "fold"
-    return text
 
 
 def run_verdict_line(run: RunResult) -> Text:

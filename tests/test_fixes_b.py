@@ -471,3 +471,14 @@ def test_a_misspelt_keyword_input_names_the_argument_meant(run_cli, tmp_path: Pa
     spec = write(tmp_path / "pair.yaml", f"layer: {path}:Pair\ninputs: [{{shape: [3]}}, {{name: mdoe, arg: y}}, {{shape: [3]}}]\n")
     code, out, err = run_cli("run", spec)
     assert code == 2 and "did you mean 'mode'?" in err, err
+
+
+@pytest.mark.parametrize("columns", [60, 80])
+def test_gradcheck_list_never_cuts_a_spec_or_its_layer(run_cli, columns: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(Path(__file__).resolve().parent.parent)
+    code, out, err = run_cli("list", "layer_specs", env={"COLUMNS": str(columns)})
+    assert code == 0, (out, err)
+    lines = out.splitlines()
+    assert "…" not in out and all(len(line) <= columns for line in lines), out
+    for spec, layer in (("gauss_filter.yaml", "gauss_filter.py:GaussFilter"), ("linear_sigmoid.yaml", "linear_sigmoid.py:LinearSigmoid")):
+        assert any(spec in line and layer in line for line in lines), out
