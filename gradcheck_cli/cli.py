@@ -880,7 +880,7 @@ def sweep_command(ctx: click.Context, target: str, inputs: tuple, init: tuple, e
                 result = sweep(entry.target, list(inputs), name=entry.name, args=args, kwargs=init_kwargs, **kwargs)
         if not quiet:
             view.out.print(title(f"gradcheck sweep {result.target}"), soft_wrap=True)
-            view.out.print(sweep_table(result))
+            view.out.print(sweep_table(result, view.out))
         view.out.print(sweep_suggestion(result))
         if outputs.plot:
             from .sweep import plot_sweep

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 import json
 import shlex
 from typing import TYPE_CHECKING, Any, Callable, Collection, Iterable, Iterator, Mapping, Sequence
@@ -365,82 +366,93 @@ def fitted_table(
     wrap: Collection[str],
     drop: Sequence[tuple[str, ...]] = (),
     said: Callable[[list[str]], str] = lambda left: "",
+    headers: Mapping[str, str] | None = None,
+    caption: str = "",
 ) -> Table:
-    """A table of ``rows`` (cells by column name) at ``console``'s width in which no cell is cut.
+    """A table of ``rows`` (cells by column key) at ``console``'s width in which no cell is cut.
 
+    ``columns`` are (key, justify); a column's header is its key unless ``headers`` says otherwise.
     Every column but those in ``wrap`` is shown whole (a target, a status, a number); where they
     do not all fit at their natural widths, the ``wrap`` columns shrink to their longest word
     (words of over FOLD_WORDS fold), then a compact layout (no vertical rules) is tried, then
-    columns are left out in ``drop`` order, the caption naming them (``said`` adds to it). Where
-    even that is wider than the terminal, cells fold onto further lines, whole."""
-    names = [c for c, _ in columns]
-    full = _table_of(title, columns, rows, names, compact=False)
+    columns are left out in ``drop`` order, the caption naming them (``said`` adds to that).
+    Where even that is wider than the terminal, cells fold onto further lines, whole."""
+    layout = _Layout(title, tuple(columns), rows, dict(headers or {}), caption, said)
+    keys = [c for c, _ in columns]
+    full = layout.table(keys, compact=False)
     if console is None or _fits(console, full):
         return full
-    shown = list(names)
+    shown = list(keys)
     for compact, dropped in [(False, ()), (True, ()), *((True, d) for d in drop)]:
         shown = [c for c in shown if c not in dropped]
-        widths = _widths(console, title, columns, rows, shown, wrap, compact)
+        widths = layout.widths(console, shown, wrap, compact)
         if widths is not None:
-            return _table_of(title, columns, rows, shown, compact, widths, said=said)
-    return _table_of(title, columns, rows, shown, True, said=said)  # rich narrows every column; cells fold
+            return layout.table(shown, compact, widths)
+    return layout.table(shown, compact=True)  # rich narrows every column; cells fold
 
 
-def _widths(console: Console, title: Text | None, columns, rows: list[dict[str, Text]], shown: list[str], wrap: Collection[str], compact: bool) -> dict[str, int] | None:
-    """Column widths that fit the console with every column not in ``wrap`` whole, or None where there are none:
-    a ``wrap`` column at least as wide as its longest word (up to FOLD_WORDS) and header word."""
-    natural = {c: max(cell_len(line) for cells in rows + [{c: Text(c)}] for line in str(cells[c]).splitlines() or [""]) for c in shown}
-    least = {}
-    for c in shown:
-        header = max((cell_len(word) for word in c.split()), default=1)
-        words = max((cell_len(word) for cells in rows for word in str(cells[c]).split()), default=1)
-        least[c] = min(natural[c], max(header, min(words, FOLD_WORDS))) if c in wrap else natural[c]
-    overhead = _width_of(console, _table_of(title, columns, rows, shown, compact, natural)) - sum(natural.values())
-    room = console.width - overhead - sum(least.values())
-    if room < 0:
-        return None
-    # What is left goes to the columns that wrap, in proportion to what each lacks of its natural width.
-    lack = {c: natural[c] - least[c] for c in shown if c in wrap}
-    total = sum(lack.values())
-    widths = dict(least)
-    if total:
-        for c, short in lack.items():
-            widths[c] += min(short, room * short // total)
-        spare = room - sum(widths[c] - least[c] for c in lack)
-        for c, short in lack.items():  # the rounding's remainder, in column order
-            more = min(spare, natural[c] - widths[c])
-            widths[c] += more
-            spare -= more
-    return widths
+@dataclass(frozen=True)
+class _Layout:
+    """What a fitted table shows; :meth:`table` lays out some of its columns at given widths."""
+
+    title: Text | None
+    columns: tuple[tuple[str, str], ...]
+    rows: list[dict[str, Text]]
+    headers: dict[str, str]
+    caption: str
+    said: Callable[[list[str]], str]
+
+    def header(self, key: str) -> str:
+        return self.headers.get(key, key)
+
+    def widths(self, console: Console, shown: list[str], wrap: Collection[str], compact: bool) -> dict[str, int] | None:
+        """Column widths that fit the console with every column not in ``wrap`` whole, or None where there
+        are none: a ``wrap`` column at least as wide as its longest word (up to FOLD_WORDS) and header word."""
+        cells = {c: [Text(self.header(c))] + [row[c] for row in self.rows] for c in shown}
+        natural = {c: max(cell_len(line) for cell in cells[c] for line in str(cell).splitlines() or [""]) for c in shown}
+        least = {}
+        for c in shown:
+            header = max((cell_len(word) for word in self.header(c).split()), default=1)
+            words = max((cell_len(word) for row in self.rows for word in str(row[c]).split()), default=1)
+            least[c] = min(natural[c], max(header, min(words, FOLD_WORDS))) if c in wrap else natural[c]
+        overhead = _width_of(console, self.table(shown, compact, natural)) - sum(natural.values())
+        room = console.width - overhead - sum(least.values())
+        if room < 0:
+            return None
+        # What is left goes to the columns that wrap, in proportion to what each lacks of its natural width.
+        lack = {c: natural[c] - least[c] for c in shown if c in wrap}
+        total = sum(lack.values())
+        widths = dict(least)
+        if total:
+            for c, short in lack.items():
+                widths[c] += min(short, room * short // total)
+            spare = room - sum(widths[c] - least[c] for c in lack)
+            for c in lack:  # the rounding's remainder, in column order
+                more = min(spare, natural[c] - widths[c])
+                widths[c] += more
+                spare -= more
+        return widths
+
+    def table(self, shown: list[str], compact: bool, widths: dict[str, int] | None = None) -> Table:
+        from rich import box
+
+        left_out = [self.header(c) for c, _ in self.columns if c not in shown]
+        note = f"left out at this width: {', '.join(left_out)}{self.said(left_out)}" if left_out else ""
+        caption = " · ".join(part for part in (self.caption, note) if part)
+        options: dict[str, Any] = dict(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True) if compact else {}
+        table = Table(title=self.title, title_justify="default", caption=Text(caption) if caption else None, caption_justify="default", **options)
+        for key, justify in self.columns:
+            if key in shown:
+                table.add_column(literal(self.header(key)), justify=justify, width=widths.get(key) if widths else None, overflow="fold")
+        for row in self.rows:  # a whole column is as wide as its widest cell; a longer word in a wrapping one folds
+            table.add_row(*(row[c] for c in shown))
+        return table
 
 
 def _width_of(console: Console, table: Table) -> int:
     from rich.measure import Measurement
 
     return Measurement.get(console, console.options.update_width(10_000), table).maximum
-
-
-def _table_of(
-    title: Text | None,
-    columns: Sequence[tuple[str, str]],
-    rows: list[dict[str, Text]],
-    shown: list[str],
-    compact: bool,
-    widths: dict[str, int] | None = None,
-    said: Callable[[list[str]], str] = lambda left: "",
-) -> Table:
-    from rich import box
-
-    left_out = [c for c, _ in columns if c not in shown]
-    options: dict[str, Any] = dict(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True) if compact else {}
-    note = Text(f"left out at this width: {', '.join(left_out)}{said(left_out)}") if left_out else None
-    table = Table(title=title, title_justify="default", caption=note, caption_justify="default", **options)
-    for col, justify in columns:
-        if col in shown:
-            table.add_column(col, justify=justify, width=widths.get(col) if widths else None, overflow="fold")
-    for cells in rows:  # a whole column is as wide as its widest cell; a longer word in a wrapping one folds
-        table.add_row(*(cells[c] for c in shown))
-    return table
 
 
 def run_verdict_line(run: RunResult) -> Text:
@@ -473,16 +485,14 @@ def eps_text(eps: float) -> str:
     return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
 
 
-def sweep_table(result: SweepResult) -> Table:
-    """One row per step size: the worst relative error overall and per tensor; the best row marked."""
+def sweep_table(result: SweepResult, console: Console | None = None) -> Table:
+    """One row per step size: the worst relative error overall and per tensor; the best row marked.
+    At ``console``'s width no number is cut: the per-tensor columns are left out first (from the
+    last), then the verdicts."""
     best = result.best
-    table = Table(caption=Text(sweep_caption(result)), caption_justify="default")  # its title: title(), printed before it
-    table.add_column("eps", justify="right")
-    table.add_column("worst rel err", justify="right")
-    for name in result.tensors:
-        table.add_column(literal(name), justify="right")
-    table.add_column("verdicts")
-    table.add_column("")
+    tensors = [f"tensor {i}" for i in range(len(result.tensors))]  # keys: a tensor may be named 'eps'
+    columns = [("eps", "right"), ("worst rel err", "right"), *((key, "right") for key in tensors), ("verdicts", "left"), ("marks", "left")]
+    rows = []
     for p in result.points:
         verdicts = [f"{p.n_failed} fail"] * bool(p.n_failed) + [f"{p.n_noise} noise"] * bool(p.n_noise)
         marks = ["◀ best"] * (p is best) + [result.default_source] * (p.eps == result.default_eps)
@@ -490,14 +500,16 @@ def sweep_table(result: SweepResult) -> Table:
             verdict = Text(f"raised: {printable(p.error, one_line=True)}", style=STYLE["ERROR"])
         else:
             verdict = Text(", ".join(verdicts) or "all pass", style=STYLE["FAIL"] if p.n_failed else STYLE["NOISE"] if p.n_noise else "green")
-        table.add_row(
-            eps_text(p.eps),
-            Text(_num(None if p.error else p.worst), style="bold green" if p is best else ""),
-            *(_num(None if p.error else e) for e in p.errors),
-            verdict,
-            Text(" ".join(marks), style="bold"),
-        )
-    return table
+        rows.append({
+            "eps": Text(eps_text(p.eps)),
+            "worst rel err": Text(_num(None if p.error else p.worst), style="bold green" if p is best else ""),
+            **{key: Text(_num(None if p.error else e)) for key, e in zip(tensors, p.errors)},
+            "verdicts": verdict,
+            "marks": Text(" ".join(marks), style="bold"),
+        })
+    headers = {"marks": "", **dict(zip(tensors, result.tensors))}
+    drop = [(key,) for key in reversed(tensors)] + [("verdicts",)]
+    return fitted_table(console, None, columns, rows, wrap=("verdicts", "marks"), drop=drop, headers=headers, caption=sweep_caption(result))
 
 
 def sweep_caption(result: SweepResult) -> str:

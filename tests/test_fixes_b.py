@@ -482,3 +482,15 @@ def test_gradcheck_list_never_cuts_a_spec_or_its_layer(run_cli, columns: int, mo
     assert "…" not in out and all(len(line) <= columns for line in lines), out
     for spec, layer in (("gauss_filter.yaml", "gauss_filter.py:GaussFilter"), ("linear_sigmoid.yaml", "linear_sigmoid.py:LinearSigmoid")):
         assert any(spec in line and layer in line for line in lines), out
+
+
+@pytest.mark.parametrize("columns", [60, 80])
+def test_a_sweep_table_never_cuts_a_number(run_cli, columns: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(Path(__file__).resolve().parent.parent)
+    code, out, err = run_cli("sweep", "layer_specs/gauss_filter.yaml", "--points", "3", env={"COLUMNS": str(columns)})
+    assert code == 0, (out, err)
+    assert "…" not in out and all(len(line) <= columns for line in out.splitlines()), out
+    best = next(line for line in out.splitlines() if "◀ best" in line)
+    import re
+
+    assert re.search(r"3\.16e-6 [│ ]+\d\.\d\de-\d\d ", best), out  # the eps and its worst error, whole
