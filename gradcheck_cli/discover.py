@@ -240,7 +240,7 @@ def _classify(cls: type, tables: dict[str, dict[str, Any]], shown: str, names: b
     if unknown:
         return Found(name, kind, error=UsageError(
             f"{where}: {', '.join(repr(n) for n in unknown)}: no such tensor of {shown}:{name}.",
-            suggest(unknown[0], [names[0] for names in found.tensors or ()], "its tensors"),
+            suggest(unknown[0], [each[0] for each in found.tensors or ()], "its tensors"),
         ))
     return found
 
