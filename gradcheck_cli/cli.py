@@ -63,15 +63,16 @@ Examples:
   gradcheck sweep layer_specs/gauss_filter.yaml
   gradcheck sweep layer_specs/gauss_filter.py:GaussFilter --input 2x64 --points 13
   gradcheck sweep mylayer.py:MyLayer --input 4x3 --dtype float32 --eps-range 1e-5 1e-1 --plot sweep.png
+  gradcheck sweep mylayer.py:Scaled --init 9 --init scale=0.5 --input 4x9
 
 \b
 Runs the check once per step size, at most 256 elements per tensor unless
 --max-elements says otherwise, and prints the worst relative error of each.
 Default range: 1e-10..1e-1 for float64, 1e-6..1 for float32 (of the numeric
 side: --numeric-dtype if given).  A step at which a tensor is lost in
-finite-difference noise is never recommended.  Exit status: 0 done; 1 the
-layer raised, or no step gave a conclusive check; 2 a usage or configuration
-problem.
+finite-difference noise, or at which the layer raised, is never recommended.
+Exit status: 0 done; 1 the layer raised at every step, or no step gave a
+conclusive check; 2 a usage or configuration problem.
 """
 
 LIST_EPILOG = """\b
@@ -576,9 +577,10 @@ def _check_all(plan, arguments: Arguments, config, given: dict, view: View) -> R
     spec_arguments = arguments if all(e.spec is not None or e.error is not None for e in plan.entries) else replace(arguments, inputs=())
     results: list[SuiteResult] = []
     planned = len(plan.entries)
+    discoveries = _discover_files(plan, config, given, view)
     for entry in plan.entries:
         if entry.whole_file:
-            outcomes = _check_file(entry, config, given, view)
+            outcomes = _check_file(entry, discoveries.get(entry.name) or _discover_file(entry, config, given, view), config, given, view)
         else:
             outcomes = iter([_check_one(entry, arguments if entry.spec is None else spec_arguments, config, given, view)])
         for result in outcomes:
@@ -617,39 +619,76 @@ def _check_one(entry, arguments: Arguments, config, given: dict, view: View) -> 
         return SuiteResult(entry.name, error=exc, time=time.perf_counter() - started, matrix=matrix)
 
 
-def _check_file(entry, config, given: dict, view: View):
-    """Every layer a file defines (discover.py), in order: each one's result, or why it was skipped."""
+def _named_tensors(config, given: dict) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The tensors the run's --only and --constant (or [tool.gradcheck]'s) name."""
+    options = config.overrides({}, given)
+    return tuple(options.get("only") or ()), tuple(options.get("constant") or ())
+
+
+def _discover_files(plan, config, given: dict, view: View) -> dict[str, Any]:
+    """Where --only or --constant name tensors, every file's layers first, so that a name none of them
+    has is a usage error before anything is checked (in a run of whole files alone: a layer target
+    or spec among them may be the one that has it). Else nothing: each file is discovered in turn."""
+    from .discover import Discovery, unknown_names
+
+    only, constant = _named_tensors(config, given)
+    files = [entry for entry in plan.entries if entry.whole_file]
+    if not files or not (only or constant):
+        return {}
+    found = {entry.name: _discover_file(entry, config, given, view) for entry in files}
+    discoveries = [d for d in found.values() if isinstance(d, Discovery)]
+    if len(files) == len(plan.entries) and len(discoveries) == len(files):
+        problem = unknown_names(discoveries, only, constant)
+        if problem is not None:
+            raise problem
+    return found
+
+
+def _discover_file(entry, config, given: dict, view: View) -> Any:
+    """The layers a file defines (discover.py), or the result that says why they cannot be told."""
     from .discover import discover
     from .environment import Interrupt
-    from .targets import Entry
 
     started = time.perf_counter()
     tell(target=entry.name)
+    only, constant = _named_tensors(config, given)
     try:
         with contextlib.redirect_stdout(sys.stderr):
-            discovery = discover(entry.target, timeout=config.overrides({}, given).get("timeout"))
+            return discover(entry.target, timeout=config.overrides({}, given).get("timeout"), names=bool(only or constant))
     except Interrupt as exc:
-        yield SuiteResult(entry.name, time=time.perf_counter() - started, signum=exc.signum)
-        return
+        return SuiteResult(entry.name, time=time.perf_counter() - started, signum=exc.signum)
     except KeyboardInterrupt:
-        yield SuiteResult(entry.name, time=time.perf_counter() - started, signum=signal.SIGINT)
-        return
+        return SuiteResult(entry.name, time=time.perf_counter() - started, signum=signal.SIGINT)
     except GradcheckError as exc:
         _trace(exc, view.debug)
-        yield SuiteResult(entry.name, error=exc, time=time.perf_counter() - started)
+        return SuiteResult(entry.name, error=exc, time=time.perf_counter() - started)
+
+
+def _check_file(entry, discovery, config, given: dict, view: View):
+    """Every layer a file defines, in order: each one's result, or why it was skipped. --only and
+    --constant apply to each layer that has a tensor of that name (discover.Found.narrowed)."""
+    from .targets import Entry
+
+    if isinstance(discovery, SuiteResult):
+        yield discovery
         return
     problem = discovery.nothing_to_check(entry.name)
     if problem is not None:
-        yield SuiteResult(entry.name, error=problem, time=time.perf_counter() - started)
+        yield SuiteResult(entry.name, error=problem)
         return
+    only, constant = _named_tensors(config, given)
     for found in discovery.classes:
+        found = found.narrowed(only, constant)
         name = f"{entry.name}:{found.name}"
         if found.skipped is not None:
             yield SuiteResult(name, skip_reason=found.skipped)
         elif found.error is not None:
             yield SuiteResult(name, error=found.error)
         else:
-            yield _check_one(Entry(name, f"{entry.target}:{found.name}"), Arguments(inputs=found.inputs), config, given, view)
+            options = dict(given)
+            if only or constant or found.constant:  # this layer's own: those of its tensors, and its gradcheck_constant
+                options.update(only=found.only, constant=found.constant)
+            yield _check_one(Entry(name, f"{entry.target}:{found.name}"), Arguments(inputs=found.inputs), config, options, view)
 
 
 def _check(entry, arguments: Arguments, config, given: dict, progress) -> Any:
@@ -701,7 +740,7 @@ def _render_result(view: View, result: SuiteResult, folder: bool, label: str) ->
             view.err.print(Text.assemble(("Interrupted", "bold yellow"), f" ({name}): the report above covers only what was checked before it."))
     elif result.error is not None:
         if folder:
-            view.err.print(Text.assemble((printable(label, one_line=True), "bold magenta"), ": ", printable(str(result.error))), soft_wrap=True)
+            view.err.print(Text.assemble((printable(label, one_line=True), "bold magenta"), ": ", printable(_labelled(result.error, result.name))), soft_wrap=True)
         else:
             _error(view.err, result.error)
     elif result.interrupted:
@@ -709,12 +748,30 @@ def _render_result(view: View, result: SuiteResult, folder: bool, label: str) ->
         view.err.print(Text.assemble(("Interrupted", "bold yellow"), f" ({name}) before the check of ", printable(result.name, one_line=True), " began."))
 
 
+def _labelled(error: GradcheckError, name: str) -> str:
+    """An error shown after its spec's label: a spec error about that very file without its path
+    again ('typo.yaml: inptus: unknown key', not 'typo.yaml: specs/typo.yaml: inptus: ...')."""
+    from .errors import SpecError
+    from .matrix import split_selector
+
+    if isinstance(error, SpecError) and same_path(error.path, split_selector(name)[0]):
+        return f"{error.within}\nHint: {error.hint}" if error.hint else error.within
+    return str(error)
+
+
+def same_path(a: Any, b: Any) -> bool:
+    try:
+        return os.path.abspath(os.fsdecode(a)) == os.path.abspath(os.fsdecode(b))
+    except (TypeError, ValueError):
+        return False
+
+
 def _render_run(view: View, result: RunResult) -> None:
     """A folder run's summary table and verdict line."""
     from .render import run_verdict_line, summary_table
 
     if result.folder:
-        view.out.print(summary_table(result))
+        view.out.print(summary_table(result, view.out))
         view.out.print(run_verdict_line(result), soft_wrap=True)
 
 
@@ -773,6 +830,7 @@ def _repro(report, target: str, arguments: Arguments) -> dict[str, str]:
 @main.command("sweep", epilog=SWEEP_EPILOG)
 @click.argument("target", type=TargetParam())
 @input_option
+@init_option
 @check_options("eps")
 @click.option("--eps-range", nargs=2, type=click.FloatRange(min=0, min_open=True), metavar="LOW HIGH", help="Smallest and largest step size [default: per dtype].")
 @click.option("--points", type=click.IntRange(min=2), default=10, show_default=True, help="How many step sizes, evenly spaced in log.")
@@ -783,7 +841,7 @@ def _repro(report, target: str, arguments: Arguments) -> dict[str, str]:
 @isolate_option
 @debug_option
 @click.pass_context
-def sweep_command(ctx: click.Context, target: str, inputs: tuple, eps_range: tuple | None, points: int, plot_path: str | None, color: bool | None, quiet: bool, verbose: bool, debug: bool, **opts: Any) -> None:
+def sweep_command(ctx: click.Context, target: str, inputs: tuple, init: tuple, eps_range: tuple | None, points: int, plot_path: str | None, color: bool | None, quiet: bool, verbose: bool, debug: bool, **opts: Any) -> None:
     """Find a good finite-difference step for TARGET (a layer or a YAML spec):
     the worst relative error of the check at each eps, and the best one."""
     opts.pop("isolate")
@@ -791,7 +849,7 @@ def sweep_command(ctx: click.Context, target: str, inputs: tuple, eps_range: tup
     sinks = _Sinks(*_outputs({"json_path": None, "junit_path": None, "plot_path": plot_path}, [target]))
 
     def run() -> int:
-        from .render import sweep_suggestion, sweep_table
+        from .render import sweep_suggestion, sweep_table, title
         from .sweep import sweep, sweep_spec
         from .targets import plan_run
 
@@ -803,7 +861,8 @@ def sweep_command(ctx: click.Context, target: str, inputs: tuple, eps_range: tup
             require_matplotlib()
         if Path(target).is_dir():
             raise UsageError("sweep takes one layer or spec, not a folder.", "Give one spec file, e.g. layer_specs/gauss_filter.yaml.")
-        plan = plan_run(target, fixed=set(_options(opts)) | Arguments(inputs).fixes())
+        arguments = Arguments(inputs, init)
+        plan = plan_run(target, fixed=set(_options(opts)) | arguments.fixes())
         sinks.refuse_inputs(plan.inputs)
         if len(plan.entries) > 1:
             raise UsageError(
@@ -822,13 +881,17 @@ def sweep_command(ctx: click.Context, target: str, inputs: tuple, eps_range: tup
         config, _ = _project([target])
         options = config.overrides(entry.spec.options if entry.spec is not None else {}, _options(opts))
         kwargs = dict(eps_range=eps_range, points=points, progress=progress, **options)
+        args, init_kwargs = arguments.construct()  # --init, as for run: replaces a spec's args, adds to its kwargs
         with contextlib.redirect_stdout(sys.stderr):
             if entry.spec is not None:
-                result = sweep_spec(replace(entry.spec, inputs=tuple(inputs)) if inputs else entry.spec, **kwargs)
+                spec = replace(entry.spec, inputs=tuple(inputs)) if inputs else entry.spec
+                spec = replace(spec, args=args or spec.args, kwargs={**spec.kwargs, **init_kwargs})
+                result = sweep_spec(spec, **kwargs)
             else:
-                result = sweep(entry.target, list(inputs), name=entry.name, **kwargs)
+                result = sweep(entry.target, list(inputs), name=entry.name, args=args, kwargs=init_kwargs, **kwargs)
         if not quiet:
-            view.out.print(sweep_table(result))
+            view.out.print(title(f"gradcheck sweep {result.target}"), soft_wrap=True)
+            view.out.print(sweep_table(result, view.out))
         view.out.print(sweep_suggestion(result))
         if outputs.plot:
             from .sweep import plot_sweep
@@ -902,9 +965,8 @@ def schema_command() -> None:
 def list_command(folders: tuple[str, ...]) -> None:
     """Show the specs in each FOLDER (default: the specs of [tool.gradcheck], else layer_specs/) with
     their layer and inputs; exit status 2 if one of them is invalid."""
-    from rich.table import Table
-
     from .matrix import describe
+    from .render import fitted_table, title
     from .spec import find_specs, load_spec
 
     out, err = _console(report_stream(), None), _console(sys.stderr, None)
@@ -920,7 +982,6 @@ def list_command(folders: tuple[str, ...]) -> None:
             raise CliError(exc) from None
         if not paths:
             raise CliError(UsageError(f"Folder {folder!r} holds no *.yaml or *.yml spec.", "Specs are YAML files; see the README, 'YAML specs'."))
-        table = Table(title=Text(f"specs in {printable(folder, one_line=True)}"), title_justify="default")
         loaded: list[tuple[Path, Any]] = []
         for path in paths:
             try:
@@ -929,20 +990,28 @@ def list_command(folders: tuple[str, ...]) -> None:
                 invalid.append(exc)
                 loaded.append((path, exc))
         matrices = any(not isinstance(spec, GradcheckError) and spec.matrix for _, spec in loaded)
-        for col in ("spec", "layer", "inputs", "description") + (("matrix",) if matrices else ()):
-            table.add_column(col)
+        columns = [(col, "left") for col in ("spec", "layer", "inputs", "description") + (("matrix",) if matrices else ())]
+        rows = []
         for path, spec in loaded:
             name = Text(printable(path.name, one_line=True))
             if isinstance(spec, GradcheckError):
-                table.add_row(name, Text("invalid", style="magenta"), "-", Text(printable(shorten(spec.message.split(": ", 1)[-1], 80), one_line=True)))
+                why = Text(printable(shorten(spec.message.split(": ", 1)[-1], 80), one_line=True))
+                rows.append({"spec": name, "layer": Text("invalid", style="magenta"), "inputs": Text("-"), "description": why, "matrix": Text("")})
                 continue
             layer = spec.layer
             if os.path.isabs(layer.split(":")[0]):
                 layer = os.path.relpath(layer.rsplit(":", 1)[0], path.parent) + ":" + layer.rsplit(":", 1)[1]
             inputs = ", ".join(i.describe() for i in spec.inputs) or ("(matrix)" if any(a.key == "inputs" for a in spec.matrix) else "-")
-            cells = [name, Text(printable(layer, one_line=True)), Text(printable(inputs, one_line=True)), Text(printable(spec.description or ""))]
-            table.add_row(*cells, *((Text(printable(describe(spec.matrix))),) if matrices else ()))
-        out.print(table)
+            rows.append({
+                "spec": name,
+                "layer": Text(printable(layer, one_line=True)),
+                "inputs": Text(printable(inputs, one_line=True)),
+                "description": Text(printable(spec.description or "")),
+                "matrix": Text(printable(describe(spec.matrix)) if matrices else ""),
+            })
+        # The spec and its layer are never cut (they are what to type next); the rest wraps.
+        out.print(title(f"specs in {folder}"), soft_wrap=True)
+        out.print(fitted_table(out, None, columns, rows, wrap=("inputs", "description", "matrix"), drop=(("matrix",), ("description",), ("inputs",))))
     for exc in invalid:  # each with its hint ("did you mean 'inputs'?")
         _error(err, exc)
     if invalid:

@@ -19,6 +19,13 @@ Inputs come from ``gradcheck_inputs``, in the ``--input`` grammar (``"4x16"``, `
 ``gradcheck_inputs = {"Name": [...]}`` dict first, else the class's ``gradcheck_inputs``
 (own or inherited) -- a list of strings, one string, or a static/class method returning one
 of those. A class without any is skipped (a Function used by a checked Module says so).
+Its constant inputs (a mask, a fixed filter: passed, never perturbed nor checked) come from
+``gradcheck_constant``, looked up the same way (``gradcheck_constant = ["mask"]``, or
+``{"Name": ["mask"]}`` at the module's top level), as ``--constant`` takes them.
+
+``--only`` and ``--constant`` given for a whole file apply to each layer that has a tensor of
+that name (:meth:`Found.narrowed`): a layer with none of the ``--only`` names is skipped, and a
+name no checked layer has is a usage error (:func:`unknown_names`).
 
 Nothing here prints; the user's code runs only through load.py and guard.py.
 """
@@ -39,8 +46,10 @@ from .guard import guarded
 from .inputs import parse_input
 from .load import import_file
 from .spec import InputSpec
+from .subject import tensor_names
 
 NAME = "gradcheck_inputs"
+CONSTANT = "gradcheck_constant"
 EXAMPLE = 'gradcheck_inputs = ["4x16"] (its inputs, as --input takes them)'
 # How many calls deep a Module's code is followed into the file's functions.
 CALL_DEPTH = 4
@@ -56,10 +65,30 @@ class Found:
     skipped: str | None = None  # why it is not checked
     error: GradcheckError | None = None  # its gradcheck_inputs cannot be used (exit 2), building it raised (exit 1)
     line: int | None = None  # where the file defines it (1-based)
+    constant: tuple[str, ...] = ()  # the tensors it is checked with as constants (gradcheck_constant, --constant)
+    only: tuple[str, ...] = ()  # the tensors --only checks of it (empty: all)
+    # Every tensor --only and --constant may name, each by its names (shown name first); None where not looked up.
+    tensors: tuple[tuple[str, ...], ...] | None = None
 
     @property
     def checked(self) -> bool:
         return self.skipped is None and self.error is None
+
+    @property
+    def names(self) -> set[str]:
+        """Every name --only and --constant take for this layer (aliases such as input0 included)."""
+        return {n for names in self.tensors or () for n in names}
+
+    def narrowed(self, only: tuple[str, ...] = (), constant: tuple[str, ...] = ()) -> "Found":
+        """This layer in a run whose ``only`` and ``constant`` name tensors of any of the file's layers:
+        the names it has apply to it; where it has none of the ``only`` names, it is skipped."""
+        if not self.checked or self.tensors is None or not (only or constant):
+            return self
+        mine = tuple(n for n in only if n in self.names)
+        if only and not mine:
+            shown = ", ".join(names[0] for names in self.tensors)
+            return replace(self, skipped=f"--only {' '.join(only)}: it has no tensor of that name (its tensors: {shown})")
+        return replace(self, only=mine, constant=self.constant + tuple(n for n in constant if n in self.names and n not in self.constant))
 
 
 @dataclass(frozen=True)
@@ -68,6 +97,7 @@ class Discovery:
 
     path: str
     classes: tuple[Found, ...]
+    shown: str = ""  # the file as the user named it
 
     def nothing_to_check(self, shown: str) -> UsageError | None:
         """The error of a file where no class can be checked (None where one can), listing each with its reason."""
@@ -82,44 +112,83 @@ class Discovery:
         return UsageError(f"no layer {shown} defines can be checked -- {reasons}.", f"Give a layer {EXAMPLE}, or write a spec for it.")
 
 
-def discover(path: str, timeout: float | None = None) -> Discovery:
+def discover(path: str, timeout: float | None = None, shown: str | None = None, names: bool = False) -> Discovery:
     """Import the layer file at ``path`` and sort its classes into those to check and those to skip.
+
+    ``shown`` is the file as the user named it (``mylib/layers.py``), for the messages and the
+    ``FILE.py:Name`` targets they suggest; by default ``path`` below the working folder, else as it is.
+    ``names``: also look up every checked layer's tensor names (``Found.tensors``, built as the
+    check builds them: a Module is constructed), for ``--only``/``--constant`` across the file;
+    a layer with ``gradcheck_constant`` always has them looked up, to check its names.
 
     Raises what importing the file raises (UsageError: not found, syntax; LayerError: it raised, or
     called sys.exit). What the import and the constructors it runs change globally is put back (the
     RNGs, the working folder, sys.path, torch's defaults), and ``timeout`` seconds stop them, as a check's.
     """
     with preserved_state(torch.device("cpu")), interrupts(), deadline(timeout, path):
-        return _discover(path)
+        return _discover(path, shown or _relative(path), names)
 
 
-def _discover(path: str) -> Discovery:
+def _relative(path: str) -> str:
+    """``path`` relative to the working folder when it lies below it (as a user would type it), else as it is."""
+    try:
+        here = Path.cwd().resolve()
+        full = Path(path).resolve()
+        return str(full.relative_to(here)) if full.is_relative_to(here) else path
+    except (OSError, ValueError):
+        return path
+
+
+def _discover(path: str, shown: str, names: bool = False) -> Discovery:
     module = import_file(Path(path))
-    table = _module_table(module)
+    tables = {attr: _module_table(module, attr) for attr in (NAME, CONSTANT)}
     classes = list(_classes(module))
     known = {cls.__name__ for cls in classes}
-    found = [replace(_classify(cls, module, table), line=_line(cls)) for cls in classes]
+    found = [replace(_classify(cls, tables, shown, names), line=_line(cls)) for cls in classes]
     uses = {cls: _functions_named(cls) for cls, f in zip(classes, found) if f.checked and f.kind == "Module"}
     found = [_through(f, cls, uses) for f, cls in zip(found, classes)]
-    for name in table:
-        if name not in known:
-            found.append(Found(name, "?", error=UsageError(
-                f"{NAME} of {path} names {name!r}, which is no Function or Module class defined in the file.",
-                suggest(name, sorted(known), "its layers"),
-            )))
-    return Discovery(path, tuple(found))
+    for attr, table in tables.items():
+        for name in table:
+            if name not in known:
+                found.append(Found(name, "?", error=UsageError(
+                    f"{attr} of {shown} names {name!r}, which is no Function or Module class defined in the file.",
+                    suggest(name, sorted(known), "its layers"),
+                )))
+    return Discovery(path, tuple(found), shown)
 
 
-def _module_table(module: types.ModuleType) -> dict[str, Any]:
-    table = vars(module).get(NAME)
+def _module_table(module: types.ModuleType, attr: str = NAME) -> dict[str, Any]:
+    table = vars(module).get(attr)
     if table is None:
         return {}
     if not isinstance(table, dict) or not all(isinstance(k, str) for k in table):
+        what, example = ("inputs", '["4x3"]') if attr == NAME else ("constant inputs", '["mask"]')
         raise UsageError(
-            f"{module.__file__}: the module's {NAME} must be a dict from class names to inputs, found {type(table).__name__}.",
-            f'Example: {NAME} = {{"Scale": ["4x3"]}}; or give each class its own {NAME}.',
+            f"{module.__file__}: the module's {attr} must be a dict from class names to {what}, found {type(table).__name__}.",
+            f'Example: {attr} = {{"Scale": {example}}}; or give each class its own {attr}.',
         )
     return table
+
+
+def unknown_names(discoveries: list[Discovery], only: tuple[str, ...] = (), constant: tuple[str, ...] = ()) -> UsageError | None:
+    """The error of ``only``/``constant`` names that no checked layer of these files has, with the nearest
+    one; None where each is some layer's -- or where a layer whose tensors are unknown (its inputs or
+    constructor raised) might have it."""
+    layers = [f for d in discoveries for f in d.classes if f.checked or f.error is not None]
+    if any(not f.checked or f.tensors is None for f in layers):
+        return None
+    accepted = {n for f in layers for n in f.names}
+    shown = list(dict.fromkeys(names[0] for f in layers for names in f.tensors or ()))
+    files = ", ".join(d.shown or d.path for d in discoveries)
+    for option, wanted in (("only", only), ("constant", constant)):
+        unknown = [n for n in wanted if n not in accepted]
+        if unknown:
+            return UsageError(
+                f"{', '.join(repr(n) for n in unknown)}: no layer {files} checks has a tensor of that name.",
+                suggest(unknown[0], shown, "their tensors"),
+                key=option,
+            )
+    return None
 
 
 def _classes(module: types.ModuleType) -> Iterator[type]:
@@ -135,7 +204,7 @@ def _classes(module: types.ModuleType) -> Iterator[type]:
             yield value
 
 
-def _classify(cls: type, module: types.ModuleType, table: dict[str, Any]) -> Found:
+def _classify(cls: type, tables: dict[str, dict[str, Any]], shown: str, names: bool = False) -> Found:
     name = cls.__name__
     kind = "Function" if issubclass(cls, torch.autograd.Function) else "Module"
     if kind == "Function" and not has_backward(cls):
@@ -144,23 +213,36 @@ def _classify(cls: type, module: types.ModuleType, table: dict[str, Any]) -> Fou
     if kind == "Module":
         needs = _required_arguments(cls)
         if needs:
-            file = Path(module.__file__ or "FILE.py").name
-            return Found(name, kind, skipped=f"its constructor needs arguments ({', '.join(needs)}): use a spec, or {file}:{name} --init")
+            return Found(name, kind, skipped=f"its constructor needs arguments ({', '.join(needs)}): use a spec, or {shown}:{name} " + " ".join(f"--init {n}=..." for n in needs))
     try:
-        inputs = _inputs_of(cls, module, table)
+        inputs = _inputs_of(cls, tables[NAME])
+        constant, where = _constant_of(cls, tables[CONSTANT])
     except GradcheckError as exc:
         return Found(name, kind, error=exc)
     if inputs is None:
         also = "" if static else " (nor an autograd.Function with a backward in its code)"
         return Found(name, kind, skipped=f"no {NAME}{also}")
-    if not static:
-        try:
+    instance = None
+    try:
+        if not static:
             instance = guarded(f"Constructing {name}", cls)
-        except GradcheckError as exc:
-            return Found(name, kind, error=exc)
-        if not _holds_backward(instance):
-            return Found(name, kind, skipped="no hand-written backward: no autograd.Function with one in its code or submodules")
-    return Found(name, kind, inputs=inputs)
+            if not _holds_backward(instance):
+                return Found(name, kind, skipped="no hand-written backward: no autograd.Function with one in its code or submodules")
+        found = Found(name, kind, inputs=inputs, constant=constant)
+        if not (names or constant):
+            return found
+        if instance is None and kind == "Module":
+            instance = guarded(f"Constructing {name}", cls)
+        found = replace(found, tensors=tensor_names(cls if instance is None else instance, f"{shown}:{name}", inputs))
+    except GradcheckError as exc:
+        return Found(name, kind, error=exc)
+    unknown = [n for n in constant if n not in found.names]
+    if unknown:
+        return Found(name, kind, error=UsageError(
+            f"{where}: {', '.join(repr(n) for n in unknown)}: no such tensor of {shown}:{name}.",
+            suggest(unknown[0], [each[0] for each in found.tensors or ()], "its tensors"),
+        ))
+    return found
 
 
 def has_backward(cls: type) -> bool:
@@ -178,25 +260,55 @@ def _required_arguments(cls: type) -> list[str]:
     return [p.name for p in signature.parameters.values() if p.default is p.empty and p.kind in kinds]
 
 
-def _inputs_of(cls: type, module: types.ModuleType, table: dict[str, Any]) -> tuple[InputSpec, ...] | None:
-    """The class's inputs from gradcheck_inputs (the module's dict, else the class's), or None where there are none."""
+def _declared(cls: type, table: dict[str, Any], attr: str) -> tuple[Any, str] | None:
+    """What the class declares as ``attr`` (the module's dict first, else the class's own or inherited
+    attribute, called where it is a static/class method) and where it says so; None where it does not."""
     name = cls.__name__
     if name in table:
-        value, where = table[name], f"{NAME}[{name!r}]"
-    else:
-        try:
-            value = inspect.getattr_static(cls, NAME)
-        except AttributeError:
-            return None
-        where = f"{name}.{NAME}"
-        if isinstance(value, (staticmethod, classmethod)) or inspect.isfunction(value):
-            value = guarded(f"Calling {where}", getattr(cls, NAME))
-            where += "()"
+        return table[name], f"{attr}[{name!r}]"
+    try:
+        value = inspect.getattr_static(cls, attr)
+    except AttributeError:
+        return None
+    where = f"{name}.{attr}"
+    if isinstance(value, (staticmethod, classmethod)) or inspect.isfunction(value):
+        value = guarded(f"Calling {where}", getattr(cls, attr))
+        where += "()"
+    return value, where
+
+
+def _constant_of(cls: type, table: dict[str, Any]) -> tuple[tuple[str, ...], str]:
+    """The class's constant inputs from gradcheck_constant (tensor names, as --constant takes them), and where they are declared."""
+    declared = _declared(cls, table, CONSTANT)
+    if declared is None:
+        return (), ""
+    value, where = declared
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not all(isinstance(item, str) and item for item in items):
+        raise UsageError(
+            f"{where} must be a list of input names (strings), found {_kinds(value)}.",
+            f'Example: {CONSTANT} = ["mask"] (the tensors passed as they are, never perturbed nor checked, as --constant takes them).',
+        )
+    return tuple(dict.fromkeys(items)), where
+
+
+def _kinds(value: Any) -> str:
+    """What a declaration holds instead of strings: 'int', 'a list holding int, list'."""
+    if not isinstance(value, (list, tuple)):
+        return type(value).__name__
+    return "a list holding " + ", ".join(sorted({type(i).__name__ if not isinstance(i, str) else "an empty string" for i in value if not isinstance(i, str) or not i}))
+
+
+def _inputs_of(cls: type, table: dict[str, Any]) -> tuple[InputSpec, ...] | None:
+    """The class's inputs from gradcheck_inputs (the module's dict, else the class's), or None where there are none."""
+    declared = _declared(cls, table, NAME)
+    if declared is None:
+        return None
+    value, where = declared
     items = [value] if isinstance(value, str) else value
     if not isinstance(items, (list, tuple)) or not all(isinstance(item, str) for item in items):
-        shown = type(value).__name__ if not isinstance(value, (list, tuple)) else "a list holding " + ", ".join(sorted({type(i).__name__ for i in items if not isinstance(i, str)}))
         raise UsageError(
-            f"{where} must be a list of inputs in the --input grammar (strings), found {shown}.",
+            f"{where} must be a list of inputs in the --input grammar (strings), found {_kinds(value)}.",
             f"Example: {EXAMPLE}; literals as '=[1.5, 2.0]', Python values as ':bilinear'. Tensors cannot be repeated by a rerun line.",
         )
     parsed = []
@@ -212,7 +324,8 @@ def _functions_named(cls: type) -> set[type]:
     """The Functions with a hand-written backward that a Module class's own code names or holds (no code runs)."""
     found: set[type] = set()
     for klass in cls.__mro__:
-        if klass.__module__.startswith("torch") or klass is object:
+        mod = getattr(klass, "__module__", None) or ""
+        if mod == "torch" or mod.startswith("torch.") or klass is object:  # torch's own classes; a package 'torchkit' is the user's
             continue
         for value in vars(klass).values():
             if _is_custom_function(value):
@@ -237,10 +350,18 @@ def _named_in(fn: types.FunctionType, depth: int, seen: set[int]) -> set[type]:
         if _is_custom_function(value):
             found.add(value)
         elif isinstance(value, types.ModuleType):
-            found |= {v for v in (getattr(value, n, None) for n in names) if _is_custom_function(v)}
+            found |= {v for v in (_attribute(value, n) for n in names) if _is_custom_function(v)}
         elif inspect.isfunction(value) and depth > 0 and value.__module__ == fn.__module__:
             found |= _named_in(value, depth - 1, seen)
     return found
+
+
+def _attribute(obj: Any, name: str) -> Any:
+    """``obj.name``, or None where there is none -- also where a (module) ``__getattr__`` raises something else."""
+    try:
+        return getattr(obj, name, None)
+    except Exception:  # noqa: BLE001 -- a name the module cannot give is no Function of it
+        return None
 
 
 def _code_names(code: types.CodeType) -> Iterator[str]:
@@ -262,7 +383,7 @@ def _holds_backward(instance: torch.nn.Module) -> bool:
     for sub in instance.modules():
         if sub is not instance and _functions_named(type(sub)):
             return True
-        if any(_is_custom_function(v) or _is_custom_function(getattr(v, "__self__", None)) for v in vars(sub).values()):
+        if any(_is_custom_function(v) or _is_custom_function(_attribute(v, "__self__")) for v in vars(sub).values()):
             return True
     return False
 

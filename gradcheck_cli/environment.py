@@ -21,7 +21,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from .errors import LayerError, UsageError
+from .errors import LayerError, TimedOut, UsageError
 
 
 def resolve_device(text: str) -> torch.device:
@@ -308,7 +308,7 @@ class Deadline:
             raise self._error()
 
     def _error(self) -> LayerError:
-        return LayerError(
+        return TimedOut(
             f"The check of {self.target} did not finish within --timeout {self.seconds:g}s (the layer hangs or is too slow).",
             "Look for an endless loop or a blocking call in the layer; or raise --timeout, or use --max-elements/--budget.",
         )

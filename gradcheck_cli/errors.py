@@ -43,6 +43,7 @@ class SpecError(UsageError):
 
     def __init__(self, path, key: str | None, message: str, hint: str | None = None) -> None:
         super().__init__(message, hint, key)
+        self.within = self.message  # the message without the spec's path, where the spec is named already
         self.message = f"{path}: {self.message}"
         self.path = path
 
@@ -86,3 +87,7 @@ class LayerError(GradcheckError):
     """The user's layer itself misbehaved: it raised, or returned something unusable (exit 1)."""
 
     exit_code = 1
+
+
+class TimedOut(LayerError):
+    """The layer's code ran past ``--timeout`` (exit 1): it would at any step size too."""

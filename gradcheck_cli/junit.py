@@ -33,7 +33,9 @@ _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 def xml_safe(text: str) -> str:
     """``text`` with every character XML cannot hold written out as an escape (ESC -> '\\x1b')."""
-    return _NOT_XML.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}", text)
+    from .streams import escaped
+
+    return _NOT_XML.sub(lambda m: escaped(m.group()), text)
 
 
 def failure_message(t: TensorReport) -> str:

@@ -184,14 +184,23 @@ def instantiate(cls: type, name: str, args: tuple, kwargs: dict) -> torch.nn.Mod
         try:
             signature.bind(*args, **kwargs)
         except TypeError as exc:
+            params = list(signature.parameters.values())
+            # The required arguments not given (by position or by name): those the message says it needs.
+            positional = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+            given = set(positional[: len(args)]) | set(kwargs)
             missing = [
                 p.name
-                for p in signature.parameters.values()
-                if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+                for p in params
+                if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in given
             ]
             needs = f" (it needs: {', '.join(missing)})" if missing else ""
+            # A misspelt keyword (--init scael=0.5): the parameter it was meant for.
+            takes_any = any(p.kind == p.VAR_KEYWORD for p in params)
+            named = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+            unknown = [k for k in kwargs if k not in named] if not takes_any else []
+            near = f"; {suggest(unknown[0], named, 'it takes')}" if unknown else "."
             raise UsageError(
-                f"Cannot construct {name}: {exc}{needs}.",
+                f"Cannot construct {name}: {exc}{needs}{near}",
                 "Give them on the command line with --init (--init 9 --init sigma=2.0), or in a YAML spec with 'args:' / 'kwargs:' (see the README, 'YAML specs').",
                 key="args/kwargs",
             ) from None

@@ -210,18 +210,22 @@ class LayerFile(pytest.File):
     """A Python file of layers: one item per Function or Module it defines (discover.py)."""
 
     def collect(self) -> Iterator[LayerItem]:
-        from .discover import discover
+        from .discover import discover, unknown_names
 
+        # [tool.gradcheck]'s only/constant apply to each layer that has a tensor of that name.
+        options = _project(self.config).overrides({}, {})
+        only, constant = tuple(options.get("only") or ()), tuple(options.get("constant") or ())
         try:
-            discovery = discover(str(self.path))
+            discovery = discover(str(self.path), names=bool(only or constant))
         except GradcheckError as exc:  # the file does not import: one item that fails with why
             yield LayerItem.from_parent(self, name=self.path.stem, error=exc)
             return
-        problem = discovery.nothing_to_check(self.path.name)
+        problem = discovery.nothing_to_check(self.path.name) or unknown_names([discovery], only, constant)
         if problem is not None:
             yield LayerItem.from_parent(self, name=self.path.stem, error=problem)
             return
         for found in discovery.classes:
+            found = found.narrowed(only, constant)
             item = LayerItem.from_parent(self, name=found.name, found=found)
             if found.skipped is not None:
                 item.add_marker(pytest.mark.skip(reason=f"gradcheck: {found.name}: {found.skipped}"))
@@ -248,7 +252,10 @@ class LayerItem(_CheckItem):
         if self.error is not None:
             raise self.error
         inputs = list(self.found.inputs)
-        report = check(f"{self.path}:{self.found.name}", inputs, name=f"{self.path.name}:{self.found.name}", **_project(self.config).overrides({}, {}))
+        options = _project(self.config).overrides({}, {})
+        if options.get("only") or options.get("constant") or self.found.constant:  # this layer's own (discover.Found.narrowed)
+            options.update(only=self.found.only, constant=self.found.constant)
+        report = check(f"{self.path}:{self.found.name}", inputs, name=f"{self.path.name}:{self.found.name}", **options)
         given = [arg for spec in inputs for arg in ("--input", input_arg(spec))]
         self.verdict(report, f"{_shown(self.path, self.config)}:{self.found.name}", given)
 

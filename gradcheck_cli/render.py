@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import json
 import shlex
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Collection, Iterable, Iterator, Mapping, Sequence
 
+from rich.cells import cell_len
 from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
@@ -110,7 +112,7 @@ def _table(report: Report, shown: list[str], compact: bool) -> Table:
     left_out = [c for c, _ in COLUMNS if c not in shown]
     text = caption(report) + (f" · left out at this width: {', '.join(left_out)}" if left_out else "")
     options: dict[str, Any] = dict(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True) if compact else {}
-    table = Table(title=literal(f"gradcheck {report.target}"), title_justify="default", caption=Text(text), caption_justify="default", **options)
+    table = Table(caption=Text(text), caption_justify="default", **options)  # its title is printed on its own: title()
     for col, justify in COLUMNS:
         if col in shown:
             header = "reference" if col == "numeric" and report.config.get("reference") else col
@@ -119,6 +121,12 @@ def _table(report: Report, shown: list[str], compact: bool) -> Table:
         cells = _cells(t, 4 if compact else 6)
         table.add_row(*(cells[c] for c in shown))
     return table
+
+
+def title(text: str) -> Text:
+    """A table's title line, naming its target: printed on its own and never wrapped, so that a long
+    path is not folded to the table's width (a title of rich's own is)."""
+    return Text(printable(text, one_line=True), style="table.title")
 
 
 def caption(report: Report) -> str:
@@ -258,7 +266,22 @@ def repro_commands(report: Report, target: str, given: Iterable[str] = ()) -> di
     ``given``: the command line's own arguments to repeat (--input, --init).
     """
     common = list(given) + rerun_arguments(report.config)
-    return {t.name: shlex.join(["gradcheck", "run", target, *(["--only", t.only_name] if t.only_name else []), *common]) for t in report.tensors if not t.passed}
+    return {t.name: shell_join(["gradcheck", "run", target, *(["--only", t.only_name] if t.only_name else []), *common]) for t in report.tensors if not t.passed}
+
+
+def shell_join(args: Iterable[str]) -> str:
+    """A command line a shell reads back as ``args``: ``shlex.join``, but an argument holding what a
+    terminal cannot show (a control character, a file name's byte that is not UTF-8) is written
+    in ANSI-C quotes, ``$'specs/\\xff.yaml'``, which bash and zsh read as those very bytes."""
+    from .streams import escaped
+
+    def quote(arg: str) -> str:
+        if printable(arg, one_line=True) == arg:
+            return shlex.quote(arg)
+        body = "".join("\\\\" if c == "\\" else "\\'" if c == "'" else escaped(c) if printable(c, one_line=True) != c else c for c in arg)
+        return f"$'{body}'"
+
+    return " ".join(quote(arg) for arg in args)
 
 
 def render_report(
@@ -269,7 +292,8 @@ def render_report(
     show_errors: bool = False,
     repro: Mapping[str, str] | None = None,
 ) -> None:
-    """The table, detail lines, optional error maps and repro commands, then the verdict line."""
+    """The title, the table, detail lines, optional error maps and repro commands, then the verdict line."""
+    console.print(title(f"gradcheck {report.target}"), soft_wrap=True)
     console.print(Group(report_table(report, console), *detail_lines(report, verbose), *(verbose_lines(report) if verbose else ())))
     extra = error_map_lines(report) if show_errors else []
     if repro:
@@ -304,38 +328,150 @@ def short_names(names: Iterable[str]) -> dict[str, str]:
     return {n: (short(n) if common and n in specs else n) for n in names}
 
 
-def summary_table(run: RunResult) -> Table:
-    """One row per spec (per combination of a matrix, per layer of a file) of a run of several; why
-    a layer was skipped, where one was."""
+# The summary table's columns. A target is never cut nor wrapped: where they do not all fit, the
+# columns that may wrap (SUMMARY_WRAP) shrink first, then a compact layout leaves out columns in
+# SUMMARY_DROP order (the caption says which; each skipped layer's reason is printed above it).
+SUMMARY_COLUMNS = (("target", "left"), ("result", "left"), ("worst tensor", "left"), ("worst rel err", "right"), ("time", "right"), ("skipped because", "left"))
+SUMMARY_WRAP = ("worst tensor", "skipped because")
+SUMMARY_DROP = (("time",), ("skipped because",), ("worst rel err",), ("worst tensor",))
+# A word longer than this in a column that may wrap is folded rather than widening the column.
+FOLD_WORDS = 20
+
+
+def summary_table(run: RunResult, console: Console | None = None) -> Table:
+    """One row per check (per combination of a matrix, per layer of a file) of a run of several; why
+    a layer was skipped, where one was. At ``console``'s width: the target column whole, always."""
     labels = short_names(r.name for r in run.results)
     skipped = any(r.skip_reason is not None for r in run.results)
-    table = Table(title="summary", title_justify="default")
-    for col in ("spec", "result", "worst tensor", "worst rel err", "time") + (("skipped because",) if skipped else ()):
-        table.add_column(col, justify="right" if col in ("worst rel err", "time") else "left")
+    rows = []
     for result in run.results:
         worst = result.report.worst if result.report is not None else None
-        cells = [
-            literal(labels[result.name]),
-            Text(result.status, style=STYLE.get(result.status, "")),
-            literal(worst.name) if worst else "-",
-            _num(worst.max_rel_error if worst else None),
-            f"{result.time:.2f}s" if result.skip_reason is None else "-",
-        ]
-        table.add_row(*cells, *((literal(result.skip_reason or ""),) if skipped else ()))
-    return table
+        rows.append({
+            "target": literal(labels[result.name]),
+            "result": Text(result.status, style=STYLE.get(result.status, "")),
+            "worst tensor": literal(worst.name) if worst else Text("-"),
+            "worst rel err": Text(_num(worst.max_rel_error if worst else None)),
+            "time": Text(f"{result.time:.2f}s" if result.skip_reason is None else "-"),
+            "skipped because": literal(result.skip_reason or ""),
+        })
+    columns = [(c, justify) for c, justify in SUMMARY_COLUMNS if c != "skipped because" or skipped]
+    return fitted_table(console, Text("summary"), columns, rows, SUMMARY_WRAP, SUMMARY_DROP, lambda left: " (each reason is above)" if "skipped because" in left else "")
+
+
+def fitted_table(
+    console: Console | None,
+    title: Text | None,
+    columns: Sequence[tuple[str, str]],
+    rows: list[dict[str, Text]],
+    wrap: Collection[str],
+    drop: Sequence[tuple[str, ...]] = (),
+    said: Callable[[list[str]], str] = lambda left: "",
+    headers: Mapping[str, str] | None = None,
+    caption: str = "",
+) -> Table:
+    """A table of ``rows`` (cells by column key) at ``console``'s width in which no cell is cut.
+
+    ``columns`` are (key, justify); a column's header is its key unless ``headers`` says otherwise.
+    Every column but those in ``wrap`` is shown whole (a target, a status, a number); where they
+    do not all fit at their natural widths, the ``wrap`` columns shrink to their longest word
+    (words of over FOLD_WORDS fold), then a compact layout (no vertical rules) is tried, then
+    columns are left out in ``drop`` order, the caption naming them (``said`` adds to that).
+    Where even that is wider than the terminal, cells fold onto further lines, whole."""
+    layout = _Layout(title, tuple(columns), rows, dict(headers or {}), caption, said)
+    keys = [c for c, _ in columns]
+    full = layout.table(keys, compact=False)
+    if console is None or _fits(console, full):
+        return full
+    shown = list(keys)
+    for compact, dropped in [(False, ()), (True, ()), *((True, d) for d in drop)]:
+        shown = [c for c in shown if c not in dropped]
+        widths = layout.widths(console, shown, wrap, compact)
+        if widths is not None:
+            return layout.table(shown, compact, widths)
+    return layout.table(shown, compact=True)  # rich narrows every column; cells fold
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """What a fitted table shows; :meth:`table` lays out some of its columns at given widths."""
+
+    title: Text | None
+    columns: tuple[tuple[str, str], ...]
+    rows: list[dict[str, Text]]
+    headers: dict[str, str]
+    caption: str
+    said: Callable[[list[str]], str]
+
+    def header(self, key: str) -> str:
+        return self.headers.get(key, key)
+
+    def widths(self, console: Console, shown: list[str], wrap: Collection[str], compact: bool) -> dict[str, int] | None:
+        """Column widths that fit the console with every column not in ``wrap`` whole, or None where there
+        are none: a ``wrap`` column at least as wide as its longest word (up to FOLD_WORDS) and header word."""
+        cells = {c: [Text(self.header(c))] + [row[c] for row in self.rows] for c in shown}
+        natural = {c: max(cell_len(line) for cell in cells[c] for line in str(cell).splitlines() or [""]) for c in shown}
+        least = {}
+        for c in shown:
+            header = max((cell_len(word) for word in self.header(c).split()), default=1)
+            words = max((cell_len(word) for row in self.rows for word in str(row[c]).split()), default=1)
+            least[c] = min(natural[c], max(header, min(words, FOLD_WORDS))) if c in wrap else natural[c]
+        overhead = _width_of(console, self.table(shown, compact, natural)) - sum(natural.values())
+        room = console.width - overhead - sum(least.values())
+        if room < 0:
+            return None
+        # What is left goes to the columns that wrap, in proportion to what each lacks of its natural width.
+        lack = {c: natural[c] - least[c] for c in shown if c in wrap}
+        total = sum(lack.values())
+        widths = dict(least)
+        if total:
+            for c, short in lack.items():
+                widths[c] += min(short, room * short // total)
+            spare = room - sum(widths[c] - least[c] for c in lack)
+            for c in lack:  # the rounding's remainder, in column order
+                more = min(spare, natural[c] - widths[c])
+                widths[c] += more
+                spare -= more
+        return widths
+
+    def table(self, shown: list[str], compact: bool, widths: dict[str, int] | None = None) -> Table:
+        from rich import box
+
+        left_out = [self.header(c) for c, _ in self.columns if c not in shown]
+        note = f"left out at this width: {', '.join(left_out)}{self.said(left_out)}" if left_out else ""
+        caption = " · ".join(part for part in (self.caption, note) if part)
+        options: dict[str, Any] = dict(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True) if compact else {}
+        table = Table(title=self.title, title_justify="default", caption=Text(caption) if caption else None, caption_justify="default", **options)
+        for key, justify in self.columns:
+            if key in shown:
+                table.add_column(literal(self.header(key)), justify=justify, width=widths.get(key) if widths else None, overflow="fold")
+        for row in self.rows:  # a whole column is as wide as its widest cell; a longer word in a wrapping one folds
+            table.add_row(*(row[c] for c in shown))
+        return table
+
+
+def _width_of(console: Console, table: Table) -> int:
+    from rich.measure import Measurement
+
+    return Measurement.get(console, console.options.update_width(10_000), table).maximum
 
 
 def run_verdict_line(run: RunResult) -> Text:
-    """The last line of a folder run: how many specs passed (and how many layers were skipped)."""
+    """The last line of a run of several: how many specs (or checks, where layers are among them) passed,
+    and how many layers were skipped."""
+    from .matrix import split_selector
+
     n = len(run.checked)
     bad = sum(1 for r in run.checked if r.status != "PASS")
     skipped = len(run.results) - n
     also = f"; {skipped} skipped (not checked: see the summary)" if skipped else ""
+    # Specs where every check is one (of a spec, or of a combination of its matrix); layers and a file's layers are checks.
+    specs = not skipped and all(split_selector(r.name)[0].lower().endswith((".yaml", ".yml")) for r in run.results)
+    noun = "specs" if specs else "checks"
     if run.interrupted:
-        return Text.assemble(("INTERRUPTED", STYLE["NOISE"]), f": stopped after {n} of {run.planned} specs; {bad} of them did not pass{also}.")
+        return Text.assemble(("INTERRUPTED", STYLE["NOISE"]), f": stopped after {n} of {run.planned} {noun}; {bad} of them did not pass{also}.")
     if run.passed:
-        return Text.assemble(("PASS", STYLE["PASS"]), f": all {n} {'specs' if not skipped else 'checks'} match{also}.")
-    return Text.assemble(("FAIL", STYLE["FAIL"]), f": {bad} of {n} {'specs' if not skipped else 'checks'} did not pass{also}.")
+        return Text.assemble(("PASS", STYLE["PASS"]), f": all {n} {noun} match{also}.")
+    return Text.assemble(("FAIL", STYLE["FAIL"]), f": {bad} of {n} {noun} did not pass{also}.")
 
 
 def literal(text: str) -> Text:
@@ -349,27 +485,31 @@ def eps_text(eps: float) -> str:
     return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
 
 
-def sweep_table(result: SweepResult) -> Table:
-    """One row per step size: the worst relative error overall and per tensor; the best row marked."""
+def sweep_table(result: SweepResult, console: Console | None = None) -> Table:
+    """One row per step size: the worst relative error overall and per tensor; the best row marked.
+    At ``console``'s width no number is cut: the per-tensor columns are left out first (from the
+    last), then the verdicts."""
     best = result.best
-    table = Table(title=literal(f"gradcheck sweep {result.target}"), title_justify="default", caption=Text(sweep_caption(result)), caption_justify="default")
-    table.add_column("eps", justify="right")
-    table.add_column("worst rel err", justify="right")
-    for name in result.tensors:
-        table.add_column(literal(name), justify="right")
-    table.add_column("verdicts")
-    table.add_column("")
+    tensors = [f"tensor {i}" for i in range(len(result.tensors))]  # keys: a tensor may be named 'eps'
+    columns = [("eps", "right"), ("worst rel err", "right"), *((key, "right") for key in tensors), ("verdicts", "left"), ("marks", "left")]
+    rows = []
     for p in result.points:
         verdicts = [f"{p.n_failed} fail"] * bool(p.n_failed) + [f"{p.n_noise} noise"] * bool(p.n_noise)
         marks = ["◀ best"] * (p is best) + [result.default_source] * (p.eps == result.default_eps)
-        table.add_row(
-            eps_text(p.eps),
-            Text(_num(p.worst), style="bold green" if p is best else ""),
-            *(_num(e) for e in p.errors),
-            Text(", ".join(verdicts) or "all pass", style=STYLE["FAIL"] if p.n_failed else STYLE["NOISE"] if p.n_noise else "green"),
-            Text(" ".join(marks), style="bold"),
-        )
-    return table
+        if p.error is not None:  # the layer raised at this step: nothing was checked
+            verdict = Text(f"raised: {printable(p.error, one_line=True)}", style=STYLE["ERROR"])
+        else:
+            verdict = Text(", ".join(verdicts) or "all pass", style=STYLE["FAIL"] if p.n_failed else STYLE["NOISE"] if p.n_noise else "green")
+        rows.append({
+            "eps": Text(eps_text(p.eps)),
+            "worst rel err": Text(_num(None if p.error else p.worst), style="bold green" if p is best else ""),
+            **{key: Text(_num(None if p.error else e)) for key, e in zip(tensors, p.errors)},
+            "verdicts": verdict,
+            "marks": Text(" ".join(marks), style="bold"),
+        })
+    headers = {"marks": "", **dict(zip(tensors, result.tensors))}
+    drop = [(key,) for key in reversed(tensors)] + [("verdicts",)]
+    return fitted_table(console, None, columns, rows, wrap=("verdicts", "marks"), drop=drop, headers=headers, caption=sweep_caption(result))
 
 
 def sweep_caption(result: SweepResult) -> str:
@@ -383,15 +523,18 @@ def sweep_suggestion(result: SweepResult) -> Text:
     best = result.best
     if best is None:
         low, high = result.points[0].eps, result.points[-1].eps
+        raised = " or the layer raised (see the table)" if any(p.error for p in result.points) else ""
         return Text.assemble(
             ("no step size recommended", "bold yellow"),
-            f": at every eps from {eps_text(low)} to {eps_text(high)} some tensor was lost in finite-difference noise. "
+            f": at every eps from {eps_text(low)} to {eps_text(high)} some tensor was lost in finite-difference noise{raised}. "
             "Try a wider --eps-range, or --numeric-dtype float64.",
         )
+    # Where even the best step fails, the step is not what is wrong: say so, not just "best".
+    wrong = " -- but the check fails at every step: the gradient is wrong at any eps (gradcheck run shows where)" if best.n_failed else ""
     return Text.assemble(
         ("best eps ≈ ", "bold"),
         (eps_text(best.eps), "bold green"),
-        f" ({result.default_source} {eps_text(result.default_eps)}); worst relative error there {_num(best.worst)}",
+        f" ({result.default_source} {eps_text(result.default_eps)}); worst relative error there {_num(best.worst)}{wrong}",
     )
 
 

@@ -25,9 +25,11 @@ import sys
 from typing import TextIO
 
 # Characters a terminal would act on rather than show: C0 controls (but tab and newline),
-# DEL, C1 controls, and the bidirectional overrides and isolates that reorder what is shown.
-_UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-_UNPRINTABLE_LINE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+# DEL, C1 controls, and the bidirectional overrides and isolates that reorder what is shown;
+# and lone surrogates, which no stream can encode: a file name's bytes that are not UTF-8
+# (b'\xff.yaml' is '\udcff.yaml' in Python) would reach the terminal raw, or as '\udcff'.
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+_UNPRINTABLE_LINE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 
 # What gradcheck's own non-ASCII characters become where the terminal cannot show them.
 ASCII = str.maketrans({"·": "-", "≈": "~", "×": "x", "◀": "<", "½": "1/2", "Σ": "sum", "²": "^2", "−": "-", "…": "...", "σ": "sigma", "μ": "mu", "±": "+-", "≤": "<=", "≥": ">=", "→": "->"})
@@ -43,7 +45,15 @@ def printable(text: str, one_line: bool = False) -> str:
 
 
 def _escape(match: re.Match) -> str:
-    code = ord(match.group())
+    return escaped(match.group())
+
+
+def escaped(char: str) -> str:
+    """One character written out: ESC as ``\\x1b``, U+202E as ``\\u202e``, and a byte that was not
+    UTF-8 (decoded with surrogateescape, U+DC80..U+DCFF) as the byte it was, ``\\xff``."""
+    code = ord(char)
+    if 0xDC80 <= code <= 0xDCFF:
+        return f"\\x{code - 0xDC00:02x}"
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 

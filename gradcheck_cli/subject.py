@@ -124,8 +124,10 @@ def _check_arity(ps: list[inspect.Parameter] | None, target: str, call: Call) ->
     known = {p.name for p in ps if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
     unknown = [k for k in call.kwargs if k not in known and not takes_any_keyword]
     if unknown:
+        near = suggest(unknown[0], sorted(known), "")  # a misspelt keyword (--input gird=...): the one meant
+        near = f"; {near}" if near.startswith("did you mean") else "."
         raise UsageError(
-            f"{target} has no argument named {unknown[0]!r} (it takes: {', '.join(p.name for p in ps) or 'none'}).",
+            f"{target} has no argument named {unknown[0]!r} (it takes: {', '.join(p.name for p in ps) or 'none'}){near}",
             "Name inputs by the layer's own argument names (--input NAME=..., or 'name:' in a spec).",
             key="inputs",
         )
@@ -180,13 +182,31 @@ def _names(ps: list[inspect.Parameter] | None, call: Call) -> dict[Any, tuple[st
     return names
 
 
-def _leaves(target: str, layer: Layer, call: Call, names: dict, constants: frozenset, opts: CheckOptions) -> tuple[tuple[Leaf, ...], tuple[str, ...]]:
-    """The tensors to check, and those that ``only`` leaves out."""
+def tensor_names(obj: Any, target: str, inputs: Sequence) -> tuple[tuple[str, ...], ...]:
+    """Every tensor ``--only`` and ``--constant`` name for ``obj`` (a Module instance, a Function,
+    a callable) called with ``inputs``: each one's names, the one it is shown by first, then its
+    aliases (``input0``, a tied parameter's other names). Nothing of the layer runs but its
+    signature; the inputs are built on the CPU (their names do not depend on dtype or device)."""
+    base = make_layer(obj, target)
+    call, _ = build_call(list(inputs), {}, torch.float64, torch.device("cpu"), 0)
+    _, _, known = _candidates(base, call, _names(_signature(base), call))
+    every = {id(leaf): leaf for leaf in known.values()}
+    return tuple((leaf.name, *leaf.aliases) for leaf in every.values())
+
+
+def _candidates(layer: Layer, call: Call, names: dict) -> tuple[list[Leaf], list[Leaf], dict[str, Leaf]]:
+    """The floating inputs, every tensor that could be checked, and each tensor by every name that names it."""
     every = [(Leaf(names[path][0], "input", path, names[path][1]), t) for path, t in call.tensors()]
     inputs = [leaf for leaf, t in every if t.is_floating_point()]
     # A tied parameter is one tensor: --only and --constant take it by any of its names.
     leaves = inputs + [Leaf(name, "param", name, tuple(a for a, t in layer.ties.items() if t == name)) for name in layer.params]
     known = {n: leaf for leaf in [*(leaf for leaf, _ in every), *leaves] for n in (leaf.name, *leaf.aliases)}
+    return inputs, leaves, known
+
+
+def _leaves(target: str, layer: Layer, call: Call, names: dict, constants: frozenset, opts: CheckOptions) -> tuple[tuple[Leaf, ...], tuple[str, ...]]:
+    """The tensors to check, and those that ``only`` leaves out."""
+    inputs, leaves, known = _candidates(layer, call, names)
     for option, wanted in (("constant", opts.constant), ("only", opts.only)):
         unknown = [n for n in wanted if n not in known]
         if unknown:

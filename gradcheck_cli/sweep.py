@@ -5,17 +5,21 @@ rounding error (~u/eps, small steps), so the error against eps is U-shaped.
 :func:`sweep` runs the core :func:`~gradcheck_cli.check.check` once per step
 size (sampling at most ``max_elements`` per tensor to stay fast) and returns a
 frozen :class:`SweepResult`; :func:`plot_sweep` draws it.  Nothing here prints.
+
+A step at which the layer's code raises (a forward that leaves its domain at a large
+step) is that step's failure, shown with its error and never recommended; where it
+raises at every step, the sweep raises that error (exit 1): there is no step to choose.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .checker import check, spec_arguments
-from .errors import UsageError
+from .errors import LayerError, TimedOut, UsageError
 from .load import load_target
 from .matrix import only_combination
 from .options import CheckOptions
@@ -40,6 +44,7 @@ class SweepPoint:
     n_failed: int  # failing elements, all tensors
     n_noise: int  # elements lost in finite-difference noise
     conclusive: bool = True  # no tensor lost in noise (inconclusive): only such a step can be recommended
+    error: str | None = None  # what the layer raised at this step (then nothing was checked)
 
 
 @dataclass(frozen=True)
@@ -62,7 +67,10 @@ class SweepResult:
         return {
             "target": self.target,
             "tensors": list(self.tensors),
-            "points": [{"eps": p.eps, "worst": p.worst, "errors": dict(zip(self.tensors, p.errors)), "n_failed": p.n_failed, "n_noise": p.n_noise} for p in self.points],
+            "points": [
+                {"eps": p.eps, "worst": None if p.error else p.worst, "errors": {} if p.error else dict(zip(self.tensors, p.errors)), "n_failed": p.n_failed, "n_noise": p.n_noise, "error": p.error}
+                for p in self.points
+            ],
             "best_eps": self.best.eps if self.best is not None else None,
             "default_eps": self.default_eps,
             "config": dict(self.config),
@@ -127,11 +135,18 @@ def sweep(
     obj = load_target(layer) if isinstance(layer, str) else layer
     name = name or (layer if isinstance(layer, str) else None)
 
-    result_points, reports = [], []
+    result_points, reports, raised = [], [], []
     for i, eps in enumerate(grid):
         if progress:
             progress(i, len(grid), eps)
-        report = check(obj, list(inputs), args=args, kwargs=kwargs, params=params, name=name, eps=eps, max_elements=max_elements, **options)
+        try:
+            report = check(obj, list(inputs), args=args, kwargs=kwargs, params=params, name=name, eps=eps, max_elements=max_elements, **options)
+        except TimedOut:
+            raise  # as slow at any step: stop here
+        except LayerError as exc:  # the layer raised at this step: its failure, not the sweep's end
+            raised.append(exc)
+            result_points.append(SweepPoint(eps=eps, worst=math.nan, errors=(), n_failed=0, n_noise=0, conclusive=False, error=exc.message))
+            continue
         reports.append(report)
         errors = tuple(t.max_rel_error for t in report.tensors)
         result_points.append(
@@ -144,11 +159,22 @@ def sweep(
                 conclusive=not any(t.inconclusive for t in report.tensors),
             )
         )
+    if not reports:
+        first = raised[0]
+        same = all(exc.message == first.message for exc in raised)
+        raise LayerError(
+            f"The layer raised at every step size from {grid[0]:g} to {grid[-1]:g}, so no step can be chosen. "
+            + (first.message if same else f"At {grid[0]:g}: {first.message}"),
+            first.hint or "Run 'gradcheck run' on it to see the error; fix it, then sweep again.",
+        ) from first
     chosen = best_point(result_points, default_eps)
-    best = reports[result_points.index(chosen)] if chosen is not None else reports[-1]
+    checked = [p for p in result_points if p.error is None]  # in the order of reports
+    best = reports[checked.index(chosen)] if chosen is not None else reports[-1]
+    tensors = tuple(t.name for t in best.tensors)
+    result_points = [p if p.error is None else replace(p, errors=(math.nan,) * len(tensors)) for p in result_points]
     return SweepResult(
         target=best.target,
-        tensors=tuple(t.name for t in best.tensors),
+        tensors=tensors,
         points=tuple(result_points),
         default_eps=default_eps,
         default_source=source,

@@ -107,7 +107,7 @@ def summary_rows(out: str) -> dict[str, str]:
     rows = {}
     for line in table.splitlines():
         cells = [c.strip() for c in re.split(r"[│┃]", line)[1:-1]]
-        if len(cells) == 5 and cells[0] not in ("spec", ""):
+        if len(cells) == 5 and cells[0] not in ("target", ""):
             rows[cells[0]] = cells[1]
     return rows
 
