@@ -27,7 +27,7 @@ from .errors import LayerError, SpecError, UsageError
 from .evaluate import Evaluator
 from .fd import LOSSES
 from .guard import Guard
-from .load import load_target
+from .load import load_target, spec_imports
 from .matrix import only_combination, spec_key
 from .options import CheckOptions, check_option
 from .plan import Plan, TensorPlan, make_plan
@@ -123,7 +123,9 @@ def check_spec(spec: LayerSpec, progress: ProgressFn | None = None, **overrides:
         except UsageError as exc:
             raise SpecError(spec.path, spec_key(spec, key), exc.detail, exc.hint) from None
     try:
-        return check(spec.layer, list(spec.inputs), progress=progress, **spec_arguments(spec), **options)
+        # A dotted layer or reference means the same wherever gradcheck runs (see load.spec_imports).
+        with spec_imports(spec.path):
+            return check(spec.layer, list(spec.inputs), progress=progress, **spec_arguments(spec), **options)
     except SpecError:
         raise
     except UsageError as exc:

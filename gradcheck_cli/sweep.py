@@ -17,8 +17,9 @@ from typing import Any, Callable, Sequence
 from .checker import check, spec_arguments
 from .options import CheckOptions
 from .spec import LayerSpec
+from .environment import Placement, preserved_state
 from .errors import UsageError
-from .load import load_target
+from .load import load_target, spec_imports
 from .matrix import only_combination
 
 # Step sizes swept by default, per dtype of the numeric side: (low, high).
@@ -124,15 +125,17 @@ def sweep(
     grid = eps_grid(*(eps_range or EPS_RANGES[numeric_dtype]), points)
     source = "default" if spec_eps is None else "spec"
     default_eps = opts.resolved().eps if spec_eps is None else spec_eps
-    obj = load_target(layer) if isinstance(layer, str) else layer
     name = name or (layer if isinstance(layer, str) else None)
-
-    result_points, reports = [], []
-    for i, eps in enumerate(grid):
-        if progress:
-            progress(i, len(grid), eps)
-        report = check(obj, list(inputs), args=args, kwargs=kwargs, params=params, name=name, eps=eps, max_elements=max_elements, **options)
-        reports.append(report)
+    # Loading the layer file puts its folder on sys.path and runs its code: both are undone, as in check().
+    with preserved_state(Placement.of(opts.device).device):
+        obj = load_target(layer) if isinstance(layer, str) else layer
+        reports = []
+        for i, eps in enumerate(grid):
+            if progress:
+                progress(i, len(grid), eps)
+            reports.append(check(obj, list(inputs), args=args, kwargs=kwargs, params=params, name=name, eps=eps, max_elements=max_elements, **options))
+    result_points = []
+    for eps, report in zip(grid, reports):
         errors = tuple(t.max_rel_error for t in report.tensors)
         result_points.append(
             SweepPoint(
@@ -161,7 +164,8 @@ def sweep_spec(spec: LayerSpec, progress: SweepProgress | None = None, **overrid
     spec = only_combination(spec)
     options = {"max_elements": MAX_ELEMENTS, **spec.options_with(overrides)}
     spec_eps = options.pop("eps", None)
-    return sweep(spec.layer, list(spec.inputs), progress=progress, spec_eps=spec_eps, **spec_arguments(spec), **options)
+    with spec_imports(spec.path):  # a dotted layer resolves as the spec means it, wherever gradcheck runs
+        return sweep(spec.layer, list(spec.inputs), progress=progress, spec_eps=spec_eps, **spec_arguments(spec), **options)
 
 
 def plot_sweep(result: SweepResult, path: str | Path) -> None:

@@ -1,0 +1,172 @@
+"""What a newcomer tripped over: specs that meant something else from another folder, a JUnit report
+written to a file named '-', duplicate notes, README commands that did not run.
+
+Each test asserts what the user sees (through the command line where the user meets it)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import uuid
+from pathlib import Path
+
+import pytest
+
+from gradcheck_cli import check_spec
+from gradcheck_cli.spec import load_spec
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return path
+
+
+def gradcheck(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """The command as a user types it: its own process (and its supervised child), in ``cwd``."""
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "GITHUB_ACTIONS", "GRADCHECK_ISOLATE", "FORCE_COLOR")}
+    return subprocess.run(
+        [sys.executable, "-m", "gradcheck_cli", *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+# --------------------------------------------------------------------------- 1. a spec's dotted layer, wherever gradcheck runs
+
+LAYERS = """\
+    import torch
+    from torch import nn
+
+    from ._ops import twice  # a relative import inside the package
+
+
+    class _Resample(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return twice(x) * FACTOR
+
+        @staticmethod
+        def backward(ctx, g):
+            return twice(g) * BACKWARD_FACTOR
+
+
+    class Resample(nn.Module):
+        def forward(self, x):
+            return _Resample.apply(x)
+
+
+    class Plain(nn.Module):
+        def forward(self, x):
+            return 2 * x * FACTOR
+    """
+
+
+def project(root: Path, package: str, backward_factor: float = 3.0, marker: str = "pyproject.toml") -> Path:
+    """root/{pyproject.toml, PACKAGE/{__init__,_ops,layers}.py, specs/resample.yaml}; the spec's path."""
+    write(root / marker, "")
+    write(root / package / "__init__.py", "")
+    write(root / package / "_ops.py", "def twice(x):\n    return 2 * x\n")
+    write(root / package / "layers.py", f"FACTOR = 3.0\nBACKWARD_FACTOR = {backward_factor}\n" + textwrap.dedent(LAYERS))
+    return write(root / "specs" / "resample.yaml", f"layer: {package}.layers:Resample\ninputs:\n  - shape: [3, 4]\n")
+
+
+@pytest.fixture
+def package_name():
+    """A package name no other test uses, taken off sys.modules afterwards whatever happened."""
+    name = f"gc_newc_{uuid.uuid4().hex[:8]}"
+    yield name
+    for key in [k for k in sys.modules if k == name or k.startswith(name + ".")]:
+        del sys.modules[key]
+
+
+def test_a_spec_with_a_dotted_layer_runs_from_its_own_folder(tmp_path: Path, package_name: str) -> None:
+    spec = project(tmp_path / "proj", package_name)
+    from_specs = gradcheck("run", spec.name, "-q", cwd=spec.parent)
+    assert from_specs.returncode == 0, from_specs.stdout + from_specs.stderr
+    assert from_specs.stdout.startswith("PASS: all 1 tensor(s) match (12 elements checked)."), from_specs.stdout
+
+
+def test_a_folder_of_specs_with_dotted_layers_runs_from_anywhere(run_cli, tmp_path: Path, package_name: str, monkeypatch) -> None:
+    project(tmp_path / "proj", package_name)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    code, out, err = run_cli("run", "../proj/specs/", "-q")
+    assert code == 0, out + err
+    assert "resample.yaml: PASS" in out
+    monkeypatch.chdir(tmp_path / "proj")  # from the project root, as it always worked
+    code, out, err = run_cli("run", "specs/resample.yaml", "-q")
+    assert code == 0, out + err
+
+
+def test_a_spec_import_leaves_the_callers_sys_path_and_sys_modules_as_they_were(tmp_path: Path, package_name: str, monkeypatch) -> None:
+    spec = project(tmp_path / "proj", package_name)
+    monkeypatch.chdir(tmp_path)
+    path, modules = list(sys.path), set(sys.modules)
+    report = check_spec(load_spec(spec))
+    assert report.passed, str(report)
+    assert sys.path == path
+    assert not [m for m in sys.modules if m not in modules and m.startswith(package_name)]
+
+
+def test_two_projects_with_a_package_of_the_same_name_each_get_their_own(run_cli, tmp_path: Path, package_name: str, monkeypatch) -> None:
+    right = project(tmp_path / "right", package_name, backward_factor=3.0)
+    wrong = project(tmp_path / "wrong", package_name, backward_factor=2.0)  # the backward forgets FACTOR
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli("run", right, wrong, "--json", tmp_path / "both.json", "-q")
+    assert code == 1, out + err
+    specs = json.loads((tmp_path / "both.json").read_text())["specs"]
+    assert [(Path(s["spec"]).parent.parent.name, s["passed"]) for s in specs] == [("right", True), ("wrong", False)]
+
+
+def test_a_dotted_reference_in_a_spec_resolves_like_its_layer(run_cli, tmp_path: Path, package_name: str, monkeypatch) -> None:
+    spec = project(tmp_path / "proj", package_name)
+    spec.write_text(spec.read_text() + f"reference: {package_name}.layers:Plain\n")
+    monkeypatch.chdir(spec.parent)
+    code, out, err = run_cli("run", spec.name, "-q")
+    assert code == 0, out + err
+
+
+def test_sys_path_comes_first_then_the_specs_folders(run_cli, tmp_path: Path, package_name: str, monkeypatch) -> None:
+    """A package the current folder has (python -m's rule) wins over the spec's project's: sys.path first."""
+    spec = project(tmp_path / "proj", package_name, backward_factor=2.0)  # wrong here
+    project(tmp_path / "here", package_name, backward_factor=3.0)  # right in the current folder
+    monkeypatch.chdir(tmp_path / "here")
+    code, out, err = run_cli("run", spec, "-q")
+    assert code == 0, out + err
+
+
+def test_the_search_stops_at_the_project_root_and_the_error_says_where_it_looked(run_cli, tmp_path: Path, package_name: str, monkeypatch) -> None:
+    project(tmp_path, package_name)  # the package sits above the project root below
+    spec = write(tmp_path / "proj" / "specs" / "resample.yaml", f"layer: {package_name}.layers:Resample\ninputs:\n  - shape: [3]\n")
+    write(tmp_path / "proj" / "setup.cfg", "")
+    monkeypatch.chdir(spec.parent)
+    code, out, err = run_cli("run", spec.name)
+    assert code == 2 and out == ""
+    assert f"Cannot import module '{package_name}.layers'" in err and "no such module" in err
+    assert f"{spec.parent.resolve()}, {(tmp_path / 'proj').resolve()}." in err, err
+    assert "Traceback" not in err
+    # A .git (a folder, or a worktree's file) marks the root as well.
+    (tmp_path / "proj" / "setup.cfg").unlink()
+    (tmp_path / "proj" / ".git").write_text("gitdir: elsewhere\n")
+    code, _, err = run_cli("run", spec.name)
+    assert code == 2 and f"{(tmp_path / 'proj').resolve()}." in err
+
+
+def test_sweep_of_a_spec_with_a_dotted_layer_from_its_folder(run_cli, tmp_path: Path, package_name: str, monkeypatch) -> None:
+    spec = project(tmp_path / "proj", package_name)
+    monkeypatch.chdir(spec.parent)
+    code, out, err = run_cli("sweep", spec.name, "--points", "3", "-q")
+    assert code == 0, out + err
+
+
+def test_sweep_leaves_the_callers_sys_path_as_it_was() -> None:
+    from gradcheck_cli.sweep import sweep
+
+    path = list(sys.path)
+    sweep(f"{ROOT / 'layer_specs' / 'gauss_filter.py'}:GaussFilter", ["1x12"], points=2)
+    assert sys.path == path
