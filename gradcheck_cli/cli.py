@@ -332,13 +332,13 @@ class View:
             self.err.print(printable(text), style="dim", highlight=False, markup=False)
 
 
-def _view(color: bool | None, quiet: bool, verbose: bool, json_stdout: bool = False, **kwargs: Any) -> View:
+def _view(color: bool | None, quiet: bool, verbose: bool, report_on_stdout: bool = False, **kwargs: Any) -> View:
     """The consoles, after checking the flags agree."""
     if quiet and verbose:
         raise UsageError("--quiet and --verbose exclude each other.", "Give one of them.")
     err = _console(sys.stderr, color)
-    # With --json -, stdout carries the JSON alone; the rendered report moves to stderr.
-    out = err if json_stdout else _console(report_stream(), color)
+    # With --json - (or --junit-xml -), stdout carries that report alone; the rendered report moves to stderr.
+    out = err if report_on_stdout else _console(report_stream(), color)
     return View(out, err, quiet, verbose, **kwargs)
 
 
@@ -373,8 +373,9 @@ def report_format(given: str | None) -> str:
 @click.option(
     "--junit-xml",
     "junit_path",
-    type=click.Path(dir_okay=False),
-    help="Write a JUnit XML report for CI: one test suite per spec or target, one test case per checked tensor. Its folder must exist.",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="Write a JUnit XML report for CI: one test suite per spec or target, one test case per checked tensor ('-' for stdout; "
+    "not with --json -). Its folder must exist.",
 )
 @click.option(
     "--format",
@@ -407,7 +408,7 @@ def run_command(ctx: click.Context, targets: tuple[str, ...], inputs: tuple, col
     # The report files are known (and resolved) before anything else can go wrong, so that
     # every later problem still leaves a report of this run in them, never a stale one.
     sinks = _Sinks(*_outputs(paths, list(targets), recursive, given.get("reference")))
-    views = lambda json_stdout: _view(color, quiet, verbose, json_stdout=json_stdout, show_errors=show_errors, debug=debug, github=github)  # noqa: E731
+    views = lambda report_on_stdout: _view(color, quiet, verbose, report_on_stdout=report_on_stdout, show_errors=show_errors, debug=debug, github=github)  # noqa: E731
     name = " ".join(targets) or "gradcheck run"
     code = _guarded_run(name, err, sinks, debug, lambda: _run(list(targets), recursive, Arguments(inputs, init), given, sinks, views), github=github)
     ctx.exit(code)
@@ -454,6 +455,8 @@ def _outputs(paths: dict, targets: list[str], recursive: bool = False, reference
         files = [p for p in usable.values() if isinstance(p, Path)]
         if len(files) == 2 and same_file(*files):
             usable = {k: v for k, v in usable.items() if not isinstance(v, Path)}
+        if list(usable.values()).count("-") == 2:  # both on stdout: neither (they would be mixed)
+            usable = {k: v for k, v in usable.items() if v != "-"}
         return Outputs(**usable), exc
 
 
@@ -533,7 +536,7 @@ def _run(targets: list[str], recursive: bool, arguments: Arguments, given: dict,
     tell(outputs=outputs.told())
     if problem is not None:
         raise problem
-    view = views(outputs.json == "-")
+    view = views(outputs.on_stdout is not None)
     if outputs.plot:
         from .errormap import require_matplotlib
 

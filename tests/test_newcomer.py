@@ -170,3 +170,54 @@ def test_sweep_leaves_the_callers_sys_path_as_it_was() -> None:
     path = list(sys.path)
     sweep(f"{ROOT / 'layer_specs' / 'gauss_filter.py'}:GaussFilter", ["1x12"], points=2)
     assert sys.path == path
+
+
+# --------------------------------------------------------------------------- 2. --junit-xml - is stdout, as --json - is
+
+GAUSS_SPEC = ROOT / "layer_specs" / "gauss_filter.yaml"
+
+
+def test_junit_xml_dash_writes_the_xml_to_stdout_and_the_table_to_stderr(run_cli, tmp_path: Path, monkeypatch) -> None:
+    import xml.etree.ElementTree as ET
+
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli("run", GAUSS_SPEC, "--junit-xml", "-")
+    assert code == 0, err
+    suites = ET.fromstring(out)  # stdout is the XML alone
+    assert suites.tag == "testsuites" and suites.get("tests") == "3" and suites.get("failures") == "0"
+    assert "│ sigma " in err and "PASS: all 3 tensor(s) match" in err  # the table moved to stderr, as with --json -
+    assert not (tmp_path / "-").exists(), "a file named '-' was written"
+
+
+def test_junit_xml_dash_in_a_real_process_and_when_the_layer_fails(tmp_path: Path) -> None:
+    import xml.etree.ElementTree as ET
+
+    bug = ROOT / "layer_specs" / "broken" / "gauss_filter_conv_bug.yaml"
+    proc = gradcheck("run", bug, "--junit-xml", "-", "-q", cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    suites = ET.fromstring(proc.stdout)
+    assert suites.get("failures") == "1"
+    assert proc.stderr.startswith("FAIL: 1 of 3 tensor(s) do not match: x."), proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("junit", ["-", "/dev/stdout"])
+def test_json_and_junit_xml_both_on_stdout_are_refused(run_cli, tmp_path: Path, monkeypatch, junit: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli("run", GAUSS_SPEC, "--json", "-", "--junit-xml", junit)
+    assert code == 2
+    assert out == ""  # neither report: mixed, they would be unreadable
+    message = err[err.index("Error") :].strip()
+    assert "--json -" in message and f"--junit-xml {junit}" in message and "both write to stdout" in message
+    assert "\n\n" not in message and len(message.splitlines()) == 2 and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_refused_command_line_with_junit_xml_dash_says_so_in_xml_on_stdout(tmp_path: Path) -> None:
+    import xml.etree.ElementTree as ET
+
+    proc = gradcheck("run", GAUSS_SPEC, "--junit-xml", "-", "--dtype", "float31", cwd=tmp_path)
+    assert proc.returncode == 2
+    error = ET.fromstring(proc.stdout).find(".//error")
+    assert error is not None and "float31" in error.get("message")
+    assert list(tmp_path.iterdir()) == []
