@@ -387,7 +387,7 @@ class _Run:
                 grouped={name: t.stride for name, t in sides.plan.tensors.items() if t.stride},
             )
         info = tuple(_info_notes(sides)) if sides is not None and sides.plan is not None else ()
-        return Report(self.subject.target, tuple(tensors), self._config(sides), timing, tuple(notes), info=info, checks=self.checks)
+        return Report(self.subject.target, tuple(tensors), self._config(sides), timing, said_once(notes), info=said_once(info), checks=self.checks)
 
     def _config(self, sides: _Sides | None) -> dict[str, Any]:
         opts = self.opts
@@ -443,6 +443,22 @@ def _unused_name(note: str) -> str | None:
     return found.group(1) if found else None
 
 
+DOUBLE_BACKWARD = "double backward: "
+
+
+def said_once(notes: Sequence[str]) -> tuple[str, ...]:
+    """Each note once, in the order first said. A note of the double-backward check that repeats one of the
+    first-order check word for word ('double backward: numeric side computed in float64 ...' beside the
+    same note) says nothing new either: its numeric side, tolerances and frozen parameters are the layer's."""
+    every = set(notes)
+    kept: list[str] = []
+    for note in notes:
+        if note in kept or (note.startswith(DOUBLE_BACKWARD) and note[len(DOUBLE_BACKWARD) :] in every):
+            continue
+        kept.append(note)
+    return tuple(kept)
+
+
 def _double_backward_note(note: str) -> str:
     """A note of the double-backward check, in its terms: the 'layer' there is the backward."""
     name = _unused_name(note)
@@ -451,7 +467,7 @@ def _double_backward_note(note: str) -> str:
             f"double backward: the backward's result does not depend on {name} through autograd (treated as zero): a value "
             f"computed in the forward and kept on ctx instead of save_for_backward, a detach(), or @once_differentiable"
         )
-    return f"double backward: {note}"
+    return f"{DOUBLE_BACKWARD}{note}"
 
 
 def _not_twice_differentiable(backward: Subject, grad_outputs: tuple[str, ...], kinds: dict, exc: LayerError) -> Stage:

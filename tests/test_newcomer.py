@@ -221,3 +221,28 @@ def test_a_refused_command_line_with_junit_xml_dash_says_so_in_xml_on_stdout(tmp
     error = ET.fromstring(proc.stdout).find(".//error")
     assert error is not None and "float31" in error.get("message")
     assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- 4. each note once
+
+HIGHER = ROOT / "tests" / "layers" / "higher.py"
+
+
+def test_a_float32_double_backward_run_says_its_float64_note_once(run_cli, tmp_path: Path) -> None:
+    report = tmp_path / "report.json"
+    code, out, err = run_cli("run", f"{HIGHER}:Softplus", "-i", "4x5", "--order", "2", "--dtype", "float32", "--json", report)
+    assert code == 0, out + err
+    shown = [line for line in err.splitlines() if line.strip().startswith("note:")]  # the table is on stdout; notes too
+    shown += [line for line in out.splitlines() if line.strip().startswith("note:")]
+    assert len([line for line in shown if "numeric side computed in float64" in line]) == 1, out
+    notes = json.loads(report.read_text())["notes"]
+    assert len([n for n in notes if "numeric side computed in float64" in n]) == 1, notes
+    assert len(notes) == len(set(notes))
+
+
+def test_notes_are_unique_in_the_order_first_said() -> None:
+    from gradcheck_cli.checker import said_once
+
+    notes = ["b", "a", "b", "double backward: a", "double backward: c", "c", "double backward: c"]
+    assert said_once(notes) == ("b", "a", "c")
+    assert said_once(["double backward: only there"]) == ("double backward: only there",)
