@@ -628,7 +628,7 @@ def _check_file(entry, config, given: dict, view: View):
     tell(target=entry.name)
     try:
         with contextlib.redirect_stdout(sys.stderr):
-            discovery = discover(entry.target, timeout=config.overrides({}, given).get("timeout"))
+            discovery = discover(entry.target, timeout=config.overrides({}, given).get("timeout"), shown=entry.name)
     except Interrupt as exc:
         yield SuiteResult(entry.name, time=time.perf_counter() - started, signum=exc.signum)
         return

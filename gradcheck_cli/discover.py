@@ -82,23 +82,26 @@ class Discovery:
         return UsageError(f"no layer {shown} defines can be checked -- {reasons}.", f"Give a layer {EXAMPLE}, or write a spec for it.")
 
 
-def discover(path: str, timeout: float | None = None) -> Discovery:
+def discover(path: str, timeout: float | None = None, shown: str | None = None) -> Discovery:
     """Import the layer file at ``path`` and sort its classes into those to check and those to skip.
+
+    ``shown`` is the file as the user named it (default ``path``): the commands a skip reason
+    suggests name it so, to be pasted where the user is.
 
     Raises what importing the file raises (UsageError: not found, syntax; LayerError: it raised, or
     called sys.exit). What the import and the constructors it runs change globally is put back (the
     RNGs, the working folder, sys.path, torch's defaults), and ``timeout`` seconds stop them, as a check's.
     """
     with preserved_state(torch.device("cpu")), interrupts(), deadline(timeout, path):
-        return _discover(path)
+        return _discover(path, shown or path)
 
 
-def _discover(path: str) -> Discovery:
+def _discover(path: str, shown: str) -> Discovery:
     module = import_file(Path(path))
     table = _module_table(module)
     classes = list(_classes(module))
     known = {cls.__name__ for cls in classes}
-    found = [replace(_classify(cls, module, table), line=_line(cls)) for cls in classes]
+    found = [replace(_classify(cls, module, table, shown), line=_line(cls)) for cls in classes]
     uses = {cls: _functions_named(cls) for cls, f in zip(classes, found) if f.checked and f.kind == "Module"}
     found = [_through(f, cls, uses) for f, cls in zip(found, classes)]
     for name in table:
@@ -135,7 +138,7 @@ def _classes(module: types.ModuleType) -> Iterator[type]:
             yield value
 
 
-def _classify(cls: type, module: types.ModuleType, table: dict[str, Any]) -> Found:
+def _classify(cls: type, module: types.ModuleType, table: dict[str, Any], shown: str) -> Found:
     name = cls.__name__
     kind = "Function" if issubclass(cls, torch.autograd.Function) else "Module"
     if kind == "Function" and not has_backward(cls):
@@ -144,8 +147,7 @@ def _classify(cls: type, module: types.ModuleType, table: dict[str, Any]) -> Fou
     if kind == "Module":
         needs = _required_arguments(cls)
         if needs:
-            file = Path(module.__file__ or "FILE.py").name
-            return Found(name, kind, skipped=f"its constructor needs arguments ({', '.join(needs)}): use a spec, or {file}:{name} --init")
+            return Found(name, kind, skipped=f"its constructor needs arguments ({', '.join(needs)}): use a spec, or {shown}:{name} --init")
     try:
         inputs = _inputs_of(cls, module, table)
     except GradcheckError as exc:

@@ -213,7 +213,7 @@ class LayerFile(pytest.File):
         from .discover import discover
 
         try:
-            discovery = discover(str(self.path))
+            discovery = discover(str(self.path), shown=_shown(self.path, self.config))
         except GradcheckError as exc:  # the file does not import: one item that fails with why
             yield LayerItem.from_parent(self, name=self.path.stem, error=exc)
             return

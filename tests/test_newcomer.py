@@ -246,3 +246,44 @@ def test_notes_are_unique_in_the_order_first_said() -> None:
     notes = ["b", "a", "b", "double backward: a", "double backward: c", "c", "double backward: c"]
     assert said_once(notes) == ("b", "a", "c")
     assert said_once(["double backward: only there"]) == ("double backward: only there",)
+
+
+# --------------------------------------------------------------------------- siblings found on the way
+
+
+def test_a_skipped_layers_hint_names_the_file_as_the_user_did(run_cli, tmp_path: Path, monkeypatch) -> None:
+    """'use a spec, or layers.py:Gate --init' named the file without its folder: pasted, it did not run."""
+    import re
+
+    write(tmp_path / "proj" / "layers.py", """\
+        import torch
+        from torch import nn
+
+
+        class _Mul(torch.autograd.Function):
+            @staticmethod
+            def forward(ctx, x, w):
+                ctx.save_for_backward(x, w)
+                return x * w
+
+            @staticmethod
+            def backward(ctx, g):
+                x, w = ctx.saved_tensors
+                return g * w, (g * x).reshape(-1, w.numel()).sum(0)
+
+
+        class Gate(nn.Module):
+            def __init__(self, width):
+                super().__init__()
+                self.weight = nn.Parameter(torch.ones(width))
+
+            def forward(self, x):
+                return _Mul.apply(x, self.weight)
+        """)
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli("run", "proj/layers.py", "-q")
+    assert code == 2, out + err  # nothing in it can be checked as it stands
+    hint = re.search(r"use a spec, or (\S+) --init", out + err)
+    assert hint is not None and hint.group(1) == "proj/layers.py:Gate", out + err
+    code, out, err = run_cli("run", hint.group(1), "--init", "3", "--input", "2x3", "-q")
+    assert code == 0, out + err
