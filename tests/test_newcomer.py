@@ -248,6 +248,161 @@ def test_notes_are_unique_in_the_order_first_said() -> None:
     assert said_once(["double backward: only there"]) == ("double backward: only there",)
 
 
+# --------------------------------------------------------------------------- 3. every README command runs as shown
+
+README = ROOT / "README.md"
+EXAMPLES = ROOT / "layer_specs" / "examples"
+
+
+def _blocks(text: str) -> list[tuple[str, list[str]]]:
+    """The fenced blocks of a Markdown text: (info string, lines)."""
+    blocks, info, lines = [], None, []
+    for line in text.splitlines():
+        if line.startswith("```"):
+            if info is None:
+                info, lines = line[3:].strip(), []
+            else:
+                blocks.append((info, lines))
+                info = None
+        elif info is not None:
+            lines.append(line)
+    return blocks
+
+
+def _split_comment(line: str) -> tuple[str, str]:
+    """(command, comment): the comment starts at the first '#' outside quotes after a blank."""
+    quote = None
+    for i, ch in enumerate(line):
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "#" and (i == 0 or line[i - 1].isspace()):
+            return line[:i].rstrip(), line[i + 1 :].strip()
+    return line.rstrip(), ""
+
+
+def _verdict(output: list[str]) -> int:
+    """The exit status a transcript's output shows: FAIL is 1, an Error 2, else 0."""
+    if any(line.startswith("FAIL") for line in output):
+        return 1
+    if any(line.startswith("Error:") for line in output):
+        return 2
+    return 0
+
+
+def readme_commands() -> list[tuple[str, int, list[str]]]:
+    """(command line, expected exit status, the output the README shows) of every gradcheck command
+    a reader can paste: the lines of ```bash blocks, and the '$ ' lines of transcripts."""
+    import re
+
+    found = []
+    for info, lines in _blocks(README.read_text(encoding="utf-8")):
+        if info == "bash":
+            for line in lines:
+                command, comment = _split_comment(line)
+                if re.match(r"^\(?(cd \S+ && )?gradcheck\b", command) or " && gradcheck " in command:
+                    said = re.search(r"\bexit (\d+)\b", comment)
+                    if not command.startswith(("(cd ", "cd ")) and " && gradcheck " in command:
+                        command = command[command.index("gradcheck ") :]  # what follows the install steps
+                    found.append((command, int(said.group(1)) if said else 0, []))
+        elif info == "":
+            for i, line in enumerate(lines):
+                if not line.startswith("$ ") or not re.match(r"^(\w+=\S+ )*gradcheck\b", line[2:]):
+                    continue
+                rest = lines[i + 1 :]
+                end = next((j for j, later in enumerate(rest) if later.startswith("$ ")), len(rest))
+                output, code = rest[:end], _verdict(rest[:end])
+                if end < len(rest) and rest[end] == "$ echo $?":
+                    code = int(rest[end + 1])
+                found.append((line[2:], code, output))
+    return found
+
+
+def _run_line(run_cli, command: str, monkeypatch, *extra: str):
+    """Run one README command line in-process, from the checkout's root (or the folder it cd's to)."""
+    import re
+    import shlex
+
+    line = command.strip()
+    cwd = ROOT
+    sub = re.fullmatch(r"\(cd (\S+) && (.*)\)", line) or re.fullmatch(r"cd (\S+) && (.*)", line)
+    if sub:
+        cwd, line = ROOT / sub.group(1), sub.group(2)
+    words = shlex.split(line)
+    env = {}
+    while words and re.fullmatch(r"\w+=\S*", words[0]):
+        name, _, value = words.pop(0).partition("=")
+        env[name] = value
+    assert words[0] == "gradcheck", command
+    monkeypatch.chdir(cwd)
+    return run_cli(*words[1:], *extra, env={"COLUMNS": None, "GITHUB_ACTIONS": None, **env})
+
+
+COMMANDS = readme_commands()
+
+
+def test_the_readme_has_its_commands() -> None:
+    lines = [c for c, _, _ in COMMANDS]
+    assert len(lines) >= 20, lines
+    for shown in ("gradcheck run layer_specs/examples/mylayers.py -q", "gradcheck run layer_specs/ --recursive"):
+        assert any(c.startswith(shown) for c in lines), shown
+
+
+@pytest.mark.parametrize(("command", "expected", "output"), COMMANDS, ids=[c for c, _, _ in COMMANDS])
+def test_a_readme_command_runs_as_shown(run_cli, monkeypatch, tmp_path: Path, command: str, expected: int, output: list[str]) -> None:
+    import re
+
+    report = tmp_path / "report.json"
+    code, out, err = _run_line(run_cli, command, monkeypatch, "--json", str(report)) if command.split()[1:2] == ["run"] else _run_line(run_cli, command, monkeypatch)
+    assert code == expected, f"{command}\nexit {code}, the README says {expected}\n{out}{err}"
+    shown = "\n".join(out.splitlines() + err.splitlines())
+    # The verdict lines the README shows (up to the worst element's numbers) are the tool's.
+    for line in output:
+        verdict = re.match(r"^(\S+: )?(PASS|FAIL|SKIPPED): .*", line)
+        if verdict:
+            head = line.split(" Worst:")[0]
+            assert head in shown, f"{command}: the README shows\n{line}\nbut the tool printed\n{shown}"
+    # The tensors of a table it shows are the tensors the tool checks, under the names it prints.
+    rows = [line.strip("│").split("│")[0].strip() for line in output if line.startswith("│")]
+    if rows and not any(line == "summary" for line in output) and report.exists():
+        names = [t["name"] for t in json.loads(report.read_text())["tensors"]]
+        assert sorted(set(r for r in rows if r)) == sorted(names), command
+
+
+def test_the_readmes_example_specs_are_the_files() -> None:
+    """A spec the README shows under a layer_specs/examples/ name is that file, word for word."""
+    shown = {}
+    for info, lines in _blocks(README.read_text(encoding="utf-8")):
+        if info == "yaml" and lines and lines[0].startswith("# layer_specs/examples/"):
+            name = lines[0][2:].split(" ")[0]
+            shown[name] = "\n".join(lines) + "\n"
+    assert len(shown) >= 6, sorted(shown)
+    for name, text in shown.items():
+        assert (ROOT / name).read_text(encoding="utf-8") == text, name
+
+
+@pytest.mark.parametrize(
+    ("target", "inputs", "options"),
+    [
+        ("higher.py:Softplus", ["4x5"], {"order": 2}),
+        ("higher.py:CubeJvp", ["4x6"], {"forward_ad": True, "order": 2}),
+        ("higher.py:FastLinear", ["16x64"], {"dtype": "float32", "reference": str(EXAMPLES / "higher.py:PlainLinear")}),
+        ("higher.py:FastLinear", ["4x64"], {"dtype": "float32"}),
+        ("pool.py:Pool2", ["3x31"], {}),
+        ("resample.py:Blur", ["1x2x16", "=[0.1, 0.5, 0.4]"], {"constant": ["taps"]}),
+        ("mylib/layers.py:ScaledSwish", ["2x4"], {"args": (4,), "kwargs": {"beta": 0.5}}),
+    ],
+    ids=lambda v: v if isinstance(v, str) else None,
+)
+def test_the_examples_correct_layers_pass(target: str, inputs: list, options: dict) -> None:
+    """The README's example layers that are meant to be right are right (their buggy twins fail where it says)."""
+    from gradcheck_cli import check
+
+    report = check(f"{EXAMPLES / target}", inputs, **options)
+    assert report.passed, str(report)
+
+
 # --------------------------------------------------------------------------- siblings found on the way
 
 
