@@ -36,14 +36,14 @@ Examples:
   gradcheck run layer_specs/gauss_filter.py:GaussFilter --input 2x64
   gradcheck run layer_specs/gauss_filter.py:GaussianConvFunction --input 1x100 --input =4.5 --input =-19.5
   gradcheck run layer_specs/gauss_filter.yaml
-  gradcheck run mylayers.py
-  gradcheck run 'specs/pool.yaml[seed=1,inputs=0]'
-  gradcheck run layer_specs/ --json report.json --junit-xml reports/gradcheck.xml
-  gradcheck run 'specs/**/*.yaml' mylayer.py:Swish --input 4x3 --format github
-  gradcheck run specs/ --recursive
+  gradcheck run layer_specs/examples/mylayers.py
+  gradcheck run 'layer_specs/examples/pool.yaml[seed=1,inputs=0]'
+  gradcheck run layer_specs/ --json report.json --junit-xml gradcheck.xml
+  gradcheck run 'layer_specs/*.yaml' layer_specs/examples/mylib/layers.py:Swish --input 4x3 --format github
+  gradcheck run layer_specs/ --recursive
   gradcheck run layer_specs/broken/gauss_filter_conv_bug.yaml --show-errors
-  gradcheck run layer_specs/broken/gauss_filter_conv_bug.yaml --only input0 --plot errors.png
-  gradcheck run mypkg.layers:MyLayer --input 4x3 --dtype float32 --reference-dtype float32
+  gradcheck run layer_specs/broken/gauss_filter_conv_bug.yaml --only x --plot errors.png
+  gradcheck run layer_specs/examples/swish.yaml --dtype float32 --reference-dtype float32
 
 \b
 Defaults for every check option may come from [tool.gradcheck] in pyproject.toml;
@@ -62,7 +62,7 @@ SWEEP_EPILOG = """\b
 Examples:
   gradcheck sweep layer_specs/gauss_filter.yaml
   gradcheck sweep layer_specs/gauss_filter.py:GaussFilter --input 2x64 --points 13
-  gradcheck sweep mylayer.py:MyLayer --input 4x3 --dtype float32 --eps-range 1e-5 1e-1 --plot sweep.png
+  gradcheck sweep layer_specs/examples/mylib/layers.py:Swish --input 4x3 --dtype float32 --eps-range 1e-5 1e-1 --plot sweep.png
 
 \b
 Runs the check once per step size, at most 256 elements per tensor unless

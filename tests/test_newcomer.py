@@ -442,3 +442,35 @@ def test_a_skipped_layers_hint_names_the_file_as_the_user_did(run_cli, tmp_path:
     assert hint is not None and hint.group(1) == "proj/layers.py:Gate", out + err
     code, out, err = run_cli("run", hint.group(1), "--init", "3", "--input", "2x3", "-q")
     assert code == 0, out + err
+
+
+def test_the_help_examples_name_files_that_exist() -> None:
+    """`gradcheck run --help` and `gradcheck sweep --help` show commands to paste: their files exist."""
+    import re
+    import shlex
+
+    from gradcheck_cli.cli import RUN_EPILOG, SWEEP_EPILOG
+
+    lines = [line.strip() for text in (RUN_EPILOG, SWEEP_EPILOG) for line in text.splitlines() if line.strip().startswith("gradcheck ")]
+    assert len(lines) >= 10
+    for line in lines:
+        for word in shlex.split(line)[2:]:
+            if word.startswith("-") or "=" in word.split(":")[0]:
+                continue
+            path = re.sub(r"\[.*\]$", "", word).split(":")[0]
+            if "/" in path or path.endswith((".py", ".yaml")):
+                matches = list(ROOT.glob(path)) if "*" in path else [ROOT / path] if (ROOT / path).exists() else []
+                assert matches, f"{line}: {path} does not exist"
+    assert "--only input0" not in RUN_EPILOG  # inputs are named by the layer's signature
+
+
+def test_bundled_descriptions_name_inputs_as_the_tool_does(run_cli, monkeypatch) -> None:
+    """`gradcheck list` shows the descriptions: 'wrong input0 only' named a tensor the report calls x."""
+    import re
+
+    monkeypatch.chdir(ROOT)
+    code, out, _ = run_cli("list", "layer_specs/broken/")
+    assert code == 0
+    assert "(wrong x only)" in out and "input0" not in out
+    for path in sorted((ROOT / "layer_specs").rglob("*.yaml")):
+        assert not re.search(r"\binput\d", load_spec(path).description or ""), path
