@@ -80,6 +80,11 @@ class Outputs:
         """Resolve the paths; refuse a missing folder, an input of the run (``inputs``: (what, path)),
         a file that is not a report of gradcheck's, or two outputs on one file."""
         given = {"json": json, "junit": junit, "plot": plot}
+        if plot == "-":  # not a file named '-': a PNG is no report for stdout (and stdout may hold the JSON or XML)
+            raise UsageError(
+                "--plot -: a plot is a PNG image, written to a file; '-' (stdout) is only for --json or --junit-xml.",
+                "Give the plot a file name, e.g. --plot errors.png.",
+            )
         if all(is_stdout(given[kind]) for kind in TO_STDOUT):
             raise UsageError(
                 f"--json {given['json']} and --junit-xml {given['junit']} both write to stdout: the two reports would be "

@@ -474,3 +474,13 @@ def test_bundled_descriptions_name_inputs_as_the_tool_does(run_cli, monkeypatch)
     assert "(wrong x only)" in out and "input0" not in out
     for path in sorted((ROOT / "layer_specs").rglob("*.yaml")):
         assert not re.search(r"\binput\d", load_spec(path).description or ""), path
+
+
+@pytest.mark.parametrize("command", [["run", str(ROOT / "layer_specs" / "broken" / "gauss_filter_conv_bug.yaml")], ["sweep", str(GAUSS_SPEC), "--points", "3"]])
+def test_plot_dash_is_refused_not_a_file_named_dash(run_cli, tmp_path: Path, monkeypatch, command: list[str]) -> None:
+    """--plot - wrote a PNG named '-' (as --junit-xml - wrote XML there): a plot is a file, said before anything runs."""
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(*command, "--plot", "-")
+    assert code == 2, out + err
+    assert "--plot -" in err and "file name" in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
