@@ -484,3 +484,16 @@ def test_plot_dash_is_refused_not_a_file_named_dash(run_cli, tmp_path: Path, mon
     assert code == 2, out + err
     assert "--plot -" in err and "file name" in err and "Traceback" not in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_reference_file_in_tool_gradcheck_means_the_same_from_a_subfolder(run_cli, tmp_path: Path, monkeypatch) -> None:
+    """[tool.gradcheck] reference = "higher.py:PlainLinear" was looked up from the current folder ('does not
+    exist' one folder down); like specs, it is relative to the pyproject.toml."""
+    (tmp_path / "pyproject.toml").write_text('[tool.gradcheck]\nreference = "higher.py:PlainLinear"\n')
+    (tmp_path / "higher.py").write_text((EXAMPLES / "higher.py").read_text())
+    (tmp_path / "sub").mkdir()
+    for folder, target in ((tmp_path, "higher.py:FastLinear"), (tmp_path / "sub", "../higher.py:FastLinear")):
+        monkeypatch.chdir(folder)
+        code, out, err = run_cli("run", target, "-i", "4x64", "--json", tmp_path / "r.json", "-q")
+        assert code == 0, out + err
+        assert json.loads((tmp_path / "r.json").read_text())["config"]["reference"] == f"{(tmp_path / 'higher.py').resolve()}:PlainLinear"
