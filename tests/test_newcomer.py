@@ -497,3 +497,12 @@ def test_a_reference_file_in_tool_gradcheck_means_the_same_from_a_subfolder(run_
         code, out, err = run_cli("run", target, "-i", "4x64", "--json", tmp_path / "r.json", "-q")
         assert code == 0, out + err
         assert json.loads((tmp_path / "r.json").read_text())["config"]["reference"] == f"{(tmp_path / 'higher.py').resolve()}:PlainLinear"
+
+
+def test_a_refused_command_line_with_json_to_dev_stdout_reports_there_without_a_traceback(tmp_path: Path) -> None:
+    """--json /dev/stdout is --json -; on a command line click refused, it ended in an IndexError traceback."""
+    proc = gradcheck("run", GAUSS_SPEC, "--json", "/dev/stdout", "--dtype", "float31", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["passed"] is False and "float31" in data["error"]
