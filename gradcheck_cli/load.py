@@ -41,8 +41,18 @@ FORMS = "'path/to/file.py:Name', 'package.module:Name' or 'package.module.Name'"
 
 # What makes a folder a project's root: where a spec's dotted imports stop looking upwards.
 PROJECT_MARKERS = ("pyproject.toml", "setup.py", "setup.cfg", ".git")
-# The folders a spec's dotted targets are also looked for in (spec_imports), nearest first.
-_SPEC_FOLDERS: contextvars.ContextVar[tuple[Path, ...]] = contextvars.ContextVar("gradcheck_spec_folders", default=())
+
+
+class _Search:
+    """The folders a spec's dotted targets are also looked for in (spec_imports), nearest first, and
+    whether a target was looked for there (only then are modules forgotten afterwards)."""
+
+    def __init__(self, folders: tuple[Path, ...]) -> None:
+        self.folders = folders
+        self.used = False
+
+
+_SPEC_SEARCH: contextvars.ContextVar[_Search | None] = contextvars.ContextVar("gradcheck_spec_search", default=None)
 
 
 def spec_folders(spec_path: str | os.PathLike) -> tuple[Path, ...]:
@@ -68,15 +78,16 @@ def spec_imports(spec_path: str | os.PathLike) -> Iterator[None]:
     of the modules only they made importable: a second spec of another project with a package
     of the same name gets its own.
     """
-    folders = spec_folders(spec_path)
+    search = _Search(spec_folders(spec_path))
     before = set(sys.modules)
     path = list(sys.path) + ([os.getcwd()] if _cwd_exists() else [])
-    token = _SPEC_FOLDERS.set(folders)
+    token = _SPEC_SEARCH.set(search)
     try:
         yield
     finally:
-        _SPEC_FOLDERS.reset(token)
-        _forget_found_in(folders, before, path)
+        _SPEC_SEARCH.reset(token)
+        if search.used:
+            _forget_found_in(search.folders, before, path)
 
 
 def _cwd_exists() -> bool:
@@ -100,17 +111,20 @@ def _forget_found_in(folders: tuple[Path, ...], before: set[str], path: list[str
 
 
 def _only_in(top: str, folders: tuple[Path, ...], path: list[str]) -> bool:
-    """Is the top-level module ``top`` found in ``folders`` and not on ``path``?"""
+    """Is the top-level module ``top`` one that ``folders`` make importable and ``path`` does not?
+
+    (A layer file imported by its path -- ``gradcheck_target_...`` -- is no module of those folders:
+    it stays, as file imports always leave it, for the next check of the same file.)"""
     module = sys.modules.get(top)
     where = getattr(getattr(module, "__spec__", None), "origin", None) or getattr(module, "__file__", None)
     places = [str(p) for p in getattr(module, "__path__", None) or ()] + ([where] if where else [])
-    if not places:
+    if not places or top in sys.builtin_module_names:
         return False
-    inside = any(Path(os.path.realpath(place)).is_relative_to(folder) for place in places for folder in folders)
-    if not inside:
+    if not any(Path(os.path.realpath(place)).is_relative_to(folder) for place in places for folder in folders):
         return False
     try:
-        return importlib.machinery.PathFinder.find_spec(top, [p for p in path if isinstance(p, str)]) is None and top not in sys.builtin_module_names
+        finder = importlib.machinery.PathFinder
+        return finder.find_spec(top, [str(f) for f in folders]) is not None and finder.find_spec(top, [p for p in path if isinstance(p, str)]) is None
     except (ImportError, ValueError, OSError):
         return False
 
@@ -266,20 +280,21 @@ def _import_module(name: str, text: str) -> ModuleType:
         try:
             return _run_import(lambda: importlib.import_module(name), name)
         except UsageError as exc:
-            folders = _SPEC_FOLDERS.get()
-            if not (folders and _not_found(exc, name)):
+            search = _SPEC_SEARCH.get()
+            if search is None or not _not_found(exc, name):
                 raise
         # A spec's module: also in the spec's folder and above, up to the project root (after sys.path).
-        sys.path.extend(str(f) for f in folders if str(f) not in sys.path)
+        search.used = True
+        sys.path.extend(str(f) for f in search.folders if str(f) not in sys.path)
         importlib.invalidate_caches()
         return _run_import(lambda: importlib.import_module(name), name)
     except UsageError as exc:
         if _not_found(exc, name):
-            folders = _SPEC_FOLDERS.get()
+            search = _SPEC_SEARCH.get()
             looked = (
                 f" It was looked for on sys.path, then in the spec's folder and above it up to the project root: "
-                f"{', '.join(str(f) for f in folders)}."
-                if folders
+                f"{', '.join(str(f) for f in search.folders)}."
+                if search is not None
                 else ""
             )
             raise UsageError(

@@ -506,3 +506,28 @@ def test_a_refused_command_line_with_json_to_dev_stdout_reports_there_without_a_
     assert "Traceback" not in proc.stderr, proc.stderr
     data = json.loads(proc.stdout)
     assert data["passed"] is False and "float31" in data["error"]
+
+
+def test_a_specs_layer_file_is_still_imported_once_for_all_its_checks(tmp_path: Path, package_name: str) -> None:
+    """Forgetting what the spec's folders made importable must not forget a layer file imported by its path
+    (the cache that imports it once for every check of it) -- nor does a spec that never needed the search."""
+    log = tmp_path / "imports.log"
+    write(tmp_path / "proj" / "pyproject.toml", "")
+    write(tmp_path / "proj" / "specs" / "counted.py", f"""\
+        import torch
+        open({str(log)!r}, "a").write("imported\\n")
+
+
+        class Double(torch.autograd.Function):
+            @staticmethod
+            def forward(ctx, x):
+                return 2 * x
+
+            @staticmethod
+            def backward(ctx, g):
+                return 2 * g
+        """)
+    spec = write(tmp_path / "proj" / "specs" / "counted.yaml", "layer: counted.py:Double\ninputs:\n  - shape: [3]\n")
+    for _ in range(3):
+        assert check_spec(load_spec(spec)).passed
+    assert log.read_text().splitlines() == ["imported"]
