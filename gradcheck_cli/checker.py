@@ -31,7 +31,7 @@ from .fd import LOSSES
 from .forward_ad import forward_side
 from .guard import Guard
 from .inputs import torch_dtype
-from .load import load_target
+from .load import load_target, spec_imports
 from .matrix import only_combination, spec_key
 from .numeric import BasePoint, NumericSide, base_point, numeric_side
 from .options import RENAMED, CheckOptions, check_option, current_names, options
@@ -128,7 +128,9 @@ def check_spec(spec: LayerSpec, progress: ProgressFn | None = None, **overrides:
         except UsageError as exc:
             raise SpecError(spec.path, spec_key(spec, key), exc.detail, exc.hint) from None
     try:
-        return check(spec.layer, list(spec.inputs), progress=progress, **spec_arguments(spec), **options)
+        # A dotted layer or reference means the same wherever gradcheck runs (see load.spec_imports).
+        with spec_imports(spec.path):
+            return check(spec.layer, list(spec.inputs), progress=progress, **spec_arguments(spec), **options)
     except SpecError:
         raise
     except UsageError as exc:
@@ -391,7 +393,7 @@ class _Run:
                 sets={t.name: t.sets["tests"] for t in tensors if t.sets is not None},
             )
         info = tuple(_info_notes(sides)) if sides is not None and sides.plan is not None else ()
-        return Report(self.subject.target, tuple(tensors), self._config(sides), timing, tuple(notes), info=info, checks=self.checks)
+        return Report(self.subject.target, tuple(tensors), self._config(sides), timing, said_once(notes), info=said_once(info), checks=self.checks)
 
     def _config(self, sides: _Sides | None) -> dict[str, Any]:
         opts = self.opts
@@ -443,6 +445,22 @@ def _unused_name(note: str) -> str | None:
     return found.group(1) if found else None
 
 
+DOUBLE_BACKWARD = "double backward: "
+
+
+def said_once(notes: Sequence[str]) -> tuple[str, ...]:
+    """Each note once, in the order first said. A note of the double-backward check that repeats one of the
+    first-order check word for word ('double backward: numeric side computed in float64 ...' beside the
+    same note) says nothing new either: its numeric side, tolerances and frozen parameters are the layer's."""
+    every = set(notes)
+    kept: list[str] = []
+    for note in notes:
+        if note in kept or (note.startswith(DOUBLE_BACKWARD) and note[len(DOUBLE_BACKWARD) :] in every):
+            continue
+        kept.append(note)
+    return tuple(kept)
+
+
 def _double_backward_note(note: str) -> str:
     """A note of the double-backward check, in its terms: the 'layer' there is the backward."""
     name = _unused_name(note)
@@ -451,7 +469,7 @@ def _double_backward_note(note: str) -> str:
             f"double backward: the backward's result does not depend on {name} through autograd (treated as zero): a value "
             f"computed in the forward and kept on ctx instead of save_for_backward, a detach(), or @once_differentiable"
         )
-    return f"double backward: {note}"
+    return f"{DOUBLE_BACKWARD}{note}"
 
 
 def _not_twice_differentiable(backward: Subject, grad_outputs: tuple[str, ...], kinds: dict, exc: LayerError) -> Stage:

@@ -36,14 +36,14 @@ Examples:
   gradcheck run layer_specs/gauss_filter.py:GaussFilter --input 2x64
   gradcheck run layer_specs/gauss_filter.py:GaussianConvFunction --input 1x100 --input =4.5 --input =-19.5
   gradcheck run layer_specs/gauss_filter.yaml
-  gradcheck run mylayers.py
-  gradcheck run 'specs/pool.yaml[seed=1,inputs=0]'
-  gradcheck run layer_specs/ --json report.json --junit-xml reports/gradcheck.xml
-  gradcheck run 'specs/**/*.yaml' mylayer.py:Swish --input 4x3 --format github
-  gradcheck run specs/ --recursive
+  gradcheck run layer_specs/examples/mylayers.py
+  gradcheck run 'layer_specs/examples/pool.yaml[seed=1,inputs=0]'
+  gradcheck run layer_specs/ --json report.json --junit-xml gradcheck.xml
+  gradcheck run 'layer_specs/*.yaml' layer_specs/examples/mylib/layers.py:Swish --input 4x3 --format github
+  gradcheck run layer_specs/ --recursive
   gradcheck run layer_specs/broken/gauss_filter_conv_bug.yaml --show-errors
-  gradcheck run layer_specs/broken/gauss_filter_conv_bug.yaml --only input0 --plot errors.png
-  gradcheck run mypkg.layers:MyLayer --input 4x3 --dtype float32 --numeric-dtype float32
+  gradcheck run layer_specs/broken/gauss_filter_conv_bug.yaml --only x --plot errors.png
+  gradcheck run layer_specs/examples/swish.yaml --dtype float32 --numeric-dtype float32
 
 \b
 Defaults for every check option may come from [tool.gradcheck] in pyproject.toml;
@@ -62,8 +62,8 @@ SWEEP_EPILOG = """\b
 Examples:
   gradcheck sweep layer_specs/gauss_filter.yaml
   gradcheck sweep layer_specs/gauss_filter.py:GaussFilter --input 2x64 --points 13
-  gradcheck sweep mylayer.py:MyLayer --input 4x3 --dtype float32 --eps-range 1e-5 1e-1 --plot sweep.png
-  gradcheck sweep mylayer.py:Scaled --init 9 --init scale=0.5 --input 4x9
+  gradcheck sweep layer_specs/examples/mylib/layers.py:Swish --input 4x3 --dtype float32 --eps-range 1e-5 1e-1 --plot sweep.png
+  gradcheck sweep layer_specs/examples/mylib/layers.py:ScaledSwish --init 3 --init beta=0.5 --input 4x3
 
 \b
 Runs the check once per step size, at most 256 elements per tensor unless
@@ -335,13 +335,13 @@ class View:
             self.err.print(printable(text), style="dim", highlight=False, markup=False)
 
 
-def _view(color: bool | None, quiet: bool, verbose: bool, json_stdout: bool = False, **kwargs: Any) -> View:
+def _view(color: bool | None, quiet: bool, verbose: bool, report_on_stdout: bool = False, **kwargs: Any) -> View:
     """The consoles, after checking the flags agree."""
     if quiet and verbose:
         raise UsageError("--quiet and --verbose exclude each other.", "Give one of them.")
     err = _console(sys.stderr, color)
-    # With --json -, stdout carries the JSON alone; the rendered report moves to stderr.
-    out = err if json_stdout else _console(report_stream(), color)
+    # With --json - (or --junit-xml -), stdout carries that report alone; the rendered report moves to stderr.
+    out = err if report_on_stdout else _console(report_stream(), color)
     return View(out, err, quiet, verbose, **kwargs)
 
 
@@ -376,8 +376,9 @@ def report_format(given: str | None) -> str:
 @click.option(
     "--junit-xml",
     "junit_path",
-    type=click.Path(dir_okay=False),
-    help="Write a JUnit XML report for CI: one test suite per spec or target, one test case per checked tensor. Its folder must exist.",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="Write a JUnit XML report for CI: one test suite per spec or target, one test case per checked tensor ('-' for stdout; "
+    "not with --json -). Its folder must exist.",
 )
 @click.option(
     "--format",
@@ -410,7 +411,7 @@ def run_command(ctx: click.Context, targets: tuple[str, ...], inputs: tuple, col
     # The report files are known (and resolved) before anything else can go wrong, so that
     # every later problem still leaves a report of this run in them, never a stale one.
     sinks = _Sinks(*_outputs(paths, list(targets), recursive, given.get("reference")))
-    views = lambda json_stdout: _view(color, quiet, verbose, json_stdout=json_stdout, show_errors=show_errors, debug=debug, github=github)  # noqa: E731
+    views = lambda report_on_stdout: _view(color, quiet, verbose, report_on_stdout=report_on_stdout, show_errors=show_errors, debug=debug, github=github)  # noqa: E731
     name = " ".join(targets) or "gradcheck run"
     code = _guarded_run(name, err, sinks, debug, lambda: _run(list(targets), recursive, Arguments(inputs, init), given, sinks, views), github=github)
     ctx.exit(code)
@@ -457,6 +458,8 @@ def _outputs(paths: dict, targets: list[str], recursive: bool = False, reference
         files = [p for p in usable.values() if isinstance(p, Path)]
         if len(files) == 2 and same_file(*files):
             usable = {k: v for k, v in usable.items() if not isinstance(v, Path)}
+        if list(usable.values()).count("-") == 2:  # both on stdout: neither (they would be mixed)
+            usable = {k: v for k, v in usable.items() if v != "-"}
         return Outputs(**usable), exc
 
 
@@ -536,7 +539,7 @@ def _run(targets: list[str], recursive: bool, arguments: Arguments, given: dict,
     tell(outputs=outputs.told())
     if problem is not None:
         raise problem
-    view = views(outputs.json == "-")
+    view = views(outputs.on_stdout is not None)
     if outputs.plot:
         from .errormap import require_matplotlib
 
@@ -654,7 +657,7 @@ def _discover_file(entry, config, given: dict, view: View) -> Any:
     only, constant = _named_tensors(config, given)
     try:
         with contextlib.redirect_stdout(sys.stderr):
-            return discover(entry.target, timeout=config.overrides({}, given).get("timeout"), names=bool(only or constant))
+            return discover(entry.target, timeout=config.overrides({}, given).get("timeout"), shown=entry.name, names=bool(only or constant))
     except Interrupt as exc:
         return SuiteResult(entry.name, time=time.perf_counter() - started, signum=exc.signum)
     except KeyboardInterrupt:

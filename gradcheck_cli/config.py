@@ -104,9 +104,22 @@ def load(path: str | os.PathLike | None = None, start: str | os.PathLike | None 
             raise UsageError(f"{where}: {key!r} is the old name of {name!r}, which is given too.", f"Keep {name} only.")
         try:
             options[name] = check_option(key, list(value) if isinstance(value, list) else value)
+            if name == "reference" and options[name] is not None:
+                options[name] = _file_relative_to(options[name], path.parent)
         except UsageError as exc:
             raise UsageError(f"{where}: {exc.message}", exc.hint) from None
     return Config(path, options, specs)
+
+
+def _file_relative_to(target: str, base: Path) -> str:
+    """A file target (``ref/plain.py:Plain``) resolved against the pyproject's folder, as ``specs`` are (it
+    means the same from every folder below it); a dotted target as it is."""
+    from .load import is_file_target, split_target
+
+    module_part, attr = split_target(target)
+    if not is_file_target(module_part) or attr is None:
+        return target
+    return f"{(base / Path(module_part).expanduser()).resolve()}:{attr}"
 
 
 def _paths(value: Any, base: Path, where: str) -> tuple[Path, ...]:

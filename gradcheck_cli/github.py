@@ -1,6 +1,6 @@
 """GitHub Actions annotations: one ``::error`` workflow command per failing tensor.
 
-    ::error file=layers/swish.py,line=12,title=gradcheck: input0 of swish.yaml does not match::...
+    ::error file=layers/swish.py,line=12,title=gradcheck: x of swish.yaml does not match::...
 
 GitHub turns each into an annotation on the line of the pull request's diff where the
 layer's gradient is written (its backward; else its forward: :mod:`.source`), as ruff's

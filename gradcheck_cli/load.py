@@ -8,6 +8,11 @@ Three forms are accepted:
   works too); the current folder is importable, as with ``python -m``;
 * ``pkg.mod.Name`` -- the longest importable module prefix, then attributes.
 
+A spec's dotted targets mean the same wherever gradcheck runs: inside
+:func:`spec_imports`, a module that ``sys.path`` does not have is looked for in the
+spec's folder and its ancestors up to the project root, as its file paths are
+resolved against the spec's folder.
+
 Importing a layer file runs it, exactly as pytest runs test files.  Anything the
 file prints while it is imported goes to stderr, so it cannot corrupt a report
 written to stdout.
@@ -16,13 +21,16 @@ written to stdout.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import hashlib
 import importlib
+import importlib.machinery
 import importlib.util
 import os
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Iterator
 
 from .errors import GradcheckError, LayerError, UsageError, user_frame
 
@@ -30,6 +38,95 @@ from .errors import GradcheckError, LayerError, UsageError, user_frame
 MAX_LAYER_BYTES = 64 * 1024**2
 
 FORMS = "'path/to/file.py:Name', 'package.module:Name' or 'package.module.Name'"
+
+# What makes a folder a project's root: where a spec's dotted imports stop looking upwards.
+PROJECT_MARKERS = ("pyproject.toml", "setup.py", "setup.cfg", ".git")
+
+
+class _Search:
+    """The folders a spec's dotted targets are also looked for in (spec_imports), nearest first, and
+    whether a target was looked for there (only then are modules forgotten afterwards)."""
+
+    def __init__(self, folders: tuple[Path, ...]) -> None:
+        self.folders = folders
+        self.used = False
+
+
+_SPEC_SEARCH: contextvars.ContextVar[_Search | None] = contextvars.ContextVar("gradcheck_spec_search", default=None)
+
+
+def spec_folders(spec_path: str | os.PathLike) -> tuple[Path, ...]:
+    """The spec's folder and its ancestors up to the project root (the nearest folder with a
+    pyproject.toml, setup.py, setup.cfg or .git), nearest first; the spec's folder alone where
+    no folder above it is a project's root."""
+    start = Path(os.path.realpath(Path(spec_path).expanduser())).parent
+    folders = []
+    for folder in (start, *start.parents):
+        folders.append(folder)
+        if any((folder / marker).exists() for marker in PROJECT_MARKERS):
+            return tuple(folders)
+    return (start,)
+
+
+@contextlib.contextmanager
+def spec_imports(spec_path: str | os.PathLike) -> Iterator[None]:
+    """Dotted targets loaded inside resolve as the spec at ``spec_path`` means them.
+
+    A module that is not on ``sys.path`` is looked for in :func:`spec_folders` too, after
+    ``sys.path`` (so an installed package still wins); those folders stay importable for the
+    rest of the check (the check restores ``sys.path``). Afterwards ``sys.modules`` holds none
+    of the modules only they made importable: a second spec of another project with a package
+    of the same name gets its own.
+    """
+    search = _Search(spec_folders(spec_path))
+    before = set(sys.modules)
+    path = list(sys.path) + ([os.getcwd()] if _cwd_exists() else [])
+    token = _SPEC_SEARCH.set(search)
+    try:
+        yield
+    finally:
+        _SPEC_SEARCH.reset(token)
+        if search.used:
+            _forget_found_in(search.folders, before, path)
+
+
+def _cwd_exists() -> bool:
+    try:
+        os.getcwd()
+        return True
+    except OSError:
+        return False
+
+
+def _forget_found_in(folders: tuple[Path, ...], before: set[str], path: list[str]) -> None:
+    """Remove the modules imported since ``before`` that only ``folders`` made importable (not ``path``)."""
+    added = [name for name in list(sys.modules) if name not in before]
+    local: dict[str, bool] = {}
+    for name in added:
+        top = name.partition(".")[0]
+        if top not in local:
+            local[top] = _only_in(top, folders, path)
+        if local[top]:
+            sys.modules.pop(name, None)
+
+
+def _only_in(top: str, folders: tuple[Path, ...], path: list[str]) -> bool:
+    """Is the top-level module ``top`` one that ``folders`` make importable and ``path`` does not?
+
+    (A layer file imported by its path -- ``gradcheck_target_...`` -- is no module of those folders:
+    it stays, as file imports always leave it, for the next check of the same file.)"""
+    module = sys.modules.get(top)
+    where = getattr(getattr(module, "__spec__", None), "origin", None) or getattr(module, "__file__", None)
+    places = [str(p) for p in getattr(module, "__path__", None) or ()] + ([where] if where else [])
+    if not places or top in sys.builtin_module_names:
+        return False
+    if not any(Path(os.path.realpath(place)).is_relative_to(folder) for place in places for folder in folders):
+        return False
+    try:
+        finder = importlib.machinery.PathFinder
+        return finder.find_spec(top, [str(f) for f in folders]) is not None and finder.find_spec(top, [p for p in path if isinstance(p, str)]) is None
+    except (ImportError, ValueError, OSError):
+        return False
 
 
 def split_target(text: str) -> tuple[str, str | None]:
@@ -180,11 +277,28 @@ def _failed_above(exc: BaseException, path: Path) -> bool:
 def _import_module(name: str, text: str) -> ModuleType:
     _current_folder_importable()
     try:
+        try:
+            return _run_import(lambda: importlib.import_module(name), name)
+        except UsageError as exc:
+            search = _SPEC_SEARCH.get()
+            if search is None or not _not_found(exc, name):
+                raise
+        # A spec's module: also in the spec's folder and above, up to the project root (after sys.path).
+        search.used = True
+        sys.path.extend(str(f) for f in search.folders if str(f) not in sys.path)
+        importlib.invalidate_caches()
         return _run_import(lambda: importlib.import_module(name), name)
     except UsageError as exc:
-        if isinstance(exc.__cause__, ModuleNotFoundError) and exc.__cause__.name in _prefixes(name):
+        if _not_found(exc, name):
+            search = _SPEC_SEARCH.get()
+            looked = (
+                f" It was looked for on sys.path, then in the spec's folder and above it up to the project root: "
+                f"{', '.join(str(f) for f in search.folders)}."
+                if search is not None
+                else ""
+            )
             raise UsageError(
-                f"Cannot import module {name!r} for target {text!r}: no such module.",
+                f"Cannot import module {name!r} for target {text!r}: no such module.{looked}",
                 f"Is the package installed, or did you mean a file? Targets look like {FORMS}.",
             ) from None
         if isinstance(exc.__cause__, ModuleNotFoundError):
@@ -196,6 +310,11 @@ def _import_module(name: str, text: str) -> ModuleType:
                 "which imports only what that file needs where it can.",
             ) from None
         raise
+
+
+def _not_found(exc: UsageError, name: str) -> bool:
+    """Did importing ``name`` fail because it (or a package above it) does not exist at all?"""
+    return isinstance(exc.__cause__, ModuleNotFoundError) and exc.__cause__.name in _prefixes(name)
 
 
 def _current_folder_importable() -> None:

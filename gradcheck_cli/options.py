@@ -140,7 +140,7 @@ class Names(Kind):
     """One or more tensor names: ``only``."""
 
     metavar = "NAME"
-    example = "input0"
+    example = "x"
 
     def check(self, value: Any, name: str) -> tuple[str, ...]:
         items = [value] if isinstance(value, str) else value

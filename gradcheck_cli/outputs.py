@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 KINDS = {"json": "JSON report", "junit": "JUnit XML report", "plot": "plot"}
 # Names of this process's standard output: --json /dev/stdout is --json -.
 STDOUT_NAMES = ("/dev/stdout", "/dev/fd/1", "/proc/self/fd/1")
+# The reports that may go to stdout ('-'), at most one of them in a run.
+TO_STDOUT = ("json", "junit")
 # A report file that gradcheck may replace is at most this large (the reports of 1000 specs are ~2 MB).
 REPORT_MAX_BYTES = 256 * 1024**2
 INCOMPLETE = "gradcheck started this report but did not finish the run: no verdict."
@@ -55,25 +57,46 @@ def same_file(a: Path, b: Path) -> bool:
         return False
 
 
+def is_stdout(text: str | None) -> bool:
+    """'-', or a name of this process's standard output (the same as '-')."""
+    return text == "-" or text in STDOUT_NAMES
+
+
 @dataclass(frozen=True)
 class Outputs:
-    """Resolved output paths; ``json`` may be '-' (stdout)."""
+    """Resolved output paths; ``json`` or ``junit`` (not both) may be '-' (stdout)."""
 
     json: Path | str | None = None
-    junit: Path | None = None
+    junit: Path | str | None = None
     plot: Path | None = None
+
+    @property
+    def on_stdout(self) -> str | None:
+        """The kind of report that goes to stdout ('json' or 'junit'), if one does: the table then goes to stderr."""
+        return next((kind for kind in TO_STDOUT if getattr(self, kind) == "-"), None)
 
     @classmethod
     def resolve(cls, json: str | None = None, junit: str | None = None, plot: str | None = None, inputs: Iterable[tuple[str, Path]] = ()) -> "Outputs":
         """Resolve the paths; refuse a missing folder, an input of the run (``inputs``: (what, path)),
         a file that is not a report of gradcheck's, or two outputs on one file."""
         given = {"json": json, "junit": junit, "plot": plot}
-        cls(**{k: resolve(v) if v and v != "-" and v not in STDOUT_NAMES else None for k, v in given.items()}).refuse_inputs(inputs)
+        if plot == "-":  # not a file named '-': a PNG is no report for stdout (and stdout may hold the JSON or XML)
+            raise UsageError(
+                "--plot -: a plot is a PNG image, written to a file; '-' (stdout) is only for --json or --junit-xml.",
+                "Give the plot a file name, e.g. --plot errors.png.",
+            )
+        if all(is_stdout(given[kind]) for kind in TO_STDOUT):
+            raise UsageError(
+                f"--json {given['json']} and --junit-xml {given['junit']} both write to stdout: the two reports would be "
+                "mixed into one stream that neither a JSON nor an XML reader can read.",
+                "Send one of them to a file, e.g. --json - --junit-xml reports/gradcheck.xml.",
+            )
+        cls(**{k: resolve(v) if v and not is_stdout(v) else None for k, v in given.items()}).refuse_inputs(inputs)
         resolved: dict[str, Path | str | None] = {}
         for kind, text in given.items():
             if not text:
                 resolved[kind] = None
-            elif kind == "json" and (text == "-" or text in STDOUT_NAMES):
+            elif kind in TO_STDOUT and is_stdout(text):
                 resolved[kind] = "-"  # /dev/stdout names this process's stdout: the same as '-'
             else:
                 resolved[kind] = _output_path(kind, text)
@@ -122,13 +145,17 @@ class Outputs:
         from .streams import SafeStream, report_stream
 
         problem = None
-        if self.json == "-":
+        texts = {"json": lambda: result.to_json() + "\n", "junit": lambda: junit_xml(result.results, verbose)}
+        kind = self.on_stdout
+        if kind is not None:
             out = report_stream()
-            out.write(result.to_json() + "\n")
+            text = texts[kind]()
+            out.write(text if text.endswith("\n") else text + "\n")
             out.flush()
             if isinstance(out, SafeStream) and out.failure:
-                problem = UsageError(f"Cannot write the JSON report to stdout: {out.failure}.", "Write it to a file with --json PATH.")
-        texts = {"json": lambda: result.to_json() + "\n", "junit": lambda: junit_xml(result.results, verbose)}
+                problem = UsageError(
+                    f"Cannot write the {KINDS[kind]} to stdout: {out.failure}.", f"Write it to a file with {OPTIONS[kind]} PATH."
+                )
         for kind, path in self.files():
             if kind == "plot":
                 continue
@@ -145,8 +172,11 @@ class Outputs:
 
     @classmethod
     def from_told(cls, told: dict[str, str | None]) -> "Outputs":
-        json_path = told.get("json")
-        return cls(json="-" if json_path == "-" else Path(json_path) if json_path else None, junit=Path(told["junit"]) if told.get("junit") else None)
+        def path(kind: str) -> Path | str | None:
+            text = told.get(kind)
+            return "-" if text == "-" else Path(text) if text else None
+
+        return cls(json=path("json"), junit=path("junit"))
 
     def files(self) -> list[tuple[str, Path]]:
         return [(kind, p) for kind, p in (("json", self.json), ("junit", self.junit), ("plot", self.plot)) if isinstance(p, Path)]
@@ -293,14 +323,17 @@ def refused_command_line(args: list[str], reason: str) -> None:
 
     error = UsageError(f"the command line was refused: {reason}", "Run 'gradcheck run --help' for the options.")
     result = RunResult((SuiteResult("gradcheck run", error=error),))
-    for kind, flag in (("json", "--json"), ("junit", "--junit-xml")):
-        text = _option_value(args, flag)
-        if kind == "json" and text == "-":  # stdout is the JSON report's: it says why nothing was checked
-            with contextlib.suppress(OSError, ValueError):
-                sys.stdout.write(result.to_json() + "\n")
-                sys.stdout.flush()
+    given = {kind: _option_value(args, OPTIONS[kind]) for kind in TO_STDOUT}
+    both = all(is_stdout(text) for text in given.values())  # refused as well: stdout gets neither
+    for kind, text in given.items():
+        if is_stdout(text):  # stdout is that report's: it says why nothing was checked
+            if not both:
+                with contextlib.suppress(OSError, ValueError):
+                    report = result.to_json() + "\n" if kind == "json" else junit_xml(result.results)
+                    sys.stdout.write(report if report.endswith("\n") else report + "\n")
+                    sys.stdout.flush()
             continue
-        if not text or text == "-":
+        if not text:
             continue
         with contextlib.suppress(GradcheckError, OSError):
             path = Outputs.resolve(**{kind: text}).files()[0][1]

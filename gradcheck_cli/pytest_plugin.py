@@ -216,7 +216,7 @@ class LayerFile(pytest.File):
         options = _project(self.config).overrides({}, {})
         only, constant = tuple(options.get("only") or ()), tuple(options.get("constant") or ())
         try:
-            discovery = discover(str(self.path), names=bool(only or constant))
+            discovery = discover(str(self.path), shown=_shown(self.path, self.config), names=bool(only or constant))
         except GradcheckError as exc:  # the file does not import: one item that fails with why
             yield LayerItem.from_parent(self, name=self.path.stem, error=exc)
             return

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .checker import check, spec_arguments
+from .environment import Placement, preserved_state
 from .errors import LayerError, TimedOut, UsageError
-from .load import load_target
+from .load import load_target, spec_imports
 from .matrix import only_combination
 from .options import CheckOptions
 from .spec import LayerSpec
@@ -132,33 +133,34 @@ def sweep(
     grid = eps_grid(*(eps_range or EPS_RANGES[numeric_dtype]), points)
     source = "default" if spec_eps is None else "spec"
     default_eps = opts.resolved().eps if spec_eps is None else spec_eps
-    obj = load_target(layer) if isinstance(layer, str) else layer
     name = name or (layer if isinstance(layer, str) else None)
-
     result_points, reports, raised = [], [], []
-    for i, eps in enumerate(grid):
-        if progress:
-            progress(i, len(grid), eps)
-        try:
-            report = check(obj, list(inputs), args=args, kwargs=kwargs, params=params, name=name, eps=eps, max_elements=max_elements, **options)
-        except TimedOut:
-            raise  # as slow at any step: stop here
-        except LayerError as exc:  # the layer raised at this step: its failure, not the sweep's end
-            raised.append(exc)
-            result_points.append(SweepPoint(eps=eps, worst=math.nan, errors=(), n_failed=0, n_noise=0, conclusive=False, error=exc.message))
-            continue
-        reports.append(report)
-        errors = tuple(t.max_rel_error for t in report.tensors)
-        result_points.append(
-            SweepPoint(
-                eps=eps,
-                worst=max(errors, default=0.0),
-                errors=errors,
-                n_failed=sum(t.n_failed for t in report.tensors),
-                n_noise=sum(t.counts.get("NOISE", 0) for t in report.tensors),
-                conclusive=not any(t.inconclusive for t in report.tensors),
+    # Loading the layer file puts its folder on sys.path and runs its code: both are undone, as in check().
+    with preserved_state(Placement.of(opts.device).device):
+        obj = load_target(layer) if isinstance(layer, str) else layer
+        for i, eps in enumerate(grid):
+            if progress:
+                progress(i, len(grid), eps)
+            try:
+                report = check(obj, list(inputs), args=args, kwargs=kwargs, params=params, name=name, eps=eps, max_elements=max_elements, **options)
+            except TimedOut:
+                raise  # as slow at any step: stop here
+            except LayerError as exc:  # the layer raised at this step: its failure, not the sweep's end
+                raised.append(exc)
+                result_points.append(SweepPoint(eps=eps, worst=math.nan, errors=(), n_failed=0, n_noise=0, conclusive=False, error=exc.message))
+                continue
+            reports.append(report)
+            errors = tuple(t.max_rel_error for t in report.tensors)
+            result_points.append(
+                SweepPoint(
+                    eps=eps,
+                    worst=max(errors, default=0.0),
+                    errors=errors,
+                    n_failed=sum(t.n_failed for t in report.tensors),
+                    n_noise=sum(t.counts.get("NOISE", 0) for t in report.tensors),
+                    conclusive=not any(t.inconclusive for t in report.tensors),
+                )
             )
-        )
     if not reports:
         first = raised[0]
         same = all(exc.message == first.message for exc in raised)
@@ -187,7 +189,8 @@ def sweep_spec(spec: LayerSpec, progress: SweepProgress | None = None, **overrid
     spec = only_combination(spec)
     options = {"max_elements": MAX_ELEMENTS, **spec.options_with(overrides)}
     spec_eps = options.pop("eps", None)
-    return sweep(spec.layer, list(spec.inputs), progress=progress, spec_eps=spec_eps, **spec_arguments(spec), **options)
+    with spec_imports(spec.path):  # a dotted layer resolves as the spec means it, wherever gradcheck runs
+        return sweep(spec.layer, list(spec.inputs), progress=progress, spec_eps=spec_eps, **spec_arguments(spec), **options)
 
 
 def plot_sweep(result: SweepResult, path: str | Path) -> None:
