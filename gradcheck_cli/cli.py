@@ -71,7 +71,8 @@ Runs the check once per step size, at most 256 elements per tensor unless
 Default range: 1e-10..1e-1 for float64, 1e-6..1 for float32 (of the numeric
 side: --numeric-dtype if given).  A step at which a tensor is lost in
 finite-difference noise, or at which the layer raised, is never recommended.
-Exit status: 0 done; 1 the layer raised at every step, or no step gave a
+Exit status: 0 a step was found at which the check passes; 1 the check fails
+even at the best step, the layer raised at every step, or no step gave a
 conclusive check; 2 a usage or configuration problem.
 """
 
@@ -901,7 +902,8 @@ def sweep_command(ctx: click.Context, target: str, inputs: tuple, init: tuple, e
 
             plot_sweep(result, outputs.plot)
             view.note(f"wrote {outputs.plot}")
-        return 0 if result.best is not None else 1
+        # 0 only where a step was found at which the check passes: a sweep in CI vouches for it.
+        return 0 if result.best is not None and not result.best.n_failed else 1
 
     ctx.exit(_guarded_run(target, err, sinks, debug, run))
 
