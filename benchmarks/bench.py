@@ -925,16 +925,22 @@ def real_targets(rows, markdown: bool) -> str:
         o = ours(find(fam))
         if o:
             add(text, f"{verdict_of(o)}; {fmt_s(o.get('time_s'))}", bool(o.get("ok")) and o.get("time_s", 1e9) < 5)
-    worst, where = 0.0, ""
+    # A failing check then bisects down to the wrong elements, which no plan can foresee: its rows are
+    # shown apart (the estimate is of the check of a correct layer; the progress bar revises it).
+    worst, where, failing = 0.0, "", []
     for row in rows:
-        timing = ours(row).get("timing", {})
+        o = ours(row)
+        timing = o.get("timing", {})
         if timing.get("check_s"):
             r = timing["estimate_s"] / timing["check_s"]
             off = max(r, 1 / r) if r > 0 else math.inf
-            if off > worst:
+            if not o.get("ok"):
+                failing.append(f"{layer_label(row)} {off:.1f}×")
+            elif off > worst:
                 worst, where = off, layer_label(row)
     if where:
-        add("estimate within 2× of the real check time on every row", f"worst {worst:.2f}× off ({where})", worst <= 2)
+        apart = f"; rows that fail (their bisection is not foreseen): {', '.join(failing)}" if failing else ""
+        add("estimate within 2× of the real check time on every row that passes", f"worst {worst:.2f}× off ({where}){apart}", worst <= 2)
     slower = []
     for row in rows:
         o, today = ours(row), row["tools"].get("today", {})
