@@ -162,6 +162,15 @@ def reference_side(
             "The reference must compute the same function: the same outputs, of the same shapes, in the same order.",
             key="reference",
         )
+    custom = _hand_written(ys)
+    if custom:
+        raise UsageError(
+            f"{ref.target} (the reference) computes its gradients with a hand-written backward ({', '.join(custom)}): "
+            "compared with it, a wrong backward could pass against itself.",
+            "The reference must be plain autograd (torch operations only, no autograd.Function of your own); "
+            "override forward in the reference class rather than calling the layer's Function.",
+            key="reference",
+        )
     outputs = torch.cat([placement.f64(t).reshape(-1) for t in ys])
     live = [(t, i) for i, t in enumerate(ys) if t.requires_grad]
 
@@ -182,6 +191,22 @@ def reference_side(
     dtype = ys[0].dtype if ys else torch.float64
     rounding = _rounding_in(ref, layer_dtype, outputs, seed, placement, guard) if dtype != layer_dtype else 0.0
     return ReferenceSide(outputs, shapes, grads, dtype, rounding)
+
+
+def _hand_written(ys: Sequence[torch.Tensor]) -> list[str]:
+    """The autograd.Function classes outside torch in the graph of ``ys`` (a reference must not have any)."""
+    seen, found, stack = set(), {}, [t.grad_fn for t in ys if t.grad_fn is not None]
+    while stack:
+        node = stack.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        cls = getattr(node, "_forward_cls", None) if isinstance(node, torch.autograd.function.BackwardCFunction) else None
+        module = getattr(cls, "__module__", "") or ""
+        if cls is not None and module != "torch" and not module.startswith("torch."):
+            found[cls.__qualname__] = None
+        stack.extend(next_fn for next_fn, _ in getattr(node, "next_functions", ()))
+    return list(found)
 
 
 def _shapes(shapes: Sequence[tuple[int, ...]]) -> str:

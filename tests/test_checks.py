@@ -200,7 +200,7 @@ def test_a_plain_function_reference_and_order_2_against_it() -> None:
 
 
 def test_forward_ad_against_the_reference() -> None:
-    report = check(layer("CubeWrongJvp"), ["4x6"], forward_ad=True, reference=layer("CubeJvp"))
+    report = check(layer("CubeWrongJvp"), ["4x6"], forward_ad=True, reference=layer("plain_cube"))
     assert statuses(report) == {"output (forward)": "PASS", "x": "PASS", "x (forward AD)": "FAIL"}
 
 
@@ -239,7 +239,7 @@ def test_a_reference_that_exits_is_its_error_not_a_silent_exit() -> None:
 def test_a_reference_with_outputs_in_another_order_is_refused_naming_both() -> None:
     with pytest.raises(UsageError, match=r"outputs of shapes \[1, 3\], \[2, 3\] where the layer returns \[2, 3\], \[1, 3\]"):
         check(layer("pair"), ["2x3"], reference=layer("pair_swapped"))
-    assert check(layer("pair"), ["2x3"], reference=layer("pair")).passed
+    assert check(layer("pair"), ["2x3"], reference=layer("plain_pair")).passed
 
 
 def test_a_nan_in_the_reference_is_noise_said_so_not_the_layers_fail() -> None:
@@ -319,3 +319,26 @@ def test_a_none_gradient_for_a_float_input_hints_constant() -> None:
 
     report = check(FixedTaps, ["3", "=[0.25, 0.5, 0.25]"])
     assert any("--constant taps" in note and "constant: true" in note for note in report.notes), report.notes
+
+
+def test_a_reference_that_runs_a_hand_written_backward_is_refused_not_a_pass(tmp_path, run_cli) -> None:
+    """Regression: a reference class that forgot to override forward ran the layer's own Function, so a
+    wrong backward was compared with itself and passed (exit 0)."""
+    path = tmp_path / "refsame.py"
+    path.write_text(
+        "import torch\nfrom torch import nn\n\n"
+        "class _ScaleFn(torch.autograd.Function):\n"
+        "    @staticmethod\n    def forward(ctx, x, w):\n        ctx.save_for_backward(x, w)\n        return x * w\n"
+        "    @staticmethod\n    def backward(ctx, g):\n        x, w = ctx.saved_tensors\n        return g * w, 2 * (g * x).sum(0)\n\n"
+        "class Fast(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+        "        self.weight = nn.Parameter(torch.linspace(0.5, 1.5, 3))\n"
+        "    def forward(self, x):\n        return _ScaleFn.apply(x, self.weight)\n\n"
+        "class Plain(Fast):\n    pass\n\n"
+        "class Right(Fast):\n    def forward(self, x):\n        return x * self.weight\n"
+    )
+    code, out, err = run_cli("run", f"{path}:Fast", "--input", "4x3", "--reference", f"{path}:Plain")
+    assert code == 2 and "hand-written backward (_ScaleFn)" in err, (out, err)
+    code, out, err = run_cli("run", f"{path}:Fast", "--input", "4x3", "--reference", f"{path}:Fast")  # itself
+    assert code == 2
+    code, out, err = run_cli("run", f"{path}:Fast", "--input", "4x3", "--reference", f"{path}:Right")
+    assert code == 1 and "weight" in out  # against a plain reference the doubled weight gradient fails

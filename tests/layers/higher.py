@@ -344,3 +344,13 @@ class Twice(torch.nn.Module):
 
     def forward(self, x):
         return _TwiceFn.apply(x, self.bias)
+
+
+def plain_pair(x):
+    """pair in plain autograd (its reference)."""
+    return x * 2, x.sum(0, keepdim=True)
+
+
+def plain_cube(x):
+    """x**3 in plain autograd: the reference of the Cube Functions."""
+    return x * x * x
