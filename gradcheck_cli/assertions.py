@@ -69,7 +69,9 @@ def _target(layer: Any) -> str | None:
     """'path/to/file.py:Qual.Name' for a class or function defined at a module's top level (or the target string)."""
     if isinstance(layer, str):
         return layer
-    obj = layer if inspect.isclass(layer) or inspect.isfunction(layer) else type(layer)
+    if not (inspect.isclass(layer) or inspect.isfunction(layer)):
+        return None  # an instance (its state, its constructor's arguments): a fresh one on a command line is another layer
+    obj = layer
     qualname = getattr(obj, "__qualname__", "")
     try:
         file = inspect.getsourcefile(obj)
@@ -102,4 +104,10 @@ def _input_spec(value: Any, name: str | None = None) -> InputSpec | None:
         spec = InputSpec(value=value)
     if spec is None:
         return None
-    return replace(spec, name=name) if name is not None and spec.name is None else spec
+    from .render import input_arg
+
+    spec = replace(spec, name=name) if name is not None and spec.name is None else spec
+    try:  # only what --input can say exactly: a distribution, its range, constant=True or a dtype would be lost
+        return spec if parse_input(input_arg(spec)) == spec else None
+    except Exception:  # noqa: BLE001
+        return None

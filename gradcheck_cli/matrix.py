@@ -39,7 +39,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable, Collection, Mapping
 
 from .errors import UsageError, suggest
-from .options import SPEC_KEYS, check_option
+from .options import RENAMED, SPEC_KEYS, check_option
 from .yamlfile import Invalid, found, key_name
 
 MAX_COMBINATIONS = 256
@@ -104,6 +104,10 @@ def read_matrix(value: Any, check: Callable[[str, Any, str], Any]) -> tuple[Axis
     axes = []
     for key, alternatives in value.items():
         where = f"matrix.{key_name(key)}"
+        if isinstance(key, str) and key in RENAMED:  # an option's old name, as at the top level
+            if RENAMED[key] in value:
+                raise Invalid(where, f"{key!r} is the old name of {RENAMED[key]!r}, which is varied too.", f"Keep {RENAMED[key]} only.")
+            key = RENAMED[key]
         if key not in AXIS_KEYS:
             raise Invalid(where, f"unknown key {key_name(key)!r}: a matrix varies check options, inputs, args, kwargs and params.", suggest(str(key), AXIS_KEYS))
         if not isinstance(alternatives, list):

@@ -371,7 +371,13 @@ def _rerun_values(config: dict[str, Any], skip: Callable[[str], bool]) -> Iterat
         value = config[name]
         if isinstance(value, list):  # a report's config holds lists (JSON); the defaults are tuples
             value = tuple(value)
-        default = config.get("dtype") if name == "numeric_dtype" else default_of(name)  # the same dtype: not a change
+        default = default_of(name)
+        if name == "numeric_dtype":
+            # A float64 layer is always differenced in float64; below it the automatic choice depends on the
+            # layer (float64 where it runs faithfully there), so the dtype that ran is always repeated.
+            default = "float64" if config.get("dtype") == "float64" else None
+            if config.get("reference") is not None:  # against a reference no finite differences are taken
+                continue
         if value is None or (opt.rerun == "changed" and value == default):
             continue
         yield name, opt, value

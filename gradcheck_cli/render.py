@@ -559,7 +559,7 @@ def progress_bar(console: Console, enabled: bool) -> Iterator[Callable[[str, int
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     bar = Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console, transient=True
+        TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console, transient=True
     )
     state: dict[str, Any] = {}
 

@@ -333,9 +333,9 @@ def _died(returncode: int, state: _State, killed: bool, report_only: bool = Fals
         return returncode  # click refused the command line before anything ran: its message is out already
     else:
         error = LayerError(
-            f"The layer's process exited with status {returncode}{where}, before the check finished (os._exit in the layer?); "
-            "no verdict could be reached.",
-            "Remove os._exit (and sys.exit) from the layer's code.",
+            f"The layer's process exited with status {returncode}{where}, before the check finished (os._exit in the layer, "
+            "or a crash of gradcheck itself); no verdict could be reached.",
+            "Remove os._exit from the layer's code; if it has none, rerun with --no-isolate --debug to see where it ended.",
         )
     _say(error)
     result = RunResult((SuiteResult(target, error=error, signum=signum),))

@@ -342,3 +342,33 @@ def test_a_reference_that_runs_a_hand_written_backward_is_refused_not_a_pass(tmp
     assert code == 2
     code, out, err = run_cli("run", f"{path}:Fast", "--input", "4x3", "--reference", f"{path}:Right")
     assert code == 1 and "weight" in out  # against a plain reference the doubled weight gradient fails
+
+
+def test_a_double_backward_differenced_otherwise_than_the_first_order_says_so(tmp_path) -> None:
+    """The backward as a layer picks its own numeric side; the report used to state only the first order's."""
+    path = tmp_path / "db32.py"
+    path.write_text(
+        "import torch\nclass Cube(torch.autograd.Function):\n    @staticmethod\n    def forward(ctx, x):\n"
+        "        ctx.save_for_backward(x)\n        return x ** 3\n    @staticmethod\n    def backward(ctx, g):\n"
+        "        (x,) = ctx.saved_tensors\n        return (3 * x * x * g).float().to(g.dtype)\n"
+    )
+    report = check(f"{path}:Cube", ["6"], dtype="float32", order=2)
+    assert report.config["numeric_dtype"] == "float64"
+    assert any(n.startswith("double backward: differenced in float32 at eps 0.001") for n in report.notes), report.notes
+    same = check(layer("Softplus"), ["4x5"], order=2)  # float64 both: nothing to say
+    assert not any(n.startswith("double backward: differenced") for n in same.notes)
+
+
+def test_the_rerun_line_keeps_a_numeric_dtype_equal_to_the_layers() -> None:
+    """Regression: --dtype float32 --numeric-dtype float32 reran as 'numeric in float64' (a different check)."""
+    from gradcheck_cli.options import rerun_arguments
+
+    forced = check(layer("Softplus"), ["4x5"], dtype="float32", numeric_dtype="float32")
+    assert "--numeric-dtype" in rerun_arguments(forced.config) and forced.config["numeric_dtype"] == "float32"
+    plain = check(layer("Softplus"), ["4x5"])
+    assert "--numeric-dtype" not in rerun_arguments(plain.config)  # float64: always float64
+
+
+def test_a_reference_run_states_no_numeric_dtype() -> None:
+    report = check(layer("FastLinear"), ["16x64"], dtype="float32", reference=layer("PlainLinear"))
+    assert report.config["numeric_dtype"] is None and report.config["eps"] is None

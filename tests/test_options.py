@@ -82,7 +82,10 @@ def test_rerun_arguments_repeat_what_changes_the_check():
     assert args == ["--dtype", "float32", "--numeric-dtype", "float64", "--seed", "5", "--eps", "1e-06", "--rtol", "0.002",
                     "--atol", "1e-06", "--kinks", "fail", "--no-weighted-loss"]
     same = rerun_arguments({**config, "numeric_dtype": "float32", "kinks": "pass", "weighted_loss": True})
-    assert "--numeric-dtype" not in same and "--kinks" not in same and "--no-weighted-loss" not in same
+    assert "--kinks" not in same and "--no-weighted-loss" not in same
+    # below float64 the numeric dtype is repeated even where it is the layer's: automatic could choose float64
+    assert same[same.index("--numeric-dtype") + 1] == "float32"
+    assert "--numeric-dtype" not in rerun_arguments({**config, "dtype": "float64", "numeric_dtype": "float64"})
 
 
 def test_every_option_has_help_and_a_flag_name():
@@ -153,3 +156,13 @@ def test_the_report_config_and_the_junit_properties_derive_from_the_option_table
     props = {p.get("name"): p.get("value") for p in ET.parse(xml).iter("property")}
     assert {"dtype", "numeric_dtype", "device", "seed", "eps", "rtol", "atol", "kinks", "sets", "order", "weighted_loss"} <= set(props)
     assert props["sets"] == "off" and props["kinks"] == "fail"
+
+
+def test_the_old_name_works_as_a_matrix_key_too(tmp_path):
+    from gradcheck_cli.matrix import combinations
+    from gradcheck_cli.spec import load_spec
+
+    _square(tmp_path)
+    spec = tmp_path / "m.yaml"
+    spec.write_text("layer: square.py:square\ninputs:\n  - shape: [3]\ndtype: float32\nmatrix:\n  reference_dtype: [float32, float64]\n")
+    assert [c.options["numeric_dtype"] for c in combinations(load_spec(spec))] == ["float32", "float64"]

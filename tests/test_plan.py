@@ -129,3 +129,20 @@ def test_a_budget_the_element_by_element_check_does_not_fit_is_met_by_sets_not_b
     assert not any("sampled" in note for note in report.notes)
     sampled = check(dense(), [_x(32, 32)], budget=1e-4, sets="off")
     assert sampled.tensors[0].n_checked < 1024  # without sets, the budget samples
+
+
+def test_the_progress_bar_shows_a_tensor_name_literally():
+    """Regression: a parameter named '[/oops]' raised rich's MarkupError from the bar (on a terminal),
+    and '[red]w' was shown as a red 'w'."""
+    from rich.console import Console
+
+    from gradcheck_cli.render import progress_bar
+
+    for name in ("[/oops]", "[red]w"):
+        out = io.StringIO()
+        console = Console(file=out, force_terminal=True, width=120)
+        with progress_bar(console, True) as update:
+            update("", 0, 100, 30.0)
+            update(name, 60, 100, 0.0)
+            time.sleep(0.3)  # the bar refreshes in its own thread
+        assert name in out.getvalue()

@@ -113,3 +113,26 @@ def test_assert_gradients_returns_the_report_and_raises_on_a_bug(simple) -> None
     text = str(info.value)
     assert "x" in text and "FAIL" in text and "rerun only a failing tensor" in text
     assert "\x1b[" not in text  # plain text, whatever the terminal
+
+
+def test_assert_gradients_reruns_what_a_command_line_cannot_say_as_keywords(tmp_path) -> None:
+    """Regression: a Module instance gave 'gradcheck run file.py:Class ...' (a fresh instance: another layer, or
+    exit 2 for a constructor with arguments), and an input with dist/low/high gave a bare '--input 8'."""
+    import importlib.util
+
+    from gradcheck_cli import assert_gradients
+    from gradcheck_cli.inputs import InputSpec
+
+    spec = importlib.util.spec_from_file_location("simple_layers", SIMPLE)
+    simple = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(simple)
+    bug = simple.ScaleWeightBug
+    with pytest.raises(AssertionError) as instance:
+        assert_gradients(bug(), ["3x4"])
+    assert "gradcheck run" not in str(instance.value) and "assert_gradients(..., only=['weight']" in str(instance.value)
+    with pytest.raises(AssertionError) as ranged:
+        assert_gradients(f"{SIMPLE}:ScaleWeightBug", [InputSpec(shape=(3, 4), dist="uniform", low=0.5, high=2.0)])
+    assert "gradcheck run" not in str(ranged.value)
+    with pytest.raises(AssertionError) as plain:
+        assert_gradients(f"{SIMPLE}:ScaleWeightBug", ["3x4"])
+    assert "gradcheck run" in str(plain.value) and "--input 3x4" in str(plain.value)
