@@ -372,3 +372,13 @@ def test_the_rerun_line_keeps_a_numeric_dtype_equal_to_the_layers() -> None:
 def test_a_reference_run_states_no_numeric_dtype() -> None:
     report = check(layer("FastLinear"), ["16x64"], dtype="float32", reference=layer("PlainLinear"))
     assert report.config["numeric_dtype"] is None and report.config["eps"] is None
+
+
+def test_at_80_columns_the_table_keeps_both_values_before_the_worst_index(run_cli) -> None:
+    """Regression: long names ('grad_output (double backward)') pushed analytic and numeric out while
+    'worst at', an index without its values, stayed."""
+    code, out, err = run_cli("run", f"{HIGHER}:SoftplusSavedOnCtx", "-i", "4x5", "--order", "2", env={"COLUMNS": "80"})
+    assert code == 1, err
+    header = next(line for line in out.splitlines() if line.startswith("tensor"))
+    assert "analytic" in header and "numeric" in header and "worst at" not in header
+    assert max(len(line) for line in out.splitlines()) <= 80
