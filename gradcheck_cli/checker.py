@@ -130,7 +130,9 @@ def check_spec(spec: LayerSpec, progress: ProgressFn | None = None, **overrides:
     try:
         # A dotted layer or reference means the same wherever gradcheck runs (see load.spec_imports).
         with spec_imports(spec.path):
-            return check(spec.layer, list(spec.inputs), progress=progress, **spec_arguments(spec), **options)
+            report = check(spec.layer, list(spec.inputs), progress=progress, **spec_arguments(spec), **options)
+        said = tuple(f"{spec.path}: key {old!r} is now called {RENAMED[old]!r}; the old name still works but will be removed" for old in spec.old_names)
+        return replace(report, notes=said + report.notes) if said else report
     except SpecError:
         raise
     except UsageError as exc:

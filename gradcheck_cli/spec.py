@@ -174,6 +174,7 @@ class LayerSpec:
     description: str | None = None
     matrix: tuple[Axis, ...] = ()
     variant: tuple[Pick, ...] = ()
+    old_names: tuple[str, ...] = ()  # keys the spec gives under an option's old name (deprecated; said in the report)
 
     @property
     def variant_name(self) -> str:
@@ -630,6 +631,7 @@ def _build(doc: dict, spec_path: Path) -> LayerSpec:
         options=options,
         description=description,
         matrix=matrix,
+        old_names=tuple(key for key in RENAMED if doc.get(key) is not None),
     )
 
 

@@ -166,3 +166,14 @@ def test_the_old_name_works_as_a_matrix_key_too(tmp_path):
     spec = tmp_path / "m.yaml"
     spec.write_text("layer: square.py:square\ninputs:\n  - shape: [3]\ndtype: float32\nmatrix:\n  reference_dtype: [float32, float64]\n")
     assert [c.options["numeric_dtype"] for c in combinations(load_spec(spec))] == ["float32", "float64"]
+
+
+def test_a_spec_using_the_old_name_is_told_in_its_report(tmp_path):
+    from gradcheck_cli import check_spec
+    from gradcheck_cli.spec import load_spec
+
+    _square(tmp_path)
+    spec = tmp_path / "s.yaml"
+    spec.write_text("layer: square.py:square\ninputs:\n  - shape: [3]\ndtype: float32\nreference_dtype: float32\n")
+    report = check_spec(load_spec(spec))
+    assert any("key 'reference_dtype' is now called 'numeric_dtype'" in note for note in report.notes)
