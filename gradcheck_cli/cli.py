@@ -931,29 +931,68 @@ def validate_command(specs: tuple[str, ...], recursive: bool, output_format: str
     except GradcheckError as exc:
         raise CliError(exc) from None
     problems: list[SuiteResult] = []
+    specs_read = layers = 0  # spec files read (valid or not); layer files seen and left to 'gradcheck run'
+
+    def problem(path: str, exc: GradcheckError) -> None:
+        problems.append(SuiteResult(path, error=exc))
+        _error(err, exc)
+
     for path in files:
         file, selector = split_selector(path)
-        if file.endswith(".py"):  # a layer file among the project's specs: its layers are found when it is run
-            if not quiet:
-                out.print(Text.assemble(("skipped", "yellow"), " ", printable(path, one_line=True), " (a layer file: 'gradcheck run' finds its layers)"), soft_wrap=True)
+        layer = _layer_target(file)
+        if layer is not None:  # a layer (file) among the specs: not a spec, but it must at least be there
+            if layer and not Path(layer).is_file():
+                problem(path, UsageError(f"Layer file {layer!r} does not exist.", "Check the path (a typo in [tool.gradcheck] specs?)."))
+            elif file != layer:  # 'file.py:Name': a layer target, given where specs are expected
+                problem(path, UsageError(
+                    f"{path!r} is a layer, not a spec: validate reads YAML specs only.",
+                    f"Check the layer with 'gradcheck run {path} --input SHAPE'; validate takes spec files, folders of specs and globs.",
+                ))
+            else:
+                layers += 1
+                if not quiet:
+                    out.print(Text.assemble(("skipped", "yellow"), " ", printable(path, one_line=True), " (a layer file, not validated: 'gradcheck run' finds its layers)"), soft_wrap=True)
             continue
+        specs_read += 1
         try:
             spec = load_spec(file)
             checks = len(combinations(spec, parse_selector(path, selector) if selector is not None else None, target=path))
         except GradcheckError as exc:
-            problems.append(SuiteResult(path, error=exc))
-            _error(err, exc)
+            problem(path, exc)
             continue
         if not quiet:
             matrix = f" ({checks} checks: a matrix)" if checks > 1 else ""
             out.print(Text.assemble(("ok", "green"), " ", printable(path, one_line=True), matrix), soft_wrap=True)
     if report_format(output_format) == "github":
         _annotate(err, RunResult(tuple(problems), folder=True))
-    n = len(files)
+    not_validated = f"; {layers} layer file(s) not validated" if layers else ""
     if problems:
-        out.print(Text.assemble(("INVALID", STYLE_ERROR), f": {len(problems)} of {n} spec(s) have problems (listed above)."))
+        n = len(files) - layers
+        out.print(Text.assemble(("INVALID", STYLE_ERROR), f": {len(problems)} of {n} spec(s) have problems (listed above){not_validated}."))
         raise SystemExit(2)
-    out.print(Text.assemble(("OK", "bold green"), f": all {n} spec(s) are valid."))
+    if not specs_read:  # only layer files: nothing was validated, and "OK" would vouch for nothing
+        raise CliError(UsageError(
+            f"Nothing validated: {layers} layer file(s) and no spec; validate reads YAML specs only.",
+            "Name spec files or folders of specs; a layer file is checked with 'gradcheck run FILE.py'.",
+        ))
+    out.print(Text.assemble(("OK", "bold green"), f": all {specs_read} spec(s) are valid{not_validated}."))
+
+
+def _layer_target(text: str) -> str | None:
+    """For a layer target (``file.py``, ``file.py:Name``, ``pkg.mod:Name``) among specs, its file ('' for a dotted
+    one, whose file is found only by importing it); None for anything else (a spec, a folder)."""
+    from .load import is_file_target, split_target
+    from .spec import is_spec_path
+
+    if is_spec_path(text):
+        return None
+    try:
+        module_part, attr = split_target(text)
+    except GradcheckError:
+        return None
+    if is_file_target(module_part) and module_part.endswith(".py"):
+        return module_part
+    return "" if attr is not None and not is_file_target(module_part) else None
 
 
 @main.command("schema")

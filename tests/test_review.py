@@ -1,0 +1,77 @@
+"""Regressions for the review findings (review-b): each asserts what the user sees, through the CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SIMPLE = Path(__file__).resolve().parent / "layers" / "simple.py"
+
+LAYER = """\
+import torch
+
+class Sq(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x * x
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return 2 * x * g
+
+def f(x):
+    return Sq.apply(x)
+"""
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch) -> Path:
+    """A project folder: a layer file, two specs in specs/, and the current folder there."""
+    (tmp_path / "lay.py").write_text(LAYER)
+    (tmp_path / "specs").mkdir()
+    for name in ("a", "b"):
+        (tmp_path / "specs" / f"{name}.yaml").write_text("layer: ../lay.py:f\ninputs:\n  - shape: [3]\n")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def pyproject(folder: Path, body: str) -> None:
+    (folder / "pyproject.toml").write_text(f"[tool.gradcheck]\n{body}\n")
+
+
+# 6. validate: a missing path, layer files and layer targets
+
+
+def test_validate_a_missing_layer_file_is_exit_2(run_cli, project) -> None:
+    code, out, err = run_cli("validate", "does_not_exist.py")
+    assert code == 2 and "Layer file 'does_not_exist.py' does not exist" in err
+    assert "OK" not in out and "skipped" not in out
+
+
+def test_validate_does_not_count_layer_files_as_valid_specs(run_cli, project) -> None:
+    code, out, _ = run_cli("validate", "specs/a.yaml", "lay.py")
+    assert code == 0
+    assert "skipped lay.py" in out and "all 1 spec(s) are valid; 1 layer file(s) not validated." in out
+
+
+def test_validate_with_only_layer_files_validated_nothing(run_cli, project) -> None:
+    code, out, err = run_cli("validate", "lay.py")
+    assert code == 2 and "OK" not in out
+    assert "Nothing validated: 1 layer file(s) and no spec" in err
+
+
+def test_validate_a_typo_in_the_project_specs_is_exit_2(run_cli, project) -> None:
+    pyproject(project, 'specs = ["specs/", "layres.py"]')
+    code, out, err = run_cli("validate")
+    assert code == 2 and "'layres.py' does not exist" in err and "INVALID" in out
+
+
+def test_validate_a_layer_target_hint_names_run_not_input(run_cli, project) -> None:
+    code, _, err = run_cli("validate", "lay.py:f")
+    assert code == 2 and "is a layer, not a spec" in err
+    hint = err.split("Hint:", 1)[1]
+    assert "gradcheck run lay.py:f --input" in hint  # the hint names the command that takes --input
