@@ -1005,27 +1005,39 @@ def schema_command() -> None:
 
 
 @main.command("list", epilog=LIST_EPILOG)
-@click.argument("folders", nargs=-1, type=click.Path(file_okay=False))
-def list_command(folders: tuple[str, ...]) -> None:
-    """Show the specs in each FOLDER (default: the specs of [tool.gradcheck], else layer_specs/) with
-    their layer and inputs; exit status 2 if one of them is invalid."""
-    from .matrix import describe
+@click.argument("specs", nargs=-1, type=TargetParam())
+def list_command(specs: tuple[str, ...]) -> None:
+    """Show the specs of each SPEC (a folder of specs, a spec file or a glob, as 'gradcheck run'
+    takes them; default: the specs of [tool.gradcheck], else layer_specs/) with their layer and
+    inputs; exit status 2 if one of them is invalid."""
+    from .matrix import describe, split_selector
     from .render import fitted_table, title
-    from .spec import find_specs, load_spec
+    from .spec import load_spec
+    from .targets import GLOB, spec_files
 
     out, err = _console(report_stream(), None), _console(sys.stderr, None)
     try:
-        _, targets = _project(list(folders))
+        _, targets = _project(list(specs))
     except GradcheckError as exc:
         raise CliError(exc) from None
     invalid: list[GradcheckError] = []
+    listed = 0
     for folder in targets or ["layer_specs"]:
+        if not GLOB.search(folder) and not Path(split_selector(folder)[0]).exists():
+            raise CliError(UsageError(f"{folder!r} does not exist.", "Check the path; list takes folders of specs, spec files and globs, as 'gradcheck run' does."))
         try:
-            paths = find_specs(folder)
+            found = spec_files([folder])  # as 'gradcheck run' and 'validate' find them: folders, files, globs
         except GradcheckError as exc:
             raise CliError(exc) from None
+        paths: list[Path] = []
+        for path in found:
+            if _layer_target(split_selector(path)[0]) is not None:  # a layer file among the project's specs
+                err.print(Text.assemble(("skipped", "yellow"), " ", printable(path, one_line=True), " (a layer file, not a spec: 'gradcheck run' finds its layers)"), soft_wrap=True)
+            else:
+                paths.append(Path(split_selector(path)[0]))
         if not paths:
-            raise CliError(UsageError(f"Folder {folder!r} holds no *.yaml or *.yml spec.", "Specs are YAML files; see the README, 'YAML specs'."))
+            continue
+        base = Path(folder) if Path(folder).is_dir() else None
         loaded: list[tuple[Path, Any]] = []
         for path in paths:
             try:
@@ -1037,7 +1049,7 @@ def list_command(folders: tuple[str, ...]) -> None:
         columns = [(col, "left") for col in ("spec", "layer", "inputs", "description") + (("matrix",) if matrices else ())]
         rows = []
         for path, spec in loaded:
-            name = Text(printable(path.name, one_line=True))
+            name = Text(printable(path.name if base is not None else str(path), one_line=True))
             if isinstance(spec, GradcheckError):
                 why = Text(printable(shorten(spec.message.split(": ", 1)[-1], 80), one_line=True))
                 rows.append({"spec": name, "layer": Text("invalid", style="magenta"), "inputs": Text("-"), "description": why, "matrix": Text("")})
@@ -1054,9 +1066,12 @@ def list_command(folders: tuple[str, ...]) -> None:
                 "matrix": Text(printable(describe(spec.matrix)) if matrices else ""),
             })
         # The spec and its layer are never cut (they are what to type next); the rest wraps.
-        out.print(title(f"specs in {folder}"), soft_wrap=True)
+        listed += len(loaded)
+        out.print(title(f"specs in {folder}" if base is not None else f"specs {folder}"), soft_wrap=True)
         out.print(fitted_table(out, None, columns, rows, wrap=("inputs", "description", "matrix"), drop=(("matrix",), ("description",), ("inputs",))))
     for exc in invalid:  # each with its hint ("did you mean 'inputs'?")
         _error(err, exc)
     if invalid:
         raise SystemExit(2)
+    if not listed:  # only layer files: there is no spec to list
+        raise CliError(UsageError("No spec to list: only layer files were named.", "Name folders of specs, spec files or globs; 'gradcheck run FILE.py' checks a layer file."))

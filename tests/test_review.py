@@ -75,3 +75,41 @@ def test_validate_a_layer_target_hint_names_run_not_input(run_cli, project) -> N
     assert code == 2 and "is a layer, not a spec" in err
     hint = err.split("Hint:", 1)[1]
     assert "gradcheck run lay.py:f --input" in hint  # the hint names the command that takes --input
+
+
+# 7. list and the pytest plugin take the project's specs as run does: files, globs, layer files
+
+
+@pytest.mark.parametrize("specs", ['["specs/a.yaml", "lay.py"]', '["specs/*.yaml"]', '["specs/a.yaml", "specs/"]'])
+def test_list_takes_spec_files_and_globs_from_the_project(run_cli, project, specs) -> None:
+    pyproject(project, f"specs = {specs}")
+    assert run_cli("validate")[0] == 0  # validate (and run) accept them ...
+    code, out, err = run_cli("list")  # ... and so does list
+    assert code == 0, out + err
+    assert "a.yaml" in out and "../lay.py:f" in out
+    if "lay.py" in specs:
+        assert "skipped lay.py" in err
+
+
+def test_list_of_a_glob_and_a_file_given(run_cli, project) -> None:
+    code, out, err = run_cli("list", "specs/*.yaml", "specs/b.yaml")
+    assert code == 0, out + err
+    assert "specs/a.yaml" in out and "specs/b.yaml" in out
+
+
+def test_list_of_layer_files_alone_is_exit_2(run_cli, project) -> None:
+    code, _, err = run_cli("list", "lay.py")
+    assert code == 2 and "No spec to list" in err
+
+
+def test_pytest_plugin_takes_a_glob_in_the_project_specs(project) -> None:
+    import subprocess
+    import sys
+
+    pyproject(project, 'specs = ["specs/*.yaml"]')
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=project, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "2 passed" in done.stdout
+    pyproject(project, 'specs = ["nothing/*.yaml"]')
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=project, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 4 and "matches no file" in done.stderr, done.stdout + done.stderr
