@@ -883,7 +883,15 @@ def sweep_command(ctx: click.Context, target: str, inputs: tuple, init: tuple, e
 
         view.note(f"checking at {points} step sizes...")
         config, _ = _project([target])
-        options = config.overrides(entry.spec.options if entry.spec is not None else {}, _options(opts))
+        spec_options = entry.spec.options if entry.spec is not None else {}
+        # sweep chooses eps itself and differences against finite differences: the project's eps and
+        # reference are for 'gradcheck run', not given here (only the command line's --eps is refused).
+        project = dict(config.options)
+        for key, why in (("eps", "sweep chooses eps itself"), ("reference", "sweep takes finite differences, not a reference")):
+            if key in project and key not in spec_options:
+                view.note(f"{why}: {key} = {project[key]!r} of {config.describe()} is not used.")
+            project.pop(key, None)
+        options = replace(config, options=project).overrides(spec_options, _options(opts))
         kwargs = dict(eps_range=eps_range, points=points, progress=progress, **options)
         args, init_kwargs = arguments.construct()  # --init, as for run: replaces a spec's args, adds to its kwargs
         with contextlib.redirect_stdout(sys.stderr):

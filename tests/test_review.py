@@ -113,3 +113,32 @@ def test_pytest_plugin_takes_a_glob_in_the_project_specs(project) -> None:
     pyproject(project, 'specs = ["nothing/*.yaml"]')
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=project, capture_output=True, text=True, timeout=300)
     assert done.returncode == 4 and "matches no file" in done.stderr, done.stdout + done.stderr
+
+
+# 8. sweep and the project's eps / reference
+
+
+def test_sweep_ignores_the_project_eps_with_a_note(run_cli, project) -> None:
+    pyproject(project, "eps = 1e-5")
+    code, out, err = run_cli("sweep", "lay.py:f", "--input", "3", "--points", "3")
+    assert code == 0, out + err
+    assert "--eps" not in err and "sweep chooses eps itself: eps = 1e-05 of" in err and "is not used" in err
+    assert "(default 1e-6)" in out
+
+
+def test_sweep_of_a_spec_does_not_call_the_project_eps_the_spec_s(run_cli, project) -> None:
+    pyproject(project, "eps = 1e-5")
+    code, out, err = run_cli("sweep", "specs/a.yaml", "--points", "3")
+    assert code == 0, out + err
+    assert "(spec 1e-5)" not in out and "(default 1e-6)" in out
+    (project / "specs" / "own.yaml").write_text("layer: ../lay.py:f\ninputs: [{shape: [3]}]\neps: 1e-4\n")
+    code, out, err = run_cli("sweep", "specs/own.yaml", "--points", "3")
+    assert code == 0 and "(spec 1e-4)" in out and "is not used" not in err  # the spec's own eps is its reference point
+
+
+def test_sweep_ignores_the_project_reference_with_a_note(run_cli, project) -> None:
+    (project / "ref.py").write_text("def f(x):\n    return x * x\n")
+    pyproject(project, 'reference = "ref.py:f"')
+    code, out, err = run_cli("sweep", "lay.py:f", "--input", "3", "--points", "3")
+    assert code == 0, out + err
+    assert "sweep takes finite differences, not a reference: reference =" in err
