@@ -142,3 +142,30 @@ def test_sweep_ignores_the_project_reference_with_a_note(run_cli, project) -> No
     code, out, err = run_cli("sweep", "lay.py:f", "--input", "3", "--points", "3")
     assert code == 0, out + err
     assert "sweep takes finite differences, not a reference: reference =" in err
+
+
+# 12. the run's verdict line: checks of a matrix, and an error is not a failed check
+
+
+def test_verdict_counts_the_checks_of_a_matrix_and_names_the_spec(run_cli, monkeypatch) -> None:
+    monkeypatch.chdir(ROOT)
+    code, out, _ = run_cli("run", "layer_specs/examples/pool.yaml", "-q")
+    assert code == 1 and out.splitlines()[-1] == "FAIL: 4 of 8 checks (from 1 spec) did not pass."
+
+
+def test_verdict_of_a_run_that_only_errored_is_error_not_fail(run_cli, project) -> None:
+    (project / "skip.py").write_text(
+        "import torch\n\nclass NoInputs(torch.autograd.Function):\n    @staticmethod\n    def forward(ctx, x):\n        return x * 2\n\n"
+        "    @staticmethod\n    def backward(ctx, g):\n        return 2 * g\n"
+    )
+    code, out, _ = run_cli("run", "skip.py", "nowhere.py:f", "--input", "3")
+    assert code == 2
+    last = out.splitlines()[-1]
+    assert last.startswith("ERROR: ") and "could not be checked" in last and "FAIL" not in last
+
+
+def test_verdict_of_failures_and_errors_tells_them_apart(run_cli, project) -> None:
+    (project / "bad.py").write_text(LAYER.replace("return 2 * x * g", "return 3 * x * g"))
+    code, out, _ = run_cli("run", "bad.py:f", "nowhere.py:f", "--input", "3", "-q")
+    assert code == 2
+    assert out.splitlines()[-1] == "FAIL: 1 of 2 checks did not pass; 1 more could not be checked (see the errors above)."
