@@ -523,9 +523,17 @@ def sweep_table(result: SweepResult, console: Console | None = None) -> Table:
 
 
 def sweep_caption(result: SweepResult) -> str:
+    """The facts of the run caption that decide each step's verdicts -- and so sweep's exit status -- less eps."""
     c = result.config
     ref = f" (numeric in {c['numeric_dtype']})" if c.get("numeric_dtype") not in (None, c.get("dtype")) else ""
-    return f"dtype {c.get('dtype')}{ref} · device {c.get('device')} · seed {c.get('seed')} · at most {c.get('max_elements') or 'all'} elements per tensor"
+    tolerances = f" · rtol {c['rtol']:g}" if c.get("rtol") is not None else ""
+    tolerances += f" · atol {c['atol']:g}" if c.get("atol") is not None else ""
+    losses = f" · losses {'+'.join(c['losses'])}" if c.get("losses") else ""
+    kinks = f" · kinks {c['kinks']}" if c.get("kinks") else ""
+    return (
+        f"dtype {c.get('dtype')}{ref} · device {c.get('device')}{tolerances} · seed {c.get('seed')}{losses}{kinks} · "
+        f"at most {c.get('max_elements') or 'all'} elements per tensor"
+    )
 
 
 def sweep_suggestion(result: SweepResult) -> Text:

@@ -169,3 +169,14 @@ def test_verdict_of_failures_and_errors_tells_them_apart(run_cli, project) -> No
     code, out, _ = run_cli("run", "bad.py:f", "nowhere.py:f", "--input", "3", "-q")
     assert code == 2
     assert out.splitlines()[-1] == "FAIL: 1 of 2 checks did not pass; 1 more could not be checked (see the errors above)."
+
+
+# 13. sweep's caption states what decides its verdicts (and its exit status)
+
+
+def test_sweep_caption_states_tolerances_losses_and_kinks(run_cli, project) -> None:
+    code, out, _ = run_cli("sweep", "lay.py:f", "--input", "3", "--points", "3", "--rtol", "0.5", "--kinks", "fail")
+    assert code == 0
+    caption = " ".join(out[out.index("dtype "):out.index("best eps")].split())  # wrapped at the width
+    for fact in ("dtype float64", "rtol 0.5", "atol 1e-10", "seed 0", "losses l2+weighted", "kinks fail", "at most 256 elements per tensor"):
+        assert fact in caption, caption
