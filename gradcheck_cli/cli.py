@@ -98,9 +98,10 @@ STYLE_ERROR = "bold magenta"
 
 
 class InputParam(click.ParamType):
-    """``--input``: a shape such as 4x3x8 (standard normal) or a literal such as =4.5."""
+    """``--input``: a shape (4x3x8, standard normal), =JSON (a literal tensor), :VALUE (a Python value), [A,B] or
+    (A,B) (a list or tuple of inputs), NAME=... (by keyword); the help text lists them."""
 
-    name = "SHAPE|=JSON"
+    name = "INPUT"
 
     def convert(self, value, param, ctx):
         from .inputs import parse_input

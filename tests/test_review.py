@@ -180,3 +180,59 @@ def test_sweep_caption_states_tolerances_losses_and_kinks(run_cli, project) -> N
     caption = " ".join(out[out.index("dtype "):out.index("best eps")].split())  # wrapped at the width
     for fact in ("dtype float64", "rtol 0.5", "atol 1e-10", "seed 0", "losses l2+weighted", "kinks fail", "at most 256 elements per tensor"):
         assert fact in caption, caption
+
+
+# 15. the README, the help and the notes say what the tool does
+
+
+def _readme() -> str:
+    return (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def test_readme_spec_template_lists_every_spec_key() -> None:
+    import re
+
+    from gradcheck_cli.options import SPEC_KEYS
+
+    text = _readme()
+    start = text.index("Every key, as a template")
+    block = text[text.index("```yaml", start) : text.index("```\n", text.index("```yaml", start) + 7)]
+    keys = set(re.findall(r"^#? ?([a-z_]+):", block, flags=re.M))
+    missing = [k for k in (*SPEC_KEYS, "description", "layer", "args", "kwargs", "inputs", "params", "matrix") if k not in keys]
+    assert not missing, f"the README's 'Every key' template lacks {missing}"
+
+
+def test_readme_lists_every_spec_key_for_tool_gradcheck() -> None:
+    from gradcheck_cli.options import SPEC_KEYS
+
+    text = _readme()
+    start = text.index("The keys are the spec keys of the option table")
+    listing = text[start : text.index("plus `specs`", start)]
+    missing = [k for k in SPEC_KEYS if f"`{k}`" not in listing]
+    assert not missing, f"the README's [tool.gradcheck] key list lacks {missing}"
+
+
+def test_readme_names_the_junit_suite_as_the_tool_does(run_cli, monkeypatch) -> None:
+    monkeypatch.chdir(ROOT)
+    _, out, _ = run_cli("run", "layer_specs/examples/mylayers.py", "--junit-xml", "-")
+    assert 'testsuite name="layer_specs/examples/mylayers.py:Scale"' in out
+    assert "JUnit suite (`layer_specs/examples/mylayers.py:Scale`)" in _readme()
+
+
+@pytest.mark.parametrize("command", ["run", "sweep"])
+def test_input_metavar_is_honest(run_cli, command) -> None:
+    code, out, _ = run_cli(command, "--help")
+    assert code == 0 and "SHAPE|=JSON" not in out
+    assert "--input INPUT" in out and ":VALUE" in out and "NAME=..." in " ".join(out.split())
+
+
+def test_sets_note_and_coverage_line_count_the_same_unchecked_elements(run_cli, monkeypatch) -> None:
+    import re
+
+    monkeypatch.chdir(ROOT)
+    code, out, err = run_cli("run", "benchmarks/layers.py:DenseDoubled", "--input", "64x64", "--sets", "on")
+    text = " ".join((out + err).split())
+    coverage = re.search(r"(\d+) of (\d+) elements not checked", text)
+    note = re.search(r"(\d+) of (\d+) element\(s\) left unchecked", text)
+    assert coverage and note, text
+    assert note.groups() == coverage.groups()
