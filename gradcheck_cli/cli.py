@@ -98,9 +98,10 @@ STYLE_ERROR = "bold magenta"
 
 
 class InputParam(click.ParamType):
-    """``--input``: a shape such as 4x3x8 (standard normal) or a literal such as =4.5."""
+    """``--input``: a shape (4x3x8, standard normal), =JSON (a literal tensor), :VALUE (a Python value), [A,B] or
+    (A,B) (a list or tuple of inputs), NAME=... (by keyword); the help text lists them."""
 
-    name = "SHAPE|=JSON"
+    name = "INPUT"
 
     def convert(self, value, param, ctx):
         from .inputs import parse_input
@@ -883,7 +884,15 @@ def sweep_command(ctx: click.Context, target: str, inputs: tuple, init: tuple, e
 
         view.note(f"checking at {points} step sizes...")
         config, _ = _project([target])
-        options = config.overrides(entry.spec.options if entry.spec is not None else {}, _options(opts))
+        spec_options = entry.spec.options if entry.spec is not None else {}
+        # sweep chooses eps itself and differences against finite differences: the project's eps and
+        # reference are for 'gradcheck run', not given here (only the command line's --eps is refused).
+        project = dict(config.options)
+        for key, why in (("eps", "sweep chooses eps itself"), ("reference", "sweep takes finite differences, not a reference")):
+            if key in project and key not in spec_options:
+                view.note(f"{why}: {key} = {project[key]!r} of {config.describe()} is not used.")
+            project.pop(key, None)
+        options = replace(config, options=project).overrides(spec_options, _options(opts))
         kwargs = dict(eps_range=eps_range, points=points, progress=progress, **options)
         args, init_kwargs = arguments.construct()  # --init, as for run: replaces a spec's args, adds to its kwargs
         with contextlib.redirect_stdout(sys.stderr):
@@ -931,29 +940,68 @@ def validate_command(specs: tuple[str, ...], recursive: bool, output_format: str
     except GradcheckError as exc:
         raise CliError(exc) from None
     problems: list[SuiteResult] = []
+    specs_read = layers = 0  # spec files read (valid or not); layer files seen and left to 'gradcheck run'
+
+    def problem(path: str, exc: GradcheckError) -> None:
+        problems.append(SuiteResult(path, error=exc))
+        _error(err, exc)
+
     for path in files:
         file, selector = split_selector(path)
-        if file.endswith(".py"):  # a layer file among the project's specs: its layers are found when it is run
-            if not quiet:
-                out.print(Text.assemble(("skipped", "yellow"), " ", printable(path, one_line=True), " (a layer file: 'gradcheck run' finds its layers)"), soft_wrap=True)
+        layer = _layer_target(file)
+        if layer is not None:  # a layer (file) among the specs: not a spec, but it must at least be there
+            if layer and not Path(layer).is_file():
+                problem(path, UsageError(f"Layer file {layer!r} does not exist.", "Check the path (a typo in [tool.gradcheck] specs?)."))
+            elif file != layer:  # 'file.py:Name': a layer target, given where specs are expected
+                problem(path, UsageError(
+                    f"{path!r} is a layer, not a spec: validate reads YAML specs only.",
+                    f"Check the layer with 'gradcheck run {path} --input SHAPE'; validate takes spec files, folders of specs and globs.",
+                ))
+            else:
+                layers += 1
+                if not quiet:
+                    out.print(Text.assemble(("skipped", "yellow"), " ", printable(path, one_line=True), " (a layer file, not validated: 'gradcheck run' finds its layers)"), soft_wrap=True)
             continue
+        specs_read += 1
         try:
             spec = load_spec(file)
             checks = len(combinations(spec, parse_selector(path, selector) if selector is not None else None, target=path))
         except GradcheckError as exc:
-            problems.append(SuiteResult(path, error=exc))
-            _error(err, exc)
+            problem(path, exc)
             continue
         if not quiet:
             matrix = f" ({checks} checks: a matrix)" if checks > 1 else ""
             out.print(Text.assemble(("ok", "green"), " ", printable(path, one_line=True), matrix), soft_wrap=True)
     if report_format(output_format) == "github":
         _annotate(err, RunResult(tuple(problems), folder=True))
-    n = len(files)
+    not_validated = f"; {layers} layer file(s) not validated" if layers else ""
     if problems:
-        out.print(Text.assemble(("INVALID", STYLE_ERROR), f": {len(problems)} of {n} spec(s) have problems (listed above)."))
+        n = len(files) - layers
+        out.print(Text.assemble(("INVALID", STYLE_ERROR), f": {len(problems)} of {n} spec(s) have problems (listed above){not_validated}."))
         raise SystemExit(2)
-    out.print(Text.assemble(("OK", "bold green"), f": all {n} spec(s) are valid."))
+    if not specs_read:  # only layer files: nothing was validated, and "OK" would vouch for nothing
+        raise CliError(UsageError(
+            f"Nothing validated: {layers} layer file(s) and no spec; validate reads YAML specs only.",
+            "Name spec files or folders of specs; a layer file is checked with 'gradcheck run FILE.py'.",
+        ))
+    out.print(Text.assemble(("OK", "bold green"), f": all {specs_read} spec(s) are valid{not_validated}."))
+
+
+def _layer_target(text: str) -> str | None:
+    """For a layer target (``file.py``, ``file.py:Name``, ``pkg.mod:Name``) among specs, its file ('' for a dotted
+    one, whose file is found only by importing it); None for anything else (a spec, a folder)."""
+    from .load import is_file_target, split_target
+    from .spec import is_spec_path
+
+    if is_spec_path(text):
+        return None
+    try:
+        module_part, attr = split_target(text)
+    except GradcheckError:
+        return None
+    if is_file_target(module_part) and module_part.endswith(".py"):
+        return module_part
+    return "" if attr is not None and not is_file_target(module_part) else None
 
 
 @main.command("schema")
@@ -966,27 +1014,39 @@ def schema_command() -> None:
 
 
 @main.command("list", epilog=LIST_EPILOG)
-@click.argument("folders", nargs=-1, type=click.Path(file_okay=False))
-def list_command(folders: tuple[str, ...]) -> None:
-    """Show the specs in each FOLDER (default: the specs of [tool.gradcheck], else layer_specs/) with
-    their layer and inputs; exit status 2 if one of them is invalid."""
-    from .matrix import describe
+@click.argument("specs", nargs=-1, type=TargetParam())
+def list_command(specs: tuple[str, ...]) -> None:
+    """Show the specs of each SPEC (a folder of specs, a spec file or a glob, as 'gradcheck run'
+    takes them; default: the specs of [tool.gradcheck], else layer_specs/) with their layer and
+    inputs; exit status 2 if one of them is invalid."""
+    from .matrix import describe, split_selector
     from .render import fitted_table, title
-    from .spec import find_specs, load_spec
+    from .spec import load_spec
+    from .targets import GLOB, spec_files
 
     out, err = _console(report_stream(), None), _console(sys.stderr, None)
     try:
-        _, targets = _project(list(folders))
+        _, targets = _project(list(specs))
     except GradcheckError as exc:
         raise CliError(exc) from None
     invalid: list[GradcheckError] = []
+    listed = 0
     for folder in targets or ["layer_specs"]:
+        if not GLOB.search(folder) and not Path(split_selector(folder)[0]).exists():
+            raise CliError(UsageError(f"{folder!r} does not exist.", "Check the path; list takes folders of specs, spec files and globs, as 'gradcheck run' does."))
         try:
-            paths = find_specs(folder)
+            found = spec_files([folder])  # as 'gradcheck run' and 'validate' find them: folders, files, globs
         except GradcheckError as exc:
             raise CliError(exc) from None
+        paths: list[Path] = []
+        for path in found:
+            if _layer_target(split_selector(path)[0]) is not None:  # a layer file among the project's specs
+                err.print(Text.assemble(("skipped", "yellow"), " ", printable(path, one_line=True), " (a layer file, not a spec: 'gradcheck run' finds its layers)"), soft_wrap=True)
+            else:
+                paths.append(Path(split_selector(path)[0]))
         if not paths:
-            raise CliError(UsageError(f"Folder {folder!r} holds no *.yaml or *.yml spec.", "Specs are YAML files; see the README, 'YAML specs'."))
+            continue
+        base = Path(folder) if Path(folder).is_dir() else None
         loaded: list[tuple[Path, Any]] = []
         for path in paths:
             try:
@@ -998,7 +1058,7 @@ def list_command(folders: tuple[str, ...]) -> None:
         columns = [(col, "left") for col in ("spec", "layer", "inputs", "description") + (("matrix",) if matrices else ())]
         rows = []
         for path, spec in loaded:
-            name = Text(printable(path.name, one_line=True))
+            name = Text(printable(path.name if base is not None else str(path), one_line=True))
             if isinstance(spec, GradcheckError):
                 why = Text(printable(shorten(spec.message.split(": ", 1)[-1], 80), one_line=True))
                 rows.append({"spec": name, "layer": Text("invalid", style="magenta"), "inputs": Text("-"), "description": why, "matrix": Text("")})
@@ -1015,9 +1075,12 @@ def list_command(folders: tuple[str, ...]) -> None:
                 "matrix": Text(printable(describe(spec.matrix)) if matrices else ""),
             })
         # The spec and its layer are never cut (they are what to type next); the rest wraps.
-        out.print(title(f"specs in {folder}"), soft_wrap=True)
+        listed += len(loaded)
+        out.print(title(f"specs in {folder}" if base is not None else f"specs {folder}"), soft_wrap=True)
         out.print(fitted_table(out, None, columns, rows, wrap=("inputs", "description", "matrix"), drop=(("matrix",), ("description",), ("inputs",))))
     for exc in invalid:  # each with its hint ("did you mean 'inputs'?")
         _error(err, exc)
     if invalid:
         raise SystemExit(2)
+    if not listed:  # only layer files: there is no spec to list
+        raise CliError(UsageError("No spec to list: only layer files were named.", "Name folders of specs, spec files or globs; 'gradcheck run FILE.py' checks a layer file."))

@@ -58,6 +58,7 @@ def pytest_configure(config: pytest.Config) -> None:
         paths = [config.invocation_params.dir / p for p in given]
     else:
         paths = list(config.getini("gradcheck_specs")) or list(_project(config).specs)
+    paths = _expand_globs(paths)
     for path in paths:
         if not path.exists():
             raise pytest.UsageError(f"gradcheck specs: {path} does not exist (from --gradcheck-specs, the gradcheck_specs ini option or [tool.gradcheck]).")
@@ -66,6 +67,18 @@ def pytest_configure(config: pytest.Config) -> None:
     # spec paths are collected too; `pytest specs/a.yaml::a` collects just that item.
     if paths and (given or config.args_source != pytest.Config.ArgsSource.ARGS):
         config.args.extend(str(p) for p in paths if not _covered(p, config))
+
+
+def _expand_globs(paths: list[Path]) -> list[Path]:
+    """Globs (``specs/*.yaml``) expanded as ``gradcheck run`` expands them (targets.py); other paths as they are."""
+    from .targets import GLOB, expand_globs
+
+    if not any(GLOB.search(str(p)) for p in paths):
+        return paths  # nothing to expand: the plugin stays cheap to load
+    try:
+        return [Path(p) for p in expand_globs([str(p) for p in paths])]
+    except GradcheckError as exc:
+        raise pytest.UsageError(f"gradcheck specs: {exc.message} (from --gradcheck-specs, the gradcheck_specs ini option or [tool.gradcheck]).") from None
 
 
 def _project(config: pytest.Config) -> Any:

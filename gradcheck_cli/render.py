@@ -457,22 +457,32 @@ def _width_of(console: Console, table: Table) -> int:
 
 
 def run_verdict_line(run: RunResult) -> Text:
-    """The last line of a run of several: how many specs (or checks, where layers are among them) passed,
-    and how many layers were skipped."""
+    """The last line of a run of several: how many checks passed, failed and could not be checked (an error is
+    not a failed check), and how many layers were skipped. A check is a spec, one combination of a spec's
+    matrix, a layer or one layer of a file; where every check is a whole spec, they are called specs."""
     from .matrix import split_selector
 
     n = len(run.checked)
+    failed = sum(1 for r in run.checked if r.status in ("FAIL", "NOISE"))
+    errors = sum(1 for r in run.checked if r.status == "ERROR")
     bad = sum(1 for r in run.checked if r.status != "PASS")
     skipped = len(run.results) - n
     also = f"; {skipped} skipped (not checked: see the summary)" if skipped else ""
-    # Specs where every check is one (of a spec, or of a combination of its matrix); layers and a file's layers are checks.
-    specs = not skipped and all(split_selector(r.name)[0].lower().endswith((".yaml", ".yml")) for r in run.results)
-    noun = "specs" if specs else "checks"
+    files = [split_selector(r.name) for r in run.results]
+    all_specs = not skipped and all(path.lower().endswith((".yaml", ".yml")) for path, _ in files)
+    whole_specs = all_specs and all(selector is None for _, selector in files)
+    noun = "specs" if whole_specs else "checks"
+    if all_specs and not whole_specs:  # combinations of a matrix: checks, and the specs they come from
+        n_specs = len({path for path, _ in files})
+        noun = f"checks (from {n_specs} spec{'s' if n_specs != 1 else ''})"
     if run.interrupted:
         return Text.assemble(("INTERRUPTED", STYLE["NOISE"]), f": stopped after {n} of {run.planned} {noun}; {bad} of them did not pass{also}.")
     if run.passed:
         return Text.assemble(("PASS", STYLE["PASS"]), f": all {n} {noun} match{also}.")
-    return Text.assemble(("FAIL", STYLE["FAIL"]), f": {bad} of {n} {noun} did not pass{also}.")
+    unchecked = f"; {errors} more could not be checked (see the errors above){also}" if errors else also
+    if failed:
+        return Text.assemble(("FAIL", STYLE["FAIL"]), f": {failed} of {n} {noun} did not pass{unchecked}.")
+    return Text.assemble(("ERROR", STYLE["ERROR"]), f": {errors} of {n} {noun} could not be checked (see the errors above){also}.")
 
 
 def literal(text: str) -> Text:
@@ -514,9 +524,17 @@ def sweep_table(result: SweepResult, console: Console | None = None) -> Table:
 
 
 def sweep_caption(result: SweepResult) -> str:
+    """The facts of the run caption that decide each step's verdicts -- and so sweep's exit status -- less eps."""
     c = result.config
     ref = f" (numeric in {c['numeric_dtype']})" if c.get("numeric_dtype") not in (None, c.get("dtype")) else ""
-    return f"dtype {c.get('dtype')}{ref} · device {c.get('device')} · seed {c.get('seed')} · at most {c.get('max_elements') or 'all'} elements per tensor"
+    tolerances = f" · rtol {c['rtol']:g}" if c.get("rtol") is not None else ""
+    tolerances += f" · atol {c['atol']:g}" if c.get("atol") is not None else ""
+    losses = f" · losses {'+'.join(c['losses'])}" if c.get("losses") else ""
+    kinks = f" · kinks {c['kinks']}" if c.get("kinks") else ""
+    return (
+        f"dtype {c.get('dtype')}{ref} · device {c.get('device')}{tolerances} · seed {c.get('seed')}{losses}{kinks} · "
+        f"at most {c.get('max_elements') or 'all'} elements per tensor"
+    )
 
 
 def sweep_suggestion(result: SweepResult) -> Text:

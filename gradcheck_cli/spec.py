@@ -643,7 +643,7 @@ def _check_suffix(path: Path) -> None:
     raise Invalid(
         None,
         f"specs are .yaml/.yml files, {what}.",
-        "Give a .yaml spec (or a folder of them), or a layer target such as 'file.py:MyLayer' with --input.",
+        "Give a .yaml spec (or a folder of them); a layer is named as file.py:MyLayer and checked with 'gradcheck run'.",
     )
 
 

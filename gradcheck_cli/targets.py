@@ -138,6 +138,12 @@ def spec_files(targets: Sequence[str], recursive: bool = False) -> list[str]:
     return [f for f in files if not (str(resolve(f)) in seen or seen.add(str(resolve(f))))]  # each once, in order
 
 
+def expand_globs(targets: Sequence[str]) -> list[str]:
+    """``targets`` with each glob (``specs/*.yaml``) replaced by what it matches, as ``plan_run`` expands it; folders stay
+    folders. Raises :class:`UsageError` for a glob that matches nothing."""
+    return [found for target in targets for found in _expand(str(target))]
+
+
 def _expand(target: str) -> list[str]:
     """A glob the shell did not expand (quoted, or on Windows), as the files it matches; anything else as it is."""
     if not GLOB.search(target) or Path(target).exists() or ":" in Path(target).name:

@@ -118,7 +118,7 @@ def _by_sets(work: "_Work", grads: dict[str, torch.Tensor], analytic: Analytic, 
     judges = {loss: Judge(numeric.steps.rtol, numeric.steps.atol, max(scale[loss], largest(elements[loss].numeric)), analytic.layer_scale[loss]) for loss in flat}
     notes = (_notes(leaf, work.shape, idx, elements["l2"]) if idx else ()) + _noise_note(leaf, noisier) + tuple(dict.fromkeys(unstable))
     notes += _joint_kinks(work, idx, elements, judges)
-    notes += (_sets_note(leaf, work.shape, found, len(idx)),) + _noise_note(leaf, dict(found.noise_by))
+    notes += (_sets_note(leaf, work.shape, found, idx),) + _noise_note(leaf, dict(found.noise_by))
     report = tensor_report(leaf, work.shape, idx, elements, grads, opts.kinks == "fail", found)
     return TensorOutcome(report, notes)
 
@@ -134,9 +134,10 @@ def _joined(parts: list[Elements], device: torch.device) -> Elements:
     return joined
 
 
-def _sets_note(leaf: Leaf, shape: tuple[int, ...], found: bisection.Exploration, alone: int) -> str:
-    """What the sets checked, how, and what a cleared set guarantees."""
+def _sets_note(leaf: Leaf, shape: tuple[int, ...], found: bisection.Exploration, idx: tuple[int, ...]) -> str:
+    """What the sets checked, how, and what a cleared set guarantees; ``idx``: the elements measured alone."""
     n = int(np.prod(shape)) if shape else 1
+    alone = len(idx)
     cleared = sum(hi - lo for lo, hi in found.cleared)
     bounds = ", ".join(f"{b:.2g} ({loss})" for loss, b in found.bound.items())
     text = (
@@ -150,8 +151,13 @@ def _sets_note(leaf: Leaf, shape: tuple[int, ...], found: bisection.Exploration,
             f"2^-{sets.DIRECTIONS} per set"
         )
     if found.stopped:
-        left = sum(hi - lo for lo, hi in found.unresolved)
-        text += f"; {found.stopped}: up to {left} element(s) left unchecked"
+        # As the coverage line counts them: neither in a cleared set nor measured alone (an unresolved
+        # run's measured elements are checked).
+        covered = np.zeros(n, dtype=bool)
+        for lo, hi in found.cleared:
+            covered[lo:hi] = True
+        covered[list(idx)] = True
+        text += f"; {found.stopped}: {int((~covered).sum())} of {n} element(s) left unchecked"
     return text + "; --sets off checks every element alone"
 
 

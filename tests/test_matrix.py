@@ -184,7 +184,7 @@ def test_a_bug_at_one_shape_fails_exactly_the_combinations_that_have_it(run_cli,
             assert f"pool_bug.yaml[dtype={dtype},{name}]" in summary
             assert any(f"[dtype={dtype},{name}]" in line and status in line for line in summary.splitlines())
     assert "gradcheck pool.py:Pool2Bug[dtype=float32,inputs=1]" in out  # its own table, titled by its values
-    assert "FAIL: 2 of 4 specs did not pass." in out
+    assert "FAIL: 2 of 4 checks (from 1 spec) did not pass." in out
     data = json.loads((tmp_path / "r.json").read_text())
     entries = {e["spec"].rsplit("/", 1)[-1]: e for e in data["specs"]}
     assert entries["pool_bug.yaml[dtype=float32,inputs=1]"]["matrix"] == {"dtype": "float32", "inputs": 1}
@@ -202,7 +202,7 @@ def test_a_bug_at_one_shape_fails_exactly_the_combinations_that_have_it(run_cli,
 def test_the_correct_twin_passes_every_combination(run_cli, specs: Path) -> None:
     code, out, err = run_cli("run", specs / "pool.yaml", "-q")
     assert code == 0, out + err
-    assert out.count(": PASS: ") == 4 and "PASS: all 4 specs match." in out
+    assert out.count(": PASS: ") == 4 and "PASS: all 4 checks (from 1 spec) match." in out
 
 
 def test_an_option_given_on_the_command_line_collapses_its_axis(run_cli, specs: Path) -> None:

@@ -140,7 +140,7 @@ def test_sys_exit_at_import_in_a_spec_folder_is_not_a_pass(run_cli, tmp_path):
     no_traceback(out, err)
     assert code == 1, (out, err)
     assert "b_exits.yaml" in err and "sys.exit" in err
-    assert "ERROR" in out and "1 of 2 specs did not pass" in out.strip().splitlines()[-1]
+    assert "ERROR" in out and "ERROR: 1 of 2 specs could not be checked" in out.strip().splitlines()[-1]
 
 
 def test_sys_exit_in_forward_is_a_layer_error(run_cli, tmp_path):
