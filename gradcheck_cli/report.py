@@ -221,7 +221,7 @@ class Report:
 
 
 def worst_element(t: TensorReport) -> str:
-    """'input0[1, 32] analytic -0.546 vs numeric 0.567 (l2 loss)', or '' when nothing was checked."""
+    """'x[1, 32] analytic -0.546 vs numeric 0.567 (l2 loss)', or '' when nothing was checked."""
     if t.worst_index is None or t.analytic is None:
         return ""
     if t.kind == "output":  # an output against the reference's: no loss, no gradient
