@@ -16,6 +16,9 @@ check asked for does not exist for this layer; nothing about its gradients is kn
 
 from __future__ import annotations
 
+import inspect
+import os
+import traceback
 import warnings
 from typing import Mapping, Sequence
 
@@ -100,13 +103,21 @@ def _tangent_outputs(subject: Subject, leaf: Leaf, tangent: torch.Tensor, seed: 
     return torch.cat([placement.f64(torch.zeros_like(y) if t is None else t).reshape(-1) for y, t in pairs])
 
 
+def _raised_by_base_jvp(exc: BaseException) -> bool:
+    """Did ``exc`` come from torch.autograd.Function.jvp itself (the Function did not override it)?"""
+    frames = traceback.extract_tb(exc.__traceback__)
+    base = inspect.getsourcefile(torch.autograd.Function.jvp)
+    return bool(frames) and frames[-1].name == "jvp" and base is not None and os.path.realpath(frames[-1].filename) == os.path.realpath(base)
+
+
 def _no_forward_mode(target: str, exc: LayerError) -> UsageError | None:
     """The layer has no forward-mode derivative (a Function without jvp, an op without a forward formula)."""
     cause = exc.__cause__
     text = str(cause)
-    if isinstance(cause, NotImplementedError) and "jvp" in text:
+    if isinstance(cause, NotImplementedError) and _raised_by_base_jvp(cause):
         what = "a custom autograd.Function in it defines no jvp"
     elif isinstance(cause, (NotImplementedError, RuntimeError)) and ("forward AD" in text or "forward-mode" in text or "forward mode" in text):
+        # torch gives no other sign of an operation that has no forward formula than its message
         what = "it uses an operation without a forward-mode derivative"
     else:
         return None
