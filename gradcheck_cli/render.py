@@ -132,21 +132,29 @@ def title(text: str) -> Text:
 
 def caption(report: Report) -> str:
     c = report.config
-    ref = f" (numeric in {c['numeric_dtype']})" if c.get("numeric_dtype") not in (None, c.get("dtype")) else ""
     tm = report.timing
     path = evaluation_path(report)
     if c.get("reference"):
         oracle = f"reference {c['reference']} ({c.get('reference_runs_in')})" + (f" · eps {c['eps']:g}" if c.get("eps") is not None else "")
-        ref = ""
     else:
         oracle = f"eps {c['eps']:g}"
     checks = [CHECK_LABELS[k] or k for k in report.checks if k not in ("backward", "reference")]
     also = f" · also {', '.join(checks)}" if checks else ""
     evaluations = f"{tm['points_evaluated']} evaluations ({path}) in" if "points_evaluated" in tm else "checked in"
-    return (
-        f"dtype {c['dtype']}{ref} · device {c['device']} · {oracle} · rtol {c['rtol']:g} · atol {c['atol']:g} · "
-        f"seed {c['seed']} · losses {'+'.join(c['losses'])} · kinks {c['kinks']}{also} · {evaluations} {tm.get('check_s', 0):.2f}s"
-    )
+    return f"{settings(c, oracle)}{also} · {evaluations} {tm.get('check_s', 0):.2f}s"
+
+
+def settings(c: Mapping[str, Any], oracle: str | None = None) -> str:
+    """What decides a check's verdicts, from its report config: 'dtype float32 (numeric in float64) · device
+    cpu · eps 0.001 · rtol ... · seed 0 · losses l2+weighted · kinks pass' (``oracle``: the eps part, if any)."""
+    numeric = c.get("numeric_dtype")
+    parts = [f"dtype {c.get('dtype')}" + (f" (numeric in {numeric})" if numeric not in (None, c.get("dtype")) else ""), f"device {c.get('device')}"]
+    parts += [oracle] if oracle else []
+    parts += [f"{key} {c[key]:g}" for key in ("rtol", "atol") if c.get(key) is not None]
+    parts += [f"seed {c.get('seed')}"]
+    parts += [f"losses {'+'.join(c['losses'])}"] if c.get("losses") else []
+    parts += [f"kinks {c['kinks']}"] if c.get("kinks") else []
+    return " · ".join(parts)
 
 
 def evaluation_path(report: Report) -> str:
@@ -526,15 +534,7 @@ def sweep_table(result: SweepResult, console: Console | None = None) -> Table:
 def sweep_caption(result: SweepResult) -> str:
     """The facts of the run caption that decide each step's verdicts -- and so sweep's exit status -- less eps."""
     c = result.config
-    ref = f" (numeric in {c['numeric_dtype']})" if c.get("numeric_dtype") not in (None, c.get("dtype")) else ""
-    tolerances = f" · rtol {c['rtol']:g}" if c.get("rtol") is not None else ""
-    tolerances += f" · atol {c['atol']:g}" if c.get("atol") is not None else ""
-    losses = f" · losses {'+'.join(c['losses'])}" if c.get("losses") else ""
-    kinks = f" · kinks {c['kinks']}" if c.get("kinks") else ""
-    return (
-        f"dtype {c.get('dtype')}{ref} · device {c.get('device')}{tolerances} · seed {c.get('seed')}{losses}{kinks} · "
-        f"at most {c.get('max_elements') or 'all'} elements per tensor"
-    )
+    return f"{settings(c)} · at most {c.get('max_elements') or 'all'} elements per tensor"
 
 
 def sweep_suggestion(result: SweepResult) -> Text:
