@@ -19,7 +19,7 @@ analytic side is what is being checked and its own rounding is no bug:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import torch
 
@@ -84,13 +84,7 @@ def analytic_side(subject: Subject, weights: torch.Tensor, weighted_loss: bool, 
         notes.append("the layer's output does not require grad: its backward is never called (analytic gradients are all zero)")
 
     def backward(grad_outputs):
-        if not live:
-            return [None] * len(tensors)
-        # Backpropagate the scalar sum(y * g): the layer receives exactly g as its output
-        # gradient (and torch skips a slow first-call import that tensor grad_outputs trigger).
-        with torch.enable_grad():  # whatever the layer's import did to the grad mode (torch.set_grad_enabled(False))
-            loss = sum((y * g.reshape(y.shape).to(y.dtype)).sum() for y, g in zip(ys, grad_outputs) if y.requires_grad)
-            return torch.autograd.grad(loss, tensors, retain_graph=True, allow_unused=True)
+        return pulled_back(ys, grad_outputs, tensors)
 
     outs = {"l2": [y.detach() for y in ys], "weighted": list(torch.split(weights, [y.numel() for y in ys]))}
     losses = ("l2", "weighted") if weighted_loss else ("l2",)
@@ -118,6 +112,18 @@ def analytic_side(subject: Subject, weights: torch.Tensor, weighted_loss: bool, 
         rounding[leaf.name] = {loss: _rounding(grads[leaf.name][loss], [p[i] for p in probes.get(loss, [])], f64) for loss in ("l2", "weighted")}
     scale = {loss: max(largest(g[loss]) for g in grads.values()) for loss in ("l2", "weighted")}
     return Analytic(grads, spread, rounding, unstable, scale, tuple(notes))
+
+
+def pulled_back(ys: Sequence[torch.Tensor], grad_outputs: Sequence[torch.Tensor], tensors: Sequence[torch.Tensor]) -> Sequence[torch.Tensor | None]:
+    """The gradients of ``tensors`` for the output gradients ``grad_outputs`` (one per output, any shape of
+    its size): the backward of sum(y * g), so each output receives exactly its g (and torch skips a slow
+    first-call import that tensor grad_outputs trigger). None for each where no output depends on anything."""
+    live = [(y, g) for y, g in zip(ys, grad_outputs) if y.requires_grad]
+    if not live:
+        return [None] * len(tensors)
+    with torch.enable_grad():  # whatever the layer's import did to the grad mode (torch.set_grad_enabled(False))
+        loss = sum((y * g.reshape(y.shape).to(device=y.device, dtype=y.dtype)).sum() for y, g in live)
+        return torch.autograd.grad(loss, tensors, retain_graph=True, allow_unused=True)
 
 
 def _rounding(a: torch.Tensor, probes: list, f64) -> torch.Tensor:

@@ -21,6 +21,7 @@ from typing import Mapping, Sequence
 
 import torch
 
+from .analytic import pulled_back
 from .environment import Placement
 from .errors import GradcheckError, LayerError, UsageError
 from .fd import LOSSES, rounding_error
@@ -172,15 +173,9 @@ def reference_side(
             key="reference",
         )
     outputs = torch.cat([placement.f64(t).reshape(-1) for t in ys])
-    live = [(t, i) for i, t in enumerate(ys) if t.requires_grad]
 
     def backward(g: torch.Tensor) -> Sequence[torch.Tensor | None]:
-        if not live:
-            return [None] * len(tensors)
-        parts = torch.split(g, list(sizes))
-        with torch.enable_grad():
-            loss = sum((t * parts[i].reshape(t.shape).to(device=t.device, dtype=t.dtype)).sum() for t, i in live)
-            return torch.autograd.grad(loss, tensors, retain_graph=True, allow_unused=True)
+        return pulled_back(ys, torch.split(g, list(sizes)), tensors)
 
     losses = LOSSES if weighted_loss else ("l2",)
     got = {loss: guard("backward", backward, y if loss == "l2" else weights) for loss in losses}
