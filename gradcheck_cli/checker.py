@@ -25,7 +25,7 @@ from .analytic import Analytic, analytic_side
 from .diagnose import diagnose
 from .double_backward import backward_subject
 from .environment import Interrupt, Placement, deadline, default_device_set, interrupts, preserved_state, resolve_device
-from .errors import LayerError, SpecError, UsageError
+from .errors import LayerError, OutOfMemory, SpecError, TimedOut, UsageError
 from .evaluate import Evaluator
 from .fd import LOSSES
 from .forward_ad import forward_side
@@ -354,7 +354,7 @@ class _Run:
         except LayerError as exc:
             # The first-order backward ran; what fails now is running it under create_graph or differentiating it.
             # Running out of time or memory is no such verdict.
-            if "--timeout" in exc.message or "Out of memory" in exc.message:
+            if isinstance(exc, (TimedOut, OutOfMemory)):
                 raise
             yield from _not_twice_differentiable(backward, grad_outputs, kinds, exc)
             return

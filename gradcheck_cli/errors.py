@@ -91,3 +91,7 @@ class LayerError(GradcheckError):
 
 class TimedOut(LayerError):
     """The layer's code ran past ``--timeout`` (exit 1): it would at any step size too."""
+
+
+class OutOfMemory(LayerError):
+    """The check ran out of memory in the layer's code (exit 1): a matter of sizes, not of the layer's gradients."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, Callable, TypeVar
 
 from .environment import ExitCalled, Interrupt, raised_by_callers_alarm, user_code, watching_interrupts
-from .errors import GradcheckError, LayerError, user_frame
+from .errors import GradcheckError, LayerError, OutOfMemory, user_frame
 from .supervise import stage
 
 T = TypeVar("T")
@@ -48,7 +48,7 @@ def layer_error(exc: BaseException, what: str, sizes_hint: Callable[[], str] | N
         return LayerError(f"{what} raised AttributeError: {text}.", "Call super().__init__() first in the layer's __init__.")
     # torch.OutOfMemoryError (CUDA), the CPU allocator's RuntimeError, Python's MemoryError.
     if isinstance(exc, MemoryError) or "out of memory" in text.lower() or "DefaultCPUAllocator" in text:
-        return LayerError(f"Out of memory during {what[0].lower()}{what[1:]}: {text}", sizes_hint() if sizes_hint else None)
+        return OutOfMemory(f"Out of memory during {what[0].lower()}{what[1:]}: {text}", sizes_hint() if sizes_hint else None)
     return LayerError(
         f"{what} raised {type(exc).__name__}: {text} ({user_frame(exc, skip=('/torch/',))}).",
         "Run with --debug for the full traceback.",

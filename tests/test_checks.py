@@ -381,3 +381,12 @@ def test_at_80_columns_the_table_keeps_both_values_before_the_worst_index(run_cl
     assert code == 1, err
     header = next(line for line in out.splitlines() if line.startswith("tensor"))
     assert "analytic" in header and "numeric" in header and "worst at" not in header and len(header) <= 80
+
+
+def test_running_out_of_memory_in_the_double_backward_is_an_error_not_a_verdict() -> None:
+    """Out of memory under create_graph says nothing of the backward's derivative: exit 1 as an error,
+    never 'not twice differentiable' FAIL rows (told by the error's type, not its words)."""
+    from gradcheck_cli.errors import OutOfMemory
+
+    with pytest.raises(OutOfMemory, match="Out of memory"):
+        check(layer("oom_under_create_graph"), ["5"], order=2)

@@ -354,3 +354,22 @@ def plain_pair(x):
 def plain_cube(x):
     """x**3 in plain autograd: the reference of the Cube Functions."""
     return x * x * x
+
+
+class _OomUnderCreateGraphFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x * x
+
+    @staticmethod
+    def backward(ctx, g):
+        if torch.is_grad_enabled():  # under create_graph: as if the double backward needed too much memory
+            raise MemoryError
+        (x,) = ctx.saved_tensors
+        return 2 * x * g
+
+
+def oom_under_create_graph(x):
+    """Right backward; running it under create_graph runs out of memory (a size, not a verdict)."""
+    return _OomUnderCreateGraphFn.apply(x)
