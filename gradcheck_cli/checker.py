@@ -464,12 +464,8 @@ def said_once(notes: Sequence[str]) -> tuple[str, ...]:
     first-order check word for word ('double backward: numeric side computed in float64 ...' beside the
     same note) says nothing new either: its numeric side, tolerances and frozen parameters are the layer's."""
     every = set(notes)
-    kept: list[str] = []
-    for note in notes:
-        if note in kept or (note.startswith(DOUBLE_BACKWARD) and note[len(DOUBLE_BACKWARD) :] in every):
-            continue
-        kept.append(note)
-    return tuple(kept)
+    repeats = {note for note in every if note.startswith(DOUBLE_BACKWARD) and note[len(DOUBLE_BACKWARD) :] in every}
+    return tuple(note for note in dict.fromkeys(notes) if note not in repeats)
 
 
 def _double_backward_note(note: str) -> str:
