@@ -39,6 +39,13 @@ class _Case:
     def n_fail(self) -> int:
         return int(self.fail.sum())
 
+    @property
+    def counted(self) -> str:
+        """What a count of failing elements is out of, where not every element was measured alone (sets
+        stopped on a sample, --max-elements): appended by the patterns that count."""
+        measured, total = int(self.chk.sum()), int(self.chk.size)
+        return f" [counted among the {measured} of {total} elements measured alone]" if measured < total else ""
+
 
 def diagnose(
     analytic: np.ndarray,
@@ -64,16 +71,8 @@ def diagnose(
         for pattern in PATTERNS:
             line = pattern(case)
             if line is not None:
-                return line + _partial(line, chk)
+                return line
     return None
-
-
-def _partial(line: str, chk: np.ndarray) -> str:
-    """Where not every element has a numeric value (sampled, or cleared by sets), a line that counts
-    elements counts those that do: it says so."""
-    measured, total = int(chk.sum()), int(chk.size)
-    counts = "element(s)" in line or "elements" in line
-    return f" [counted among the {measured} of {total} elements measured alone]" if counts and measured < total else ""
 
 
 # --- helpers ---------------------------------------------------------------
@@ -141,7 +140,7 @@ def _nonfinite(case: _Case) -> str | None:
         return None
     first = np.argwhere(bad)[0]
     where = f" (first at {_index(first)})" if case.a.ndim else ""
-    return f"analytic gradient has NaN/inf at {int(bad.sum())} checked element(s){where}"
+    return f"analytic gradient has NaN/inf at {int(bad.sum())} checked element(s){where}{case.counted}"
 
 
 def _outside_kinks(case: _Case) -> str | None:
@@ -161,7 +160,7 @@ def _outside_kinks(case: _Case) -> str | None:
     return (
         f"{case.n_fail} failing element(s) sit at a kink (a non-differentiable point), and the analytic value lies outside "
         f"the one-sided slopes there (e.g. {_index(first)}: analytic {_num(case.a[first])}, slopes {_num(lo)} and {_num(hi)}): "
-        "the backward's value at the kink is no one-sided derivative"
+        f"the backward's value at the kink is no one-sided derivative{case.counted}"
     )
 
 
@@ -180,7 +179,7 @@ def _corners(case: _Case) -> str | None:
         inside, total = int((case.chk & corner_mask).sum()), int(case.chk.sum())
         if _by_chance(case.n_fail, inside, total) <= CHANCE:
             corners = len({tuple(int(row[ax] >= case.n.shape[ax] - k) for ax in axes) for row in where})
-            return f"errors only at the corners ({case.n_fail} element(s) in {corners} corner(s)): a boundary case of two axes at once?"
+            return f"errors only at the corners ({case.n_fail} element(s) in {corners} corner(s)): a boundary case of two axes at once?{case.counted}"
     return None
 
 
@@ -309,7 +308,7 @@ def _one_right(case: _Case) -> str | None:
 
 def _zero_where_failing(case: _Case) -> str | None:
     if case.n_fail >= 2 and _is_zero(case.a[case.fail], case.n[case.fail]):
-        return f"analytic gradient is zero on all {case.n_fail} failing elements (a term never written?)"
+        return f"analytic gradient is zero on all {case.n_fail} failing elements (a term never written?){case.counted}"
     return None
 
 
