@@ -54,7 +54,9 @@ def _x(seed: int, features: int = 4096) -> torch.Tensor:
 @pytest.mark.parametrize("seed", [1, 2])
 def test_a_wide_layernorm_is_not_failed_by_the_rounding_its_rows_share(seed):
     """Before: 1919 FAIL (seed 1), 2250 FAIL and 1282 KINK (seed 2) of 4096 elements."""
-    report = check(LayerNormFn.apply, [_x(seed)], sets="off", kinks="fail")
+    # The loop path, pinned: which path wins the speed race changes the rounding, and with it whether the
+    # noise had to be measured at all (the vmap path may need no measuring and then says nothing).
+    report = check(LayerNormFn.apply, [_x(seed)], sets="off", kinks="fail", batch=False)
     t = report.tensors[0]
     assert report.passed, str(report)
     assert t.counts["FAIL"] == 0 and t.counts["KINK"] == 0
